@@ -1,0 +1,96 @@
+"""Shared plumbing for every layer: backend check, serialization, dtypes, input checks."""
+
+from __future__ import annotations
+
+import os
+
+SUPPORTED_BACKEND = "tensorflow"
+
+
+def check_backend() -> None:
+    """Fail with a clear message when Keras is set to a backend other than TensorFlow.
+
+    Nothing global is set: the user's ``KERAS_BACKEND`` (or ``~/.keras/keras.json``) is read,
+    never written.
+    """
+    requested = os.environ.get("KERAS_BACKEND")
+    if requested is not None and requested != SUPPORTED_BACKEND:
+        raise ImportError(
+            f"This package runs on the TensorFlow backend of Keras 3 (it is built on "
+            f"TensorFlow Probability), but KERAS_BACKEND={requested!r}. Unset KERAS_BACKEND "
+            f"or set KERAS_BACKEND=tensorflow before importing it."
+        )
+    import keras
+
+    active = keras.backend.backend()
+    if active != SUPPORTED_BACKEND:
+        raise ImportError(
+            f"This package runs on the TensorFlow backend of Keras 3, but Keras is using "
+            f"{active!r} (from ~/.keras/keras.json or KERAS_BACKEND). Set "
+            f"KERAS_BACKEND=tensorflow before importing it."
+        )
+
+
+check_backend()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+PACKAGE = "zoo"
+
+
+def register(cls):
+    """Register a public class for Keras serialization under the package name ``zoo``."""
+    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+LOW_PRECISION = ("float16", "bfloat16")
+
+
+def math_dtype(layer: keras.layers.Layer) -> str:
+    """Dtype for distribution math: float32 under mixed precision, else the compute dtype."""
+    dtype = layer.compute_dtype
+    return "float32" if dtype in LOW_PRECISION else dtype
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise ValueError naming the argument when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}.")
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
+
+
+def check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def check_min_rank(name: str, shape, min_rank: int) -> None:
+    """Static rank check on a (possibly partially known) shape."""
+    if shape is not None and len(shape) < min_rank:
+        raise ValueError(
+            f"`{name}` must have rank >= {min_rank} ([batch, ..., features]), got shape "
+            f"{tuple(shape)}."
+        )
+
+
+def assert_finite(x, name: str):
+    """Check a tensor for NaN/Inf in eager mode and in `tf.function` (a no-op under XLA)."""
+    return tf.debugging.assert_all_finite(
+        x, f"`{name}` contains NaN or Inf values; check the input data and learning rate."
+    )
+
+
+def sum_rightmost(x, ndims: int):
+    """Sum over the rightmost ``ndims`` axes (the event axes)."""
+    if ndims == 0:
+        return x
+    return tf.reduce_sum(x, axis=list(range(-ndims, 0)))
