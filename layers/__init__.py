@@ -1,6 +1,24 @@
-"""Keras 3 probabilistic layers built on TensorFlow Probability."""
+"""Keras 3 probabilistic layers built on TensorFlow Probability.
+
+Each layer builds ``tfp.distributions`` objects inside ``call`` and returns tensors.
+"""
 
 from layers.common import check_backend  # noqa: F401  (fails fast on a non-TF backend)
+from layers.annealing import KLAnnealing, TemperatureAnnealing
+from layers.bernoulli_likelihood import BernoulliLikelihood
+from layers.categorical_likelihood import CategoricalLikelihood
+from layers.gaussian_likelihood import GaussianLikelihood
 from layers.gaussian_posterior import GaussianPosterior
+from layers.relaxed_categorical import RelaxedCategorical
+from layers import sampling
 
-__all__ = ["GaussianPosterior"]
+__all__ = [
+    "BernoulliLikelihood",
+    "CategoricalLikelihood",
+    "GaussianLikelihood",
+    "GaussianPosterior",
+    "KLAnnealing",
+    "RelaxedCategorical",
+    "TemperatureAnnealing",
+    "sampling",
+]
