@@ -30,22 +30,31 @@ class _VariableSchedule(keras.callbacks.Callback):
         return cls(**config)
 
     def _targets(self):
-        found = [v for v in self.model.non_trainable_variables if v.name == self.variable_name]
-        if not found:
-            raise ValueError(
-                f"{type(self).__name__} found no variable named {self.variable_name!r} in "
-                f"model {self.model.name!r}; is the layer that owns it part of the model?"
-            )
-        return found
+        return [v for v in self.model.non_trainable_variables if v.name == self.variable_name]
 
-    def on_train_begin(self, logs=None):
-        self._variables = self._targets()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        value = self.value(step)
+    def _apply(self):
+        if not self._variables:
+            self._variables = self._targets()
+        if not self._variables:
+            if self.model.built:
+                raise ValueError(
+                    f"{type(self).__name__} found no variable named {self.variable_name!r} in "
+                    f"model {self.model.name!r}; is the layer that owns it part of the model?"
+                )
+            return  # A subclassed model builds on its first batch; set the value after it.
+        value = self.value(int(self.model.optimizer.iterations.numpy()))
         for variable in self._variables:
             variable.assign(value)
+
+    def on_train_begin(self, logs=None):
+        self._variables = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._apply()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._variables:  # the batch that built a subclassed model
+            self._apply()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._variables:

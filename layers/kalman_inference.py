@@ -1,0 +1,707 @@
+r"""Exact inference in linear-Gaussian state-space models (Kalman filter, RTS smoother, FFBS).
+
+Model (Kalman, "A New Approach to Linear Filtering and Prediction Problems", 1960):
+
+$$x_0 \sim N(m_0, P_0),\quad x_t = A_t x_{t-1} + B_t u_t + b_t + w_t,\ w_t \sim N(0, Q_t),$$
+$$y_t = H_t x_t + d_t + v_t,\ v_t \sim N(0, R_t).$$
+
+The first observation ``y_0`` sees ``x_0`` directly (as in TFP's ``LinearGaussianStateSpaceModel``),
+so ``A_0, B_0 u_0, b_0, Q_0`` are never used. Every function here takes and returns tensors
+(``NamedTuple``s of tensors), holds no state and no Keras object, and compiles under
+``tf.function(jit_compile=True)``.
+
+Shapes. ``observations`` are ``[batch, time, obs_dim]`` (batch first, as in Keras), ``controls``
+``[batch, time, control_dim]`` and ``mask`` ``[batch, time]`` (True or 1 = observed, the Keras
+convention; TFP uses the opposite). A matrix parameter of base shape ``[r, c]`` may be given as
+
+- ``[r, c]``: shared by every series and time step;
+- ``[batch, r, c]``: one per series (``batch`` may be 1);
+- ``[batch, time, r, c]``: one per series and time step (``batch`` may be 1 to share).
+
+Vector parameters (offsets, initial mean) follow the same rule with base shape ``[r]``.
+
+Covariances that are the same for every series (all parameters shared and no mask) are
+computed once, not once per series: the returned covariances then have a batch axis of size 1
+(``[1, time, n, n]``), which broadcasts against the ``[batch, time, n]`` means.
+
+Numerics: Joseph-form covariance update, symmetrization after each step, and every solve goes
+through a Cholesky factor of the innovation covariance $S$ (no explicit inverse).
+``square_root=True`` propagates Cholesky factors of the covariances instead, with QR-based
+"array" updates (Kailath, Sayed & Hassibi, "Linear Estimation", 2000, ch. 12), which keeps them
+positive definite in float32 even when the noise scales differ by many orders of magnitude.
+``method="parallel"`` runs the same filter as an associative scan of depth O(log T) (Sarkka &
+Garcia-Fernandez, "Temporal Parallelization of Bayesian Smoothers", 2021) for long sequences on
+accelerators.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+METHODS = ("sequential", "parallel")
+
+
+class LGSSMParams(NamedTuple):
+    """Parameters of a linear-Gaussian state-space model (see module docstring for shapes).
+
+    n = state_dim, p = obs_dim, k = control_dim.
+    """
+
+    initial_mean: tf.Tensor  # m_0: [n] or [batch, n]
+    initial_cov: tf.Tensor  # P_0: [n, n] or [batch, n, n]
+    transition_matrix: tf.Tensor  # A: [n, n] (+ batch / batch, time axes)
+    transition_cov: tf.Tensor  # Q: [n, n] (...)
+    observation_matrix: tf.Tensor  # H: [p, n] (...)
+    observation_cov: tf.Tensor  # R: [p, p] (...)
+    transition_offset: Optional[tf.Tensor] = None  # b: [n] (...)
+    observation_offset: Optional[tf.Tensor] = None  # d: [p] (...)
+    control_matrix: Optional[tf.Tensor] = None  # B: [n, k] (...)
+
+
+class StepResult(NamedTuple):
+    """One filter step: filtered moments of x_t, the log-likelihood term, predicted moments."""
+
+    filtered_mean: tf.Tensor  # [batch, n]
+    filtered_cov: tf.Tensor  # [batch or none, n, n] (a Cholesky factor when square_root)
+    log_likelihood: tf.Tensor  # [batch]: log N(y_t; H m-_t + d, S_t), 0 where masked
+    predicted_mean: tf.Tensor  # [batch, n]
+    predicted_cov: tf.Tensor  # [batch or none, n, n]
+
+
+class FilterResult(NamedTuple):
+    """Output of :func:`kalman_filter`. Covariance batch axis is 1 when shared by all series."""
+
+    log_likelihood: tf.Tensor  # [batch]: total
+    log_likelihoods: tf.Tensor  # [batch, time]: per step, 0 where masked
+    filtered_means: tf.Tensor  # [batch, time, n]: E[x_t | y_{0:t}]
+    filtered_covs: tf.Tensor  # [batch | 1, time, n, n]
+    predicted_means: tf.Tensor  # [batch, time, n]: E[x_t | y_{0:t-1}] (m_0 at t = 0)
+    predicted_covs: tf.Tensor  # [batch | 1, time, n, n]
+
+
+class SmootherResult(NamedTuple):
+    smoothed_means: tf.Tensor  # [batch, time, n]: E[x_t | y_{0:T-1}]
+    smoothed_covs: tf.Tensor  # [batch | 1, time, n, n]
+
+
+class ForecastResult(NamedTuple):
+    state_means: tf.Tensor  # [batch, steps, n]: E[x_{T-1+h} | y_{0:T-1}], h = 1..steps
+    state_covs: tf.Tensor  # [batch | 1, steps, n, n]
+    observation_means: tf.Tensor  # [batch, steps, p]
+    observation_covs: tf.Tensor  # [batch | 1, steps, p, p]
+
+
+# ------------------------------------------------------------------------------ linear algebra
+def _t(x):
+    return tf.linalg.matrix_transpose(x)
+
+
+def _sym(x):
+    return 0.5 * (x + _t(x))
+
+
+def _mv(a, v):
+    """Matrix-vector product with broadcasting of a's batch axes against v's."""
+    return tf.squeeze(tf.matmul(a, v[..., None]), -1)
+
+
+def _tril_from_wide(m):
+    """Lower-triangular L with L L^T = M M^T for M [..., r, c], c >= r, via QR of M^T."""
+    _, r = tf.linalg.qr(_t(m))  # M^T = Q R, so M M^T = R^T R
+    lower = _t(r)
+    sign = tf.where(tf.linalg.diag_part(lower) < 0, -tf.ones_like(lower[..., 0, :]),
+                    tf.ones_like(lower[..., 0, :]))
+    return lower * sign[..., None, :]
+
+
+def _bcast_batch(*mats):
+    """Broadcast the batch axes (all but the last two) of matrices to a common shape."""
+    shape = tf.shape(mats[0])[:-2]
+    for m in mats[1:]:
+        shape = tf.broadcast_dynamic_shape(shape, tf.shape(m)[:-2])
+    return [tf.broadcast_to(m, tf.concat([shape, tf.shape(m)[-2:]], 0)) for m in mats]
+
+
+def _where(mask, new, old):
+    """Per-series select; ``mask`` is None (all observed) or a bool [batch]."""
+    if mask is None:
+        return new
+    m = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([new.shape.rank - 1], tf.int32)], 0))
+    return tf.where(m, new, old)
+
+
+# ------------------------------------------------------------------------------ one step
+def predict_step(mean, cov, transition_matrix, transition_cov, transition_shift=None,
+                 square_root: bool = False):
+    """p(x_t | y_{<t}) from p(x_{t-1} | y_{<t}): m- = A m + shift, P- = A P A^T + Q.
+
+    With ``square_root`` the covariance arguments and result are lower Cholesky factors
+    (``transition_cov`` is then chol(Q)).
+    """
+    pred_mean = _mv(transition_matrix, mean)
+    if transition_shift is not None:
+        pred_mean = pred_mean + transition_shift
+    if square_root:
+        a_u, lq = _bcast_batch(tf.matmul(transition_matrix, cov), transition_cov)
+        return pred_mean, _tril_from_wide(tf.concat([a_u, lq], -1))
+    pred_cov = _sym(tf.matmul(tf.matmul(transition_matrix, cov), transition_matrix,
+                              transpose_b=True) + transition_cov)
+    return pred_mean, pred_cov
+
+
+def update_step(mean, cov, y, mask, observation_matrix, observation_cov,
+                square_root: bool = False):
+    """Condition N(mean, cov) on y = H x + v, v ~ N(0, R); returns (mean, cov, log_lik).
+
+    ``y`` is ``[batch, p]`` with any observation offset already subtracted; ``mask`` None or
+    bool ``[batch]`` (False skips the update and gives a log-likelihood term of 0). Joseph
+    form; the gain comes from a Cholesky solve with S = H P H^T + R. With ``square_root`` the
+    covariances are lower Cholesky factors and ``observation_cov`` is chol(R).
+    """
+    h, r = observation_matrix, observation_cov
+    p = y.shape[-1]
+    dtype = y.dtype
+    innovation = y - _mv(h, mean)
+    if square_root:
+        hu = tf.matmul(h, cov)  # H U  [.., p, n]
+        r, hu, u = _bcast_batch(r, hu, cov)
+        top = tf.concat([r, hu], -1)
+        bottom = tf.concat([tf.zeros_like(_t(hu)), u], -1)
+        post = _tril_from_wide(tf.concat([top, bottom], -2))
+        chol_s = post[..., :p, :p]
+        gain_s = post[..., p:, :p]  # G = P H^T S^{-T/2}, so K = G S^{-1/2}
+        new_cov = post[..., p:, p:]
+        z = tf.squeeze(tf.linalg.triangular_solve(
+            chol_s, innovation[..., None] + tf.zeros_like(chol_s[..., :1]), lower=True), -1)
+        new_mean = mean + _mv(gain_s, z)
+    else:
+        hp = tf.matmul(h, cov)  # [.., p, n]
+        s = _sym(tf.matmul(hp, h, transpose_b=True) + r)
+        chol_s = tf.linalg.cholesky(s)
+        gain_t = tf.linalg.cholesky_solve(chol_s, hp)  # K^T = S^-1 H P
+        gain = _t(gain_t)
+        new_mean = mean + _mv(gain, innovation)
+        n = cov.shape[-1]
+        ikh = tf.eye(n, dtype=dtype) - tf.matmul(gain, h)
+        new_cov = _sym(tf.matmul(tf.matmul(ikh, cov), ikh, transpose_b=True)
+                       + tf.matmul(tf.matmul(gain, r), gain, transpose_b=True))
+        z = tf.squeeze(tf.linalg.triangular_solve(
+            chol_s, innovation[..., None] + tf.zeros_like(chol_s[..., :1]), lower=True), -1)
+    log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(chol_s))), -1)
+    log_lik = -0.5 * (tf.reduce_sum(tf.square(z), -1) + log_det
+                      + p * math.log(2.0 * math.pi))
+    if mask is not None:
+        log_lik = tf.where(mask, log_lik, tf.zeros_like(log_lik))
+        new_mean = _where(mask, new_mean, mean)
+        new_cov = _where(mask, new_cov, cov)
+    return new_mean, new_cov, log_lik
+
+
+def filter_step(mean, cov, y, mask, transition_matrix, transition_cov, observation_matrix,
+                observation_cov, transition_shift=None, observation_offset=None,
+                square_root: bool = False) -> StepResult:
+    """One Kalman step: predict x_t from the filtered x_{t-1}, then update on y_t.
+
+    Args:
+        mean: [batch, n]. Filtered mean of x_{t-1}.
+        cov: [n, n] or [batch, n, n]. Filtered covariance (Cholesky factor if square_root).
+        y: [batch, p]. Observation y_t.
+        mask: None or bool [batch]. False marks y_t missing (update and log-lik skipped).
+        transition_matrix, transition_cov: A_t [.., n, n], Q_t (chol(Q_t) if square_root).
+        observation_matrix, observation_cov: H_t [.., p, n], R_t (chol(R_t) if square_root).
+        transition_shift: None or [batch, n]. B_t u_t + b_t.
+        observation_offset: None or [.., p]. d_t.
+    """
+    pred_mean, pred_cov = predict_step(mean, cov, transition_matrix, transition_cov,
+                                       transition_shift, square_root)
+    if observation_offset is not None:
+        y = y - observation_offset
+    new_mean, new_cov, log_lik = update_step(pred_mean, pred_cov, y, mask, observation_matrix,
+                                             observation_cov, square_root)
+    return StepResult(new_mean, new_cov, log_lik, pred_mean, pred_cov)
+
+
+# ------------------------------------------------------------------------------ inputs
+class _Param(NamedTuple):
+    value: tf.Tensor  # base, [B, base], [T, base] or [T, B, base]
+    time_varying: bool
+    batched: bool
+
+
+def _canon(x, base_rank, name, batch, steps, dtype, base_shape=None):
+    """Bring a parameter to (value, time_varying, batched) with time first when time-varying."""
+    x = tf.convert_to_tensor(x, dtype=dtype)
+    rank = x.shape.rank
+    if rank is None:
+        raise ValueError(f"`{name}` must have a known rank.")
+    if base_shape is not None:
+        got = tuple(x.shape[rank - base_rank:]) if rank >= base_rank else tuple(x.shape)
+        for g, w in zip(got, base_shape):
+            if g is not None and w is not None and g != w:
+                raise ValueError(f"`{name}` must have trailing shape {tuple(base_shape)}, got "
+                                 f"shape {tuple(x.shape)}.")
+    if rank == base_rank:
+        return _Param(x, False, False)
+    lead = x.shape[0]
+    if lead is not None and batch is not None and lead not in (1, batch):
+        raise ValueError(f"`{name}` has batch size {lead} but the observations have {batch}.")
+    if rank == base_rank + 1:
+        if lead == 1:
+            return _Param(x[0], False, False)
+        return _Param(x, False, True)
+    if rank == base_rank + 2:
+        if x.shape[1] is not None and steps is not None and x.shape[1] != steps:
+            raise ValueError(f"`{name}` has {x.shape[1]} time steps but the observations have "
+                             f"{steps}.")
+        if lead == 1:
+            return _Param(x[0], True, False)
+        return _Param(tf.experimental.numpy.swapaxes(x, 0, 1), True, True)
+    raise ValueError(f"`{name}` must have rank {base_rank} (shared), {base_rank + 1} ([batch, "
+                     f"...]) or {base_rank + 2} ([batch, time, ...]), got shape "
+                     f"{tuple(x.shape)}.")
+
+
+def _check_psd(x, name):
+    """Eager check that a user-given covariance is symmetric positive semi-definite."""
+    if not tf.executing_eagerly():
+        return
+    v = np.asarray(x, np.float64)
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"`{name}` contains NaN or Inf.")
+    scale = max(np.max(np.abs(v)), 1e-300)
+    if np.max(np.abs(v - np.swapaxes(v, -1, -2))) > 1e-6 * scale:
+        raise ValueError(f"`{name}` must be symmetric.")
+    if np.min(np.linalg.eigvalsh(v)) < -1e-8 * scale:
+        raise ValueError(f"`{name}` must be positive semi-definite; its smallest eigenvalue is "
+                         f"{np.min(np.linalg.eigvalsh(v)):.3g}.")
+
+
+class _Model(NamedTuple):
+    """Time-major step inputs for t = 0..T-1 with the t = 0 step made uniform.
+
+    Step 0 uses A_0 = 0, shift_0 = m_0 and Q_0 = P_0, so that predicting from (0, 0) gives the
+    prior; every step is then the same predict-update.
+    """
+
+    y: tf.Tensor  # [T, B, p], offsets removed, zeros where missing
+    mask: Optional[tf.Tensor]  # [T, B] bool or None
+    shift: tf.Tensor  # [T, B | 1, n]
+    a: _Param
+    q: _Param
+    h: _Param
+    r: _Param
+    m0: tf.Tensor  # [n] or [B, n]
+    p0: tf.Tensor  # [n, n] or [B, n, n]
+    cov_batched: bool
+    batch: tf.Tensor  # scalar int
+    steps: int
+
+
+def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
+             nan_as_missing=False, validate_args=True) -> _Model:
+    y = tf.convert_to_tensor(observations)
+    if not y.dtype.is_floating:
+        y = tf.cast(y, tf.float32)
+    dtype = y.dtype
+    if y.shape.rank != 3:
+        raise ValueError(f"`observations` must be [batch, time, obs_dim], got shape "
+                         f"{tuple(y.shape)}.")
+    batch, steps, p = y.shape
+    h_raw = tf.convert_to_tensor(params.observation_matrix, dtype)
+    n = h_raw.shape[-1]
+    if h_raw.shape[-2] is not None and p is not None and h_raw.shape[-2] != p:
+        raise ValueError(f"`observation_matrix` maps to {h_raw.shape[-2]} observation dims but "
+                         f"the observations have obs_dim={p}.")
+    canon = lambda x, r, name, base: _canon(x, r, name, batch, steps, dtype, base)  # noqa: E731
+    a = canon(params.transition_matrix, 2, "transition_matrix", (n, n))
+    q = canon(params.transition_cov, 2, "transition_cov", (n, n))
+    h = canon(h_raw, 2, "observation_matrix", (p, n))
+    r = canon(params.observation_cov, 2, "observation_cov", (p, p))
+    m0 = canon(params.initial_mean, 1, "initial_mean", (n,))
+    p0 = canon(params.initial_cov, 2, "initial_cov", (n, n))
+    if m0.time_varying or p0.time_varying:
+        raise ValueError("`initial_mean` / `initial_cov` cannot have a time axis.")
+    if validate_args:
+        for name, par in (("transition_cov", q), ("observation_cov", r), ("initial_cov", p0)):
+            _check_psd(par.value, name)
+    nb = tf.shape(y)[0]
+    # Missing data.
+    finite = tf.reduce_all(tf.math.is_finite(y), -1)
+    if mask is not None:
+        mask = tf.convert_to_tensor(mask)
+        if mask.shape.rank != 2:
+            raise ValueError(f"`mask` must be [batch, time], got shape {tuple(mask.shape)}.")
+        mask = tf.cast(mask, tf.bool)
+    if nan_as_missing:
+        mask = finite if mask is None else tf.logical_and(mask, finite)
+    if tf.executing_eagerly() and validate_args:
+        fin = finite.numpy()
+        observed = np.ones_like(fin) if mask is None else mask.numpy()
+        if not np.all(fin[observed]):
+            bad = np.argwhere(~fin & observed)[0]
+            all_nan = ~np.any(fin, axis=1)
+            hint = (f" (series {int(np.argmax(all_nan))} is all NaN)" if np.any(all_nan) else "")
+            raise ValueError(
+                f"`observations` contain NaN or Inf at observed position (batch, time) = "
+                f"{tuple(int(i) for i in bad)}{hint}; pass `mask` (False = missing) or "
+                f"`nan_as_missing=True`.")
+    if mask is not None:
+        y = tf.where(mask[..., None], y, tf.zeros_like(y))
+    # Offsets, controls.
+    if params.observation_offset is not None:
+        d = canon(params.observation_offset, 1, "observation_offset", (p,))
+        dv = d.value
+        if d.time_varying and d.batched:
+            dv = tf.experimental.numpy.swapaxes(dv, 0, 1)
+        elif d.time_varying:
+            dv = dv[None]
+        y = y - dv
+    shift = tf.zeros([1, 1, n], dtype)
+    if params.transition_offset is not None:
+        b = canon(params.transition_offset, 1, "transition_offset", (n,))
+        bv = b.value
+        if not b.time_varying:
+            bv = bv[None] if b.batched else bv[None, None]
+        elif not b.batched:
+            bv = bv[:, None]
+        shift = shift + bv
+    if controls is not None:
+        if params.control_matrix is None:
+            raise ValueError("`controls` were given but `control_matrix` is None.")
+        u = tf.convert_to_tensor(controls, dtype)
+        if u.shape.rank != 3:
+            raise ValueError(f"`controls` must be [batch, time, control_dim], got shape "
+                             f"{tuple(u.shape)}.")
+        if u.shape[1] is not None and steps is not None and u.shape[1] != steps:
+            raise ValueError(f"`controls` have {u.shape[1]} time steps but the observations "
+                             f"have {steps}.")
+        bm = canon(params.control_matrix, 2, "control_matrix", (n, u.shape[-1]))
+        ut = tf.experimental.numpy.swapaxes(u, 0, 1)  # [T, B, k]
+        bmat = bm.value if not (bm.batched and not bm.time_varying) else bm.value[None]
+        shift = shift + _mv(bmat, ut)
+    elif params.control_matrix is not None and validate_args:
+        pass  # control matrix without controls: no input, nothing to add
+    yt = tf.experimental.numpy.swapaxes(y, 0, 1)
+    mt = None if mask is None else tf.transpose(mask)
+    cov_batched = (mask is not None) or any(x.batched for x in (a, q, h, r, p0))
+    return _Model(yt, mt, shift, a, q, h, r, m0.value, p0.value, cov_batched, nb, steps)
+
+
+def _at(par: _Param, t):
+    return tf.gather(par.value, t) if par.time_varying else par.value
+
+
+def _time_major(par: _Param, steps):
+    """[T, ...] version of a parameter (broadcast along time when it is not time-varying)."""
+    if par.time_varying:
+        return par.value
+    return tf.broadcast_to(par.value[None], tf.concat([[steps], tf.shape(par.value)], 0))
+
+
+def _initial_carry(mdl: _Model, dtype, n, square_root):
+    mean = tf.zeros(tf.stack([mdl.batch, n]), dtype)
+    cov_shape = tf.stack([mdl.batch, n, n]) if mdl.cov_batched else [n, n]
+    return mean, tf.zeros(cov_shape, dtype)
+
+
+def _cov_out(cov_tm, batched):
+    """[T, (B,) n, n] -> [B | 1, T, n, n]."""
+    if batched:
+        return tf.experimental.numpy.swapaxes(cov_tm, 0, 1)
+    return cov_tm[None]
+
+
+def _chol_param(par: _Param) -> _Param:
+    return _Param(tf.linalg.cholesky(par.value), par.time_varying, par.batched)
+
+
+# ------------------------------------------------------------------------------ filters
+def kalman_filter(params: LGSSMParams, observations, mask=None, controls=None,
+                  nan_as_missing: bool = False, method: str = "sequential",
+                  square_root: bool = False, validate_args: bool = True) -> FilterResult:
+    """Forward Kalman filter: filtered and predicted moments and the log-likelihood.
+
+    Args:
+        params: LGSSMParams. Shapes in the module docstring.
+        observations: [batch, time, obs_dim].
+        mask: None or [batch, time] bool/0-1. False = missing (no update, no log-lik term).
+        controls: None or [batch, time, control_dim]. Inputs u_t (u_0 is unused).
+        nan_as_missing: bool. Treat a step with any NaN observation as missing.
+        method: str. ``"sequential"`` (a scan) or ``"parallel"`` (associative scan).
+        square_root: bool. Propagate Cholesky factors (sequential method only).
+        validate_args: bool. Eager checks: covariances PSD, no NaN at observed steps.
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {list(METHODS)}, got {method!r}.")
+    mdl = _prepare(params, observations, mask, controls, nan_as_missing, validate_args)
+    dtype = mdl.y.dtype
+    n = mdl.m0.shape[-1]
+    if method == "parallel":
+        if square_root:
+            raise ValueError("`square_root=True` is only available with method='sequential'.")
+        return _parallel_filter(mdl, dtype, n)
+    q, r, p0 = mdl.q, mdl.r, mdl.p0
+    if square_root:
+        q, r = _chol_param(q), _chol_param(r)
+        p0 = tf.linalg.cholesky(p0)
+    steps = tf.shape(mdl.y)[0]
+    first = tf.range(steps) == 0
+
+    def body(carry, elems):
+        t, is_first, y, m, shift = elems
+        a = _at(mdl.a, t)
+        qt = _at(q, t)
+        a = tf.where(is_first, tf.zeros_like(a), a)
+        qt = tf.where(is_first, p0 + tf.zeros_like(qt), qt + tf.zeros_like(p0))
+        shift = tf.where(is_first, mdl.m0 + tf.zeros_like(shift), shift + tf.zeros_like(mdl.m0))
+        return filter_step(carry.filtered_mean, carry.filtered_cov, y,
+                           m if mdl.mask is not None else None, a, qt, _at(mdl.h, t),
+                           _at(r, t), shift, square_root=square_root)
+
+    mask_elems = mdl.mask if mdl.mask is not None else tf.zeros([steps, 0], tf.bool)
+    shift = tf.broadcast_to(mdl.shift, tf.concat([[steps], tf.shape(mdl.shift)[1:]], 0))
+    mean0, cov0 = _initial_carry(mdl, dtype, n, square_root)
+    init = StepResult(mean0, cov0, tf.zeros(tf.shape(mean0)[:1], dtype), mean0, cov0)
+    outs = tf.scan(body, (tf.range(steps), first, mdl.y, mask_elems, shift), initializer=init)
+    filt_cov, pred_cov = outs.filtered_cov, outs.predicted_cov
+    if square_root:
+        filt_cov = tf.matmul(filt_cov, filt_cov, transpose_b=True)
+        pred_cov = tf.matmul(pred_cov, pred_cov, transpose_b=True)
+    lls = tf.transpose(outs.log_likelihood)
+    swap = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)  # noqa: E731
+    return FilterResult(
+        tf.reduce_sum(lls, -1), lls, swap(outs.filtered_mean),
+        _cov_out(filt_cov, mdl.cov_batched), swap(outs.predicted_mean),
+        _cov_out(pred_cov, mdl.cov_batched))
+
+
+def _parallel_filter(mdl: _Model, dtype, n) -> FilterResult:
+    """Associative-scan filter (Sarkka & Garcia-Fernandez 2021, Lemmas 7-8).
+
+    Matrices are laid out [T, B | 1, ., .] and vectors [T, B, .] so that they broadcast.
+    """
+    steps = tf.shape(mdl.y)[0]
+    eye = tf.eye(n, dtype=dtype)
+    first = tf.range(steps) == 0
+    four = lambda x: x if x.shape.rank == 4 else x[:, None]  # noqa: E731
+    a, q, h, r = (four(_time_major(par, steps)) for par in (mdl.a, mdl.q, mdl.h, mdl.r))
+    p0 = mdl.p0 if mdl.p0.shape.rank == 3 else mdl.p0[None]
+    first4, first3 = first[:, None, None, None], first[:, None, None]
+    a = tf.where(first4, tf.zeros_like(a), a)
+    q = q + tf.zeros_like(p0)[None]
+    q = tf.where(first4, p0[None] + tf.zeros_like(q), q)
+    shift = tf.broadcast_to(mdl.shift, tf.concat([[steps], tf.shape(mdl.shift)[1:]], 0))
+    shift = shift + tf.zeros_like(mdl.m0)
+    shift = tf.where(first3, mdl.m0 + tf.zeros_like(shift), shift)
+    cov_b = mdl.batch if mdl.cov_batched else 1
+    cov_shape = tf.stack([steps, cov_b, n, n])
+    vec_shape = tf.stack([steps, mdl.batch, n])
+    # Elements (A, b, C, eta, J) of each step (Lemma 7; step 0 has A = 0, so it is the prior).
+    hq = tf.matmul(h, q)
+    chol_s = tf.linalg.cholesky(_sym(tf.matmul(hq, h, transpose_b=True) + r))
+    gain = _t(tf.linalg.cholesky_solve(chol_s, hq))  # K = Q H^T S^-1
+    ikh = eye - tf.matmul(gain, h)
+    resid = mdl.y - _mv(h, shift)  # y - H c, [T, B, p]
+    el_a = tf.matmul(ikh, a)
+    el_b = shift + _mv(gain, resid)
+    el_c = _sym(tf.matmul(tf.matmul(ikh, q), ikh, transpose_b=True)
+                + tf.matmul(tf.matmul(gain, r), gain, transpose_b=True))
+    hf = tf.matmul(h, a)  # H A
+    sinv_hf = tf.linalg.cholesky_solve(chol_s, hf)  # S^-1 H A
+    el_eta = _mv(_t(sinv_hf), resid)
+    el_j = _sym(tf.matmul(hf, sinv_hf, transpose_a=True))
+    if mdl.mask is not None:  # a missing step is a pure prediction: (A, c, Q, 0, 0)
+        m4, m3 = mdl.mask[:, :, None, None], mdl.mask[:, :, None]
+        el_a = tf.where(m4, el_a, a + tf.zeros_like(el_a))
+        el_b = tf.where(m3, el_b, shift + tf.zeros_like(el_b))
+        el_c = tf.where(m4, el_c, q + tf.zeros_like(el_c))
+        el_eta = tf.where(m3, el_eta, tf.zeros_like(el_eta))
+        el_j = tf.where(m4, el_j, tf.zeros_like(el_j))
+    elems = (tf.broadcast_to(el_a, cov_shape), tf.broadcast_to(el_b, vec_shape),
+             tf.broadcast_to(el_c, cov_shape), tf.broadcast_to(el_eta, vec_shape),
+             tf.broadcast_to(el_j, cov_shape))
+
+    def combine(ei, ej):
+        a_i, b_i, c_i, eta_i, j_i = ei
+        a_j, b_j, c_j, eta_j, j_j = ej
+        i_cj = eye + tf.matmul(c_i, j_j)  # I + C_i J_j
+        a_j_m = _t(tf.linalg.solve(_t(i_cj), _t(a_j)))  # A_j (I + C_i J_j)^-1
+        a_i_n = _t(tf.linalg.solve(i_cj, a_i))  # A_i^T (I + J_j C_i)^-1
+        return (tf.matmul(a_j_m, a_i),
+                _mv(a_j_m, b_i + _mv(c_i, eta_j)) + b_j,
+                _sym(tf.matmul(tf.matmul(a_j_m, c_i), a_j, transpose_b=True) + c_j),
+                _mv(a_i_n, eta_j - _mv(j_j, b_i)) + eta_i,
+                _sym(tf.matmul(tf.matmul(a_i_n, j_j), a_i) + j_i))
+
+    _, filt_mean, filt_cov, _, _ = tfp.math.scan_associative(combine, elems)
+    # Predicted moments and log-likelihood, vectorized over time.
+    prev_mean = tf.concat([tf.zeros_like(filt_mean[:1]), filt_mean[:-1]], 0)
+    prev_cov = tf.concat([tf.zeros_like(filt_cov[:1]), filt_cov[:-1]], 0)
+    pred_mean = _mv(a, prev_mean) + shift
+    pred_cov = _sym(tf.matmul(tf.matmul(a, prev_cov), a, transpose_b=True) + q)
+    hp = tf.matmul(h, pred_cov)
+    chol_s = tf.linalg.cholesky(_sym(tf.matmul(hp, h, transpose_b=True) + r))
+    innov = mdl.y - _mv(h, pred_mean)
+    z = tf.squeeze(tf.linalg.triangular_solve(
+        chol_s + tf.zeros_like(innov[..., None, :1]), innov[..., None], lower=True), -1)
+    p = mdl.y.shape[-1]
+    log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol_s)), -1)
+    ll = -0.5 * (tf.reduce_sum(tf.square(z), -1) + log_det + p * math.log(2.0 * math.pi))
+    if mdl.mask is not None:
+        ll = tf.where(mdl.mask, ll, tf.zeros_like(ll))
+    lls = tf.transpose(ll)
+    swap = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)  # noqa: E731
+    pred_cov = tf.broadcast_to(pred_cov, cov_shape)
+    return FilterResult(tf.reduce_sum(lls, -1), lls, swap(filt_mean), swap(filt_cov),
+                        swap(pred_mean), swap(pred_cov))
+
+
+def parallel_filter(params: LGSSMParams, observations, mask=None, controls=None,
+                    nan_as_missing: bool = False, validate_args: bool = True) -> FilterResult:
+    """:func:`kalman_filter` with ``method="parallel"`` (associative scan in time)."""
+    return kalman_filter(params, observations, mask, controls, nan_as_missing, "parallel",
+                         False, validate_args)
+
+
+def log_likelihood(params: LGSSMParams, observations, mask=None, controls=None,
+                   nan_as_missing: bool = False, method: str = "sequential",
+                   square_root: bool = False, validate_args: bool = True):
+    """Total log p(y_{0:T-1}) per series: [batch]."""
+    return kalman_filter(params, observations, mask, controls, nan_as_missing, method,
+                         square_root, validate_args).log_likelihood
+
+
+# ------------------------------------------------------------------------------ smoothing
+def _backward_terms(params: LGSSMParams, filtered: FilterResult, dtype):
+    """Smoother gains G_t = P_t A_{t+1}^T (P-_{t+1})^-1 for t = 0..T-2, time-major."""
+    steps = filtered.filtered_means.shape[1]
+    a = _canon(params.transition_matrix, 2, "transition_matrix", None, steps, dtype)
+    p_f = tf.experimental.numpy.swapaxes(filtered.filtered_covs, 0, 1)[:-1]  # [T-1, B|1, n, n]
+    p_p = tf.experimental.numpy.swapaxes(filtered.predicted_covs, 0, 1)[1:]
+    if a.time_varying:
+        a_next = a.value[1:]
+    else:
+        a_next = a.value[None]
+    if a.batched and not a.time_varying:
+        a_next = a.value[None]
+    elif not a.batched:
+        a_next = a_next[:, None] if a.time_varying else a_next[:, None]
+    ap = tf.matmul(a_next, p_f)  # A P_t  [T-1, B|1, n, n]
+    gain_t = tf.linalg.cholesky_solve(tf.linalg.cholesky(p_p), ap)  # G^T
+    return _t(gain_t), p_f, p_p
+
+
+def rts_smoother(params: LGSSMParams, filtered: FilterResult) -> SmootherResult:
+    """Rauch-Tung-Striebel smoother from a :class:`FilterResult` of the same parameters.
+
+    m^s_t = m_t + G_t (m^s_{t+1} - m-_{t+1}),
+    P^s_t = P_t + G_t (P^s_{t+1} - P-_{t+1}) G_t^T, G_t = P_t A_{t+1}^T (P-_{t+1})^{-1}.
+    """
+    dtype = filtered.filtered_means.dtype
+    gain, p_f, p_p = _backward_terms(params, filtered, dtype)
+    swap = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)  # noqa: E731
+    m_f = swap(filtered.filtered_means)
+    m_p = swap(filtered.predicted_means)
+    last = (m_f[-1], swap(filtered.filtered_covs)[-1])
+
+    def body(carry, elems):
+        m_next, p_next = carry
+        g, mf, pf, mp, pp = elems
+        m = mf + _mv(g, m_next - mp)
+        p = _sym(pf + tf.matmul(tf.matmul(g, p_next - pp), g, transpose_b=True))
+        return m, p
+
+    if filtered.filtered_means.shape[1] == 1:
+        return SmootherResult(filtered.filtered_means, filtered.filtered_covs)
+    ms, ps = tf.scan(body, (gain, m_f[:-1], p_f, m_p[1:], p_p), initializer=last,
+                     reverse=True)
+    ms = tf.concat([ms, last[0][None]], 0)
+    ps = tf.concat([ps, last[1][None]], 0)
+    return SmootherResult(swap(ms), swap(ps))
+
+
+def posterior_sample(params: LGSSMParams, filtered: FilterResult, noise) -> tf.Tensor:
+    """Forward-filtering backward-sampling draws of x_{0:T-1} | y.
+
+    Args:
+        params: LGSSMParams used for ``filtered``.
+        filtered: FilterResult.
+        noise: [..., batch, time, n] standard normal draws (one set per sample).
+
+    Returns ``[..., batch, time, n]``.
+    """
+    dtype = filtered.filtered_means.dtype
+    noise = tf.convert_to_tensor(noise, dtype)
+    gain, p_f, p_p = _backward_terms(params, filtered, dtype)
+    swap = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)  # noqa: E731
+    m_f = swap(filtered.filtered_means)  # [T, B, n]
+    m_p = swap(filtered.predicted_means)
+    nz = tf.experimental.numpy.moveaxis(noise, -2, 0)  # [T, ..., B, n]
+    p_last = swap(filtered.filtered_covs)[-1]
+    x_last = m_f[-1] + _mv(tf.linalg.cholesky(p_last), nz[-1])
+    if noise.shape[-2] == 1:
+        return tf.experimental.numpy.moveaxis(x_last[None], 0, -2)
+    cond_cov = _sym(p_f - tf.matmul(tf.matmul(gain, p_p), gain, transpose_b=True))
+    jitter = 1e-12 if dtype == tf.float64 else 1e-6
+    scale = _cond_chol(cond_cov, jitter)
+
+    def body(x_next, elems):
+        g, mf, mp, sc, e = elems
+        return mf + _mv(g, x_next - mp) + _mv(sc, e)
+
+    xs = tf.scan(body, (gain, m_f[:-1], m_p[1:], scale, nz[:-1]), initializer=x_last,
+                 reverse=True)
+    xs = tf.concat([xs, x_last[None]], 0)
+    return tf.experimental.numpy.moveaxis(xs, 0, -2)
+
+
+def _cond_chol(cov, jitter):
+    n = cov.shape[-1]
+    scale = tf.reduce_max(tf.abs(tf.linalg.diag_part(cov)), -1)[..., None, None]
+    return tf.linalg.cholesky(cov + jitter * scale * tf.eye(n, dtype=cov.dtype))
+
+
+# ------------------------------------------------------------------------------ forecasting
+def forecast(params: LGSSMParams, filtered: FilterResult, steps: int, controls=None
+             ) -> ForecastResult:
+    """Predictive moments of x and y for 1..``steps`` steps after the last observation.
+
+    Time-varying parameters use their last time slice. ``controls``: None or
+    ``[batch, steps, control_dim]`` future inputs.
+    """
+    dtype = filtered.filtered_means.dtype
+    last = lambda par: par.value[-1] if par.time_varying else par.value  # noqa: E731
+    canon = lambda x, r, name: _canon(x, r, name, None, None, dtype)  # noqa: E731
+    a = last(canon(params.transition_matrix, 2, "transition_matrix"))
+    q = last(canon(params.transition_cov, 2, "transition_cov"))
+    h = last(canon(params.observation_matrix, 2, "observation_matrix"))
+    r = last(canon(params.observation_cov, 2, "observation_cov"))
+    mean = filtered.filtered_means[:, -1]
+    cov = filtered.filtered_covs[:, -1]
+    if cov.shape[0] == 1:
+        cov = cov[0]
+    shift = tf.zeros_like(mean)[None] + tf.zeros([steps, 1, 1], dtype)
+    if params.transition_offset is not None:
+        shift = shift + last(canon(params.transition_offset, 1, "transition_offset"))
+    if controls is not None:
+        bm = last(canon(params.control_matrix, 2, "control_matrix"))
+        ut = tf.experimental.numpy.swapaxes(tf.convert_to_tensor(controls, dtype), 0, 1)
+        shift = shift + _mv(bm if bm.shape.rank == 2 else bm[None], ut)
+
+    def body(carry, s):
+        m, p = carry
+        return predict_step(m, p, a, q, s)
+
+    ms, ps = tf.scan(body, shift, initializer=(mean, cov))
+    ym = _mv(h, ms)
+    if params.observation_offset is not None:
+        ym = ym + last(canon(params.observation_offset, 1, "observation_offset"))
+    yc = _sym(tf.matmul(tf.matmul(h, ps), h, transpose_b=True) + r)
+    swap = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)  # noqa: E731
+    batched = ps.shape.rank == 4
+    return ForecastResult(swap(ms), _cov_out(ps, batched), swap(ym), _cov_out(yc, batched))

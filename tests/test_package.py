@@ -1,0 +1,60 @@
+"""The package as a user meets it: imports, backend check, docstring examples."""
+
+import doctest
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+import layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+                          timeout=300)
+
+
+def test_other_keras_backend_fails_with_clear_message():
+    result = _run("import layers", KERAS_BACKEND="jax")
+    assert result.returncode != 0
+    assert "KERAS_BACKEND='jax'" in result.stderr and "tensorflow" in result.stderr
+
+
+def test_import_sets_nothing_global():
+    result = _run(
+        "import os, keras; before = keras.config.floatx(), keras.mixed_precision.global_policy()"
+        ".name; import zoo, layers, export; after = keras.config.floatx(), "
+        "keras.mixed_precision.global_policy().name; assert before == after, (before, after); "
+        "assert 'KERAS_BACKEND' not in os.environ"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_import_cost_beyond_tensorflow_is_a_few_seconds():
+    result = _run(
+        "import time; import tensorflow; t = time.perf_counter(); import zoo, layers, export; "
+        "print(time.perf_counter() - t)"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.split()[-1]) < 8.0
+
+
+MODULES = [
+    "layers.gaussian_posterior",
+    "layers.relaxed_categorical",
+    "layers.bernoulli_likelihood",
+    "layers.gaussian_likelihood",
+    "layers.categorical_likelihood",
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, extraglobs=vars(layers), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
