@@ -1,0 +1,233 @@
+"""The dataset registry and the two entry points, ``load_arrays`` (NumPy) and ``load`` (tf.data).
+
+A loader is a plain function ``loader(split, **options) -> dict[str, np.ndarray]`` whose
+arrays share their leading (example) axis. ``register`` adds it to the registry with a
+one-line description; the loader's keyword arguments are the dataset's options, and nothing
+else is accepted. ``load`` builds the input pipeline on top: shuffling, batching, per-epoch
+("dynamic") binarization, and trimming of padded sequences to the longest in each batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Callable, Sequence
+
+import numpy as np
+
+# Options that only ``load`` understands; they shape the tf.data pipeline, not the data.
+PIPELINE_OPTIONS = ("batch_size", "shuffle", "seed", "drop_remainder", "keys", "pad")
+BINARIZE_CHOICES = (None, "static", "threshold", "dynamic")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One registered dataset.
+
+    Args:
+        name: str. Registry name.
+        description: str. One line, shown by ``tools/train.py --help``.
+        loader: callable. ``loader(split, **options)`` returning a dict of NumPy arrays.
+        splits: tuple of str. Valid ``split`` values.
+        binarize_key: str or None. The array that ``binarize="dynamic"`` resamples per epoch.
+        mask_key: str or None. For padded variable-length sequences, the [N, T] validity mask;
+            ``load(..., pad="batch")`` trims every array in ``time_keys`` to the batch's
+            longest sequence.
+        time_keys: tuple of str. Arrays whose axis 1 is time (padded with ``mask_key``).
+        constant_keys: tuple of str. Arrays without the example axis (true parameters of a
+            simulation); ``load_arrays`` returns them, ``load`` leaves them out.
+    """
+
+    name: str
+    description: str
+    loader: Callable[..., dict]
+    splits: tuple
+    binarize_key: str | None = None
+    mask_key: str | None = None
+    time_keys: tuple = ()
+    constant_keys: tuple = ()
+
+    @property
+    def options(self) -> dict:
+        """The loader's options and their defaults."""
+        params = inspect.signature(self.loader).parameters
+        return {k: p.default for k, p in params.items() if k != "split"}
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(name: str, description: str, splits: Sequence[str], **spec_kwargs):
+    """Decorator adding ``loader`` to the registry under ``name``."""
+
+    def wrap(loader):
+        _REGISTRY[name] = DatasetSpec(name, description, loader, tuple(splits), **spec_kwargs)
+        return loader
+
+    return wrap
+
+
+def names() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def describe() -> dict[str, str]:
+    """``{name: one-line description}`` for every registered dataset."""
+    return {name: _REGISTRY[name].description for name in names()}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registry entry of ``name``; a ValueError lists the valid names otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(names())}.")
+    return _REGISTRY[name]
+
+
+def _check(spec: DatasetSpec, split: str, options: dict, allowed_extra=()):
+    if split not in spec.splits:
+        raise ValueError(
+            f"Dataset {spec.name!r} has no split {split!r}. Valid splits: "
+            f"{', '.join(spec.splits)}."
+        )
+    valid = list(spec.options) + list(allowed_extra)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        hint = ""
+        if set(unknown) & set(PIPELINE_OPTIONS) and not allowed_extra:
+            hint = " (batch_size, shuffle, seed, drop_remainder, keys and pad belong to load())"
+        raise ValueError(
+            f"Unknown option(s) for dataset {spec.name!r}: {', '.join(unknown)}{hint}. "
+            f"Valid options: {', '.join(valid) or 'none'}."
+        )
+    if "binarize" in options and options["binarize"] not in BINARIZE_CHOICES:
+        raise ValueError(
+            f"binarize must be one of {BINARIZE_CHOICES}, got {options['binarize']!r}."
+        )
+
+
+def load_arrays(name: str, split: str = "train", **options) -> dict[str, np.ndarray]:
+    """NumPy arrays of dataset ``name``: a dict whose arrays share the leading example axis.
+
+    The keys, shapes and dtypes are documented by each loader (``help(zoo.datasets.<name>)``
+    or ``describe()``). ``binarize="dynamic"`` is refused here: it resamples each epoch and
+    so only exists in ``load``; ``binarize=None`` gives its Bernoulli means.
+    """
+    spec = get_spec(name)
+    _check(spec, split, options)
+    if options.get("binarize") == "dynamic":
+        raise ValueError(
+            "binarize='dynamic' resamples the pixels every epoch, so it only exists in load(); "
+            "load_arrays() can give binarize=None (the Bernoulli means), 'static' or "
+            "'threshold'."
+        )
+    return spec.loader(split=split, **options)
+
+
+def load(
+    name: str,
+    split: str = "train",
+    *,
+    batch_size: int | None = None,
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    drop_remainder: bool = False,
+    keys: str | Sequence[str] | None = None,
+    pad: str = "batch",
+    **options,
+):
+    """A ``tf.data.Dataset`` of dataset ``name``.
+
+    Args:
+        name: str. A registered name (``names()``).
+        split: str. One of the dataset's splits.
+        batch_size: int or None. Batch size; None gives single examples.
+        shuffle: bool or None. Reshuffle every epoch (a full-size buffer); None shuffles the
+            "train" split only.
+        seed: int or None. Seeds shuffling and dynamic binarization; with a seed the pipeline
+            is deterministic (each epoch differs from the last, and a rebuilt pipeline repeats
+            the same epochs). None draws from TensorFlow's global seed.
+        drop_remainder: bool. Drop the last incomplete batch.
+        keys: str, sequence of str, or None. None yields the dict of all arrays; a str yields
+            that tensor alone; a sequence yields a tuple in that order (e.g. ("image", "label")
+            for ``fit``).
+        pad: str. For variable-length sequence datasets: "batch" trims each batch to its
+            longest sequence, "fixed" keeps the padded length of the arrays.
+        **options: the dataset's own options (see ``load_arrays``), including
+            ``binarize="dynamic"`` where the dataset has images.
+    """
+    import tensorflow as tf
+
+    spec = get_spec(name)
+    _check(spec, split, options)
+    if pad not in ("batch", "fixed"):
+        raise ValueError(f"pad must be 'batch' or 'fixed', got {pad!r}.")
+    dynamic = options.get("binarize") == "dynamic"
+    if dynamic:
+        options = {**options, "binarize": None}
+    arrays = spec.loader(split=split, **options)
+    arrays = {k: v for k, v in arrays.items() if k not in spec.constant_keys}
+    if keys is not None:
+        wanted = [keys] if isinstance(keys, str) else list(keys)
+        missing = [k for k in wanted if k not in arrays]
+        if missing:
+            raise ValueError(
+                f"Dataset {name!r} has no array(s) {', '.join(missing)}. "
+                f"It has: {', '.join(arrays)}."
+            )
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+
+    num_examples = len(next(iter(arrays.values())))
+    ds = tf.data.Dataset.from_tensor_slices(arrays)
+    if shuffle is None:
+        shuffle = split == "train"
+    if shuffle:
+        ds = ds.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
+    if batch_size is not None:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if dynamic:
+        ds = _dynamic_binarization(ds, spec.binarize_key, seed)
+    if spec.mask_key is not None and pad == "batch":
+        ds = ds.map(
+            lambda e: _trim_to_longest(e, spec.mask_key, spec.time_keys, batch_size is not None),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
+    if keys is not None:
+        if isinstance(keys, str):
+            ds = ds.map(lambda e: e[keys])
+        else:
+            ds = ds.map(lambda e: tuple(e[k] for k in keys))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _dynamic_binarization(ds, key: str, seed: int | None):
+    """Resample ``e[key] ~ Bernoulli(e[key])`` with fresh noise every epoch (Burda et al. 2016).
+
+    The noise seeds come from ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``
+    zipped with the data, so each epoch (each new iterator) draws new pixels while a rebuilt
+    pipeline with the same seed repeats the same sequence of epochs.
+    """
+    import tensorflow as tf
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def sample(element, pair):
+        probs = element[key]
+        uniform = tf.random.stateless_uniform(tf.shape(probs), seed=pair, dtype=probs.dtype)
+        return {**element, key: tf.cast(uniform < probs, probs.dtype)}
+
+    return tf.data.Dataset.zip((ds, seeds)).map(sample, num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True)
+
+
+def _trim_to_longest(element: dict, mask_key: str, time_keys: tuple, batched: bool):
+    """Cut the time axis of padded sequences to the longest valid length present."""
+    import tensorflow as tf
+
+    mask = element[mask_key]
+    length = tf.cast(tf.reduce_max(tf.reduce_sum(tf.cast(mask > 0, tf.int32), axis=-1)), tf.int32)
+    out = dict(element)
+    for key in time_keys:
+        out[key] = element[key][:, :length] if batched else element[key][:length]
+    return out
