@@ -33,8 +33,8 @@ from zoo.datasets._registry import (
     load_arrays,
     names,
 )
-from zoo.datasets.chorales import chorales, data_dir, piano_roll
-from zoo.datasets.healing_mnist import healing_mnist, rotate_digit
+from zoo.datasets.polyphonic import chorales, data_dir, piano_roll
+from zoo.datasets.healing import healing_mnist, rotate_digit
 from zoo.datasets.images import digits, mnist5k
 from zoo.datasets.tfds_images import (
     DatasetUnavailableError,

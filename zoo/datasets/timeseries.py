@@ -135,7 +135,7 @@ def lgssm(
 
 
 def pendulum_transition(
-    states: np.ndarray, dt: float = 0.1, g_over_l: float = 9.81, damping: float = 0.25
+    states: np.ndarray, dt: float = 0.1, g_over_l: float = 9.81, damping: float = 0.1
 ) -> np.ndarray:
     """Noise-free step of ``pendulum``: states [..., 2] = (angle, angular velocity) -> next.
 
@@ -163,7 +163,7 @@ def pendulum(
     length: int = 100,
     dt: float = 0.1,
     g_over_l: float = 9.81,
-    damping: float = 0.25,
+    damping: float = 0.1,
     process_std: float = 0.3,
     obs_std: float = 0.1,
     data_seed: int = 0,
