@@ -1,0 +1,8 @@
+"""The model zoo: `from zoo import VAE, DLGM, CategoricalVAE, ...`."""
+
+from layers.common import check_backend  # noqa: F401  (fails fast on a non-TF backend)
+from zoo.categorical_vae import CategoricalVAE
+from zoo.dlgm import DLGM
+from zoo.vae import VAE
+
+__all__ = ["CategoricalVAE", "DLGM", "VAE"]

@@ -1,0 +1,163 @@
+"""Base class of the zoo's latent-variable models: ELBO training with `fit`, honest evaluation."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from layers.common import assert_finite, register
+from zoo.bounds import ImportanceWeightedBound, active_units, chunked_importance_bound
+
+
+def scale_loss_for_distribution(loss):
+    """Divide by the replicas in sync: `tf.distribute` sums the replicas' gradients."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else loss / tf.cast(replicas, loss.dtype)
+
+
+@register
+class ActiveUnits(keras.metrics.Metric):
+    """Streaming count of latent units with Var_x(E_q[z_u | x]) > threshold (Burda et al. 2016).
+
+    ``update_state(posterior_means)`` takes ``[batch, latent_dim]``; the variance over all
+    examples seen since the last reset is accumulated in float64 sums.
+    """
+
+    def __init__(self, latent_dim: int, threshold: float = 0.01, name="active_units", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.latent_dim = latent_dim
+        self.threshold = threshold
+        zeros = dict(initializer="zeros", dtype="float64")
+        self.count = self.add_variable(shape=(), name="count", **zeros)
+        self.total = self.add_variable(shape=(latent_dim,), name="total", **zeros)
+        self.total_sq = self.add_variable(shape=(latent_dim,), name="total_sq", **zeros)
+
+    def update_state(self, posterior_means, sample_weight=None):
+        m = tf.cast(tf.reshape(posterior_means, [-1, self.latent_dim]), tf.float64)
+        self.count.assign_add(tf.cast(tf.shape(m)[0], tf.float64))
+        self.total.assign_add(tf.reduce_sum(m, 0))
+        self.total_sq.assign_add(tf.reduce_sum(tf.square(m), 0))
+
+    def result(self):
+        n = tf.maximum(self.count, 1.0)
+        var = self.total_sq / n - tf.square(self.total / n)
+        return tf.reduce_sum(tf.cast(var > self.threshold, tf.float32))
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "threshold": self.threshold}
+
+
+class LatentVariableModel(keras.Model):
+    """A model trained by maximizing an ELBO with ``model.fit(x)``.
+
+    ``call(x)`` returns per-example terms: ``elbo``, ``reconstruction`` (E_q log p(x|z)),
+    ``kl`` and the training ``objective`` (the negative ELBO with KL weight / free bits), and
+    for Gaussian latents ``posterior_loc``. ``compute_loss`` averages the objective, adds the
+    layers' losses (weight priors), and tracks ``elbo``, ``kl``, ``reconstruction`` and
+    ``active_units`` so that ``fit`` and ``evaluate`` report them.
+
+    Subclasses implement ``elbo_terms(x, training)``, ``log_weights(x, num_samples, seed)``
+    ([batch, K] of log p(x, z_k) - log q(z_k|x) with stateless noise from ``seed``),
+    ``encode``, ``decode``, ``posterior_mean_latent`` and ``prior_sample(n, seed)``.
+    """
+
+    def __init__(self, input_shape, active_units_dim: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        input_shape = tuple(int(s) for s in input_shape)
+        if not input_shape or any(s < 1 for s in input_shape):
+            raise ValueError(f"`input_shape` must be positive sizes, got {input_shape}.")
+        self.data_shape = input_shape
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.active_units_metric = (
+            ActiveUnits(active_units_dim) if active_units_dim is not None else None
+        )
+
+    # ------------------------------------------------------------------ input checks
+    def check_input(self, x):
+        """Static shape check and a NaN/Inf check (no-op under XLA); returns x as a tensor."""
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            x = tf.cast(x, self.compute_dtype)
+        if x.shape.rank is not None and tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of shape [batch, "
+                f"{', '.join(map(str, self.data_shape))}] (input_shape={self.data_shape}), "
+                f"got {tuple(x.shape)}."
+            )
+        with tf.control_dependencies([assert_finite(x, "x")]):
+            return tf.identity(x)
+
+    # ------------------------------------------------------------------ training
+    def call(self, x, training=None):
+        return self.elbo_terms(self.check_input(x), training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = tf.reduce_mean(y_pred["objective"])
+        if self.losses:
+            loss = loss + tf.add_n([tf.cast(l, loss.dtype) for l in self.losses])
+        self.elbo_tracker.update_state(y_pred["elbo"])
+        self.kl_tracker.update_state(y_pred["kl"])
+        self.reconstruction_tracker.update_state(y_pred["reconstruction"])
+        if self.active_units_metric is not None and "posterior_loc" in y_pred:
+            self.active_units_metric.update_state(y_pred["posterior_loc"])
+        return scale_loss_for_distribution(loss)
+
+    @classmethod
+    def from_config(cls, config):
+        # JSON turns the tuples of shapes and widths into lists.
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+    def default_callbacks(self) -> list:
+        """Callbacks that training needs by default (annealing schedules); none here."""
+        return []
+
+    # ------------------------------------------------------------------ evaluation
+    def log_likelihood(self, x, num_samples: int = 5000, batch_size: int = 100,
+                       chunk_size: int = 500, seed: int = 0) -> ImportanceWeightedBound:
+        """K-sample importance-weighted bound per example (Burda et al. 2016).
+
+        With K = 5000 it is how published tables estimate log p(x). Runs in batches of
+        examples and chunks of particles, so memory is O(batch_size * chunk_size * data size).
+        The same ``seed`` gives the same numbers (stateless noise).
+        """
+        x = np.asarray(x)
+        if num_samples < 1 or batch_size < 1 or chunk_size < 1:
+            raise ValueError("`num_samples`, `batch_size` and `chunk_size` must be >= 1.")
+        fn = tf.function(self.log_weights, reduce_retracing=True)
+        results = []
+        for start in range(0, len(x), batch_size):
+            xb = self.check_input(x[start:start + batch_size])
+            results.append(chunked_importance_bound(
+                fn, xb, num_samples, chunk_size, seed + 7919 * (start // batch_size)))
+        return ImportanceWeightedBound(
+            log_likelihood=np.concatenate([r.log_likelihood for r in results]),
+            elbo=np.concatenate([r.elbo for r in results]),
+            num_samples=num_samples,
+        )
+
+    def active_units(self, x, threshold: float = 0.01, batch_size: int = 500) -> int:
+        """Number of latent units whose posterior mean varies over ``x`` by > threshold."""
+        means = np.concatenate([
+            np.asarray(self.posterior_mean_latent(self.check_input(x[i:i + batch_size])))
+            for i in range(0, len(x), batch_size)
+        ])
+        return active_units(means, threshold)
+
+    def reconstruct(self, x):
+        """Likelihood mean of x decoded from the posterior mean (deterministic)."""
+        return self.decode(self.posterior_mean_latent(self.check_input(x)))["mean"]
+
+    def sample(self, n: int, seed: int | None = None):
+        """Likelihood means of n draws from the prior (``seed`` fixes them)."""
+        return self.decode(self.prior_sample(n, seed))["mean"]
+
+    @staticmethod
+    def stateless_seed(seed):
+        """A stateless seed pair from an int (None draws one)."""
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        return tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed

@@ -1,0 +1,219 @@
+"""Variational autoencoder (Kingma & Welling 2014) with any Gaussian posterior family."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior
+from layers.common import check_choice, check_positive, check_positive_int, register
+from zoo.base import LatentVariableModel
+from zoo.networks import ARCHITECTURES, conv_decoder, conv_encoder, flat_size, mlp
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+GAUSSIAN_VARIANCES = ("fixed", "learned", "per_pixel")
+
+
+def likelihood_head(likelihood: str, data_shape, gaussian_variance: str, gaussian_scale: float):
+    """The decoder's likelihood layer and how many parameters it takes per data value."""
+    check_choice("likelihood", likelihood, LIKELIHOODS)
+    if likelihood == "bernoulli":
+        return BernoulliLikelihood(event_ndims=len(data_shape), name="likelihood"), 1
+    check_choice("gaussian_variance", gaussian_variance, GAUSSIAN_VARIANCES)
+    head = GaussianLikelihood(variance=gaussian_variance, scale=gaussian_scale,
+                              event_ndims=len(data_shape), name="likelihood")
+    return head, 2 if gaussian_variance == "per_pixel" else 1
+
+
+def data_decoder(architecture, hidden_units, conv_filters, activation, data_shape, per_value,
+                 name="decoder"):
+    """Network from a latent vector to the likelihood parameters of one example."""
+    if architecture == "conv":
+        return conv_decoder(conv_filters, activation, data_shape, data_shape[-1] * per_value,
+                            name=name)
+    out_shape = (*data_shape[:-1], data_shape[-1] * per_value)
+    net = mlp(list(reversed(hidden_units)), activation, name, flat_size(out_shape))
+    net.add(keras.layers.Reshape(out_shape))
+    return net
+
+
+def data_encoder(architecture, hidden_units, conv_filters, activation, name="encoder"):
+    """Network from one example to the features of the posterior layer."""
+    if architecture == "conv":
+        return conv_encoder(conv_filters, activation, name=name)
+    return keras.Sequential([keras.layers.Flatten(), *mlp(hidden_units, activation, name).layers],
+                            name=name)
+
+
+def apply_with_particles(network, z):
+    """Apply a per-example network to z of shape [batch..., d] with any leading axes."""
+    lead = tf.shape(z)[:-1]
+    out = network(tf.reshape(z, [-1, z.shape[-1]]))
+    return tf.reshape(out, tf.concat([lead, tf.shape(out)[1:]], 0))
+
+
+@register
+class VAE(LatentVariableModel):
+    r"""Variational autoencoder: Kingma & Welling, "Auto-Encoding Variational Bayes" (2014).
+
+    Generative model $p(z) = N(0, I)$, $p_\theta(x|z)$ Bernoulli (binary or grey-level data in
+    [0, 1]) or Gaussian; recognition model $q_\phi(z|x) = N(\mu(x), C(x))$ with C diagonal,
+    rank-one precision (Rezende et al. 2014) or full Cholesky. ``fit`` maximizes
+
+    $$\mathcal{L}(x) = E_{q}[\log p_\theta(x|z)] - \beta\, \mathrm{KL}(q_\phi(z|x) \| p(z))$$
+
+    with one sample per input; the KL is analytic (estimator B, ``kl_estimator="analytic"``) or
+    the Monte Carlo $\log q - \log p$ (estimator A, ``"mc"``); $\beta$ is the posterior layer's
+    ``kl_weight`` (``KLAnnealing`` schedules it). ``free_bits`` > 0 (diagonal posterior only)
+    replaces each dimension's batch-mean KL by max(free_bits, KL_j) (Kingma et al. 2016).
+    ``log_likelihood(x, num_samples=K)`` gives the K-sample importance-weighted bound (Burda
+    et al. 2016); ``evaluate`` reports the ELBO, its KL and reconstruction parts and the
+    number of active units (posterior collapse shows as few active units).
+
+    Args:
+        input_shape: tuple. Shape of one example, e.g. ``(28, 28, 1)``.
+        latent_dim: int. Dimension of z.
+        covariance: str. ``"diag"``, ``"lowrank"`` or ``"full"``.
+        likelihood: str. ``"bernoulli"`` or ``"gaussian"``.
+        architecture: str. ``"mlp"`` or ``"conv"`` (images with sides divisible by 4).
+        hidden_units: tuple of int. MLP encoder widths (the decoder mirrors them).
+        conv_filters: tuple of int. Convolutional encoder filters (the decoder mirrors them).
+        activation: str. Hidden activation.
+        kl_estimator: str. ``"analytic"`` (estimator B) or ``"mc"`` (estimator A).
+        kl_weight: float. Initial KL weight beta.
+        free_bits: float. Free-bits floor per latent dimension in nats (0 disables).
+        gaussian_variance: str. ``"fixed"``, ``"learned"`` or ``"per_pixel"``.
+        gaussian_scale: float. Fixed or initial Gaussian standard deviation.
+        seed: int or None. Seed of the posterior's sampler.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = VAE(input_shape=(8,), latent_dim=2, hidden_units=(16,), seed=0)
+    >>> model.compile(optimizer="adam")
+    >>> x = (np.random.RandomState(0).rand(64, 8) > 0.5).astype("float32")
+    >>> _ = model.fit(x, batch_size=32, epochs=1, verbose=0)
+    >>> sorted(model.evaluate(x, verbose=0, return_dict=True))
+    ['active_units', 'elbo', 'kl', 'loss', 'reconstruction']
+    """
+
+    def __init__(
+        self,
+        input_shape=(28, 28, 1),
+        latent_dim: int = 20,
+        covariance: str = "diag",
+        likelihood: str = "bernoulli",
+        architecture: str = "mlp",
+        hidden_units=(500,),
+        conv_filters=(32, 64),
+        activation: str = "relu",
+        kl_estimator: str = "analytic",
+        kl_weight: float = 1.0,
+        free_bits: float = 0.0,
+        gaussian_variance: str = "learned",
+        gaussian_scale: float = 1.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(input_shape, active_units_dim=latent_dim, **kwargs)
+        check_positive_int("latent_dim", latent_dim)
+        check_choice("architecture", architecture, ARCHITECTURES)
+        check_positive("free_bits", free_bits, allow_zero=True)
+        if free_bits > 0 and covariance != "diag":
+            raise ValueError(
+                f"`free_bits` needs a KL that splits over dimensions: covariance='diag', got "
+                f"covariance={covariance!r}."
+            )
+        self.latent_dim = latent_dim
+        self.covariance = covariance
+        self.likelihood = likelihood
+        self.architecture = architecture
+        self.hidden_units = tuple(hidden_units)
+        self.conv_filters = tuple(conv_filters)
+        self.activation = activation
+        self.kl_estimator = kl_estimator
+        self.kl_weight = kl_weight
+        self.free_bits = float(free_bits)
+        self.gaussian_variance = gaussian_variance
+        self.gaussian_scale = gaussian_scale
+        self.seed = seed
+        self.head, per_value = likelihood_head(likelihood, self.data_shape, gaussian_variance,
+                                               gaussian_scale)
+        self.encoder = data_encoder(architecture, self.hidden_units, self.conv_filters,
+                                    activation)
+        self.posterior = GaussianPosterior(
+            latent_dim, covariance=covariance, kl=kl_estimator, kl_weight=kl_weight,
+            add_kl_loss=False, seed=seed, name="posterior",
+        )
+        self.decoder = data_decoder(architecture, self.hidden_units, self.conv_filters,
+                                    activation, self.data_shape, per_value)
+        self(tf.zeros((1, *self.data_shape)))  # build every weight now
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, x):
+        """Posterior parameters of q(z|x): ``loc`` and the family's scale parameters."""
+        return self.posterior.posterior_parameters(self.encoder(x))
+
+    def decode(self, z):
+        """Likelihood of x given z ([batch..., latent_dim]): ``mean`` (and ``scale``) and
+        the raw decoder output ``params`` (Bernoulli logits or Gaussian means/scales)."""
+        params = apply_with_particles(self.decoder, tf.convert_to_tensor(z))
+        return {**self.head(params), "params": params}
+
+    def posterior_mean_latent(self, x):
+        return self.encode(x)["loc"]
+
+    def prior_sample(self, n: int, seed=None):
+        return tf.random.stateless_normal([n, self.latent_dim], self.stateless_seed(seed))
+
+    # ------------------------------------------------------------------ bounds
+    def kl_objective(self, posterior):
+        """The KL term of the training objective, with free bits when asked."""
+        if self.free_bits == 0:
+            return posterior["kl"]
+        loc, scale = posterior["loc"], posterior["scale"]
+        per_dim = 0.5 * (tf.square(scale) + tf.square(loc) - 1.0) - tf.math.log(scale)
+        floored = tf.maximum(tf.reduce_mean(per_dim, 0), self.free_bits)
+        return tf.fill(tf.shape(per_dim)[:1], tf.reduce_sum(floored))
+
+    def elbo_terms(self, x, training=None):
+        posterior = self.posterior(self.encoder(x))
+        reconstruction = self.head(apply_with_particles(self.decoder, posterior["z"]),
+                                   x)["log_prob"]
+        weight = tf.cast(self.posterior.kl_weight, reconstruction.dtype)
+        return {
+            "elbo": reconstruction - posterior["kl"],
+            "reconstruction": reconstruction,
+            "kl": posterior["kl"],
+            "objective": weight * self.kl_objective(posterior) - reconstruction,
+            "posterior_loc": posterior["loc"],
+        }
+
+    def log_weights(self, x, num_samples, seed):
+        features = self.encoder(x)
+        noise = tf.random.stateless_normal(
+            [tf.shape(x)[0], num_samples, self.latent_dim], seed, dtype=features.dtype)
+        posterior = self.posterior(features, noise=noise, num_samples=num_samples)
+        log_px = self.head(apply_with_particles(self.decoder, posterior["z"]), x)["log_prob"]
+        return log_px + posterior["log_prior"] - posterior["log_q"]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_shape=self.data_shape,
+            latent_dim=self.latent_dim,
+            covariance=self.covariance,
+            likelihood=self.likelihood,
+            architecture=self.architecture,
+            hidden_units=self.hidden_units,
+            conv_filters=self.conv_filters,
+            activation=self.activation,
+            kl_estimator=self.kl_estimator,
+            kl_weight=self.kl_weight,
+            free_bits=self.free_bits,
+            gaussian_variance=self.gaussian_variance,
+            gaussian_scale=self.gaussian_scale,
+            seed=self.seed,
+        )
+        return config
+
