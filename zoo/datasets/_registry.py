@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # Options that only ``load`` understands; they shape the tf.data pipeline, not the data.
 PIPELINE_OPTIONS = ("batch_size", "shuffle", "seed", "drop_remainder", "keys", "pad")
@@ -135,7 +138,7 @@ def load(
     keys: str | Sequence[str] | None = None,
     pad: str = "batch",
     **options,
-):
+) -> "tf.data.Dataset":
     """A ``tf.data.Dataset`` of dataset ``name``.
 
     Args:

@@ -98,13 +98,13 @@ def load_rolls(limit: int | None = None, cache_dir: str | None = None,
         wanted = all_names if limit is None else all_names[:limit]
         if names != wanted[:len(names)]:  # a different corpus: start afresh
             names, rolls = [], []
-        todo = wanted[len(names):]
+        done = len(names)
+        todo = wanted[done:]
         show = verbose and len(todo) > 20
         for i, name in enumerate(todo):
             if show and (i % 10 == 0 or i == len(todo) - 1):
                 print(f"\rParsing Bach chorales with music21 (cached afterwards): "
-                      f"{len(names) + i + 1}/{len(wanted)}", end="", file=sys.stderr,
-                      flush=True)
+                      f"{done + i + 1}/{len(wanted)}", end="", file=sys.stderr, flush=True)
             rolls.append(_parse_roll(name))
             names.append(name)
         if show:

@@ -58,11 +58,15 @@ def is_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return result["ok"] and not thread.is_alive()
 
 
-def _tfds_arrays(name: str, split: str, data_dir: str | None, download: bool | str) -> dict:
-    """All examples of a tfds image dataset as NumPy arrays (uint8 images)."""
+def _tfds_arrays(name: str, split: str, data_dir: str | None, download: bool) -> dict:
+    """All examples of a tfds image dataset as NumPy arrays (uint8 images).
+
+    If the data is not prepared, it is downloaded only when ``download`` is true and the
+    server answers a probe within ``PROBE_TIMEOUT_S``; otherwise DatasetUnavailableError.
+    """
     tfds = require("tensorflow_datasets", "tensorflow-datasets")
-    if download not in (True, False, "auto"):
-        raise ValueError(f"download must be True, False or 'auto', got {download!r}.")
+    if not isinstance(download, bool):
+        raise ValueError(f"download must be True or False, got {download!r}.")
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
@@ -103,8 +107,8 @@ _ARGS_DOC = """
         binarize: None, "static", "threshold" or "dynamic", as for ``mnist5k``.
         data_dir: str or None. The tfds data dir (default: $TFDS_DATA_DIR or
             ~/tensorflow_datasets).
-        download: "auto" (download only if the server answers within a few seconds), True,
-            or False (never download).
+        download: bool. If the data is not prepared, download and prepare it, provided its
+            server answers within a few seconds; False never downloads.
 
     Returns:
         ``image``: float32 [N, 28, 28, 1] (or [N, 784]) in [0, 1]{label}.
@@ -123,7 +127,7 @@ _LABEL_DOC = ";\n        ``label``: int64 [N] in 0..9"
 )
 def mnist(
     split: str = "train", flatten: bool = False, binarize: str | None = None,
-    data_dir: str | None = None, download: bool | str = "auto",
+    data_dir: str | None = None, download: bool = True,
 ) -> dict:
     return _images("mnist", split, flatten, binarize, data_dir, download)
 
@@ -136,7 +140,7 @@ def mnist(
 )
 def fashion_mnist(
     split: str = "train", flatten: bool = False, binarize: str | None = None,
-    data_dir: str | None = None, download: bool | str = "auto",
+    data_dir: str | None = None, download: bool = True,
 ) -> dict:
     return _images("fashion_mnist", split, flatten, binarize, data_dir, download)
 
@@ -148,7 +152,7 @@ def fashion_mnist(
 )
 def binarized_mnist(
     split: str = "train", flatten: bool = False, data_dir: str | None = None,
-    download: bool | str = "auto",
+    download: bool = True,
 ) -> dict:
     return _images("binarized_mnist", split, flatten, None, data_dir, download)
 
