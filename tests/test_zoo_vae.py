@@ -1,0 +1,173 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import DLGM, VAE, CategoricalVAE
+from zoo.base import ActiveUnits
+from zoo.bounds import active_units, chunked_importance_bound, iwae_bound
+from zoo.datasets import load_arrays
+from tests.test_case import assert_mc_equal, run_fit_test, run_saving_test
+
+SHAPE = (8, 8, 1)
+SMALL = dict(input_shape=SHAPE, hidden_units=(32,))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_arrays("digits", split="train", binarize="static")["image"]
+    return data[:512].astype("float32")
+
+
+MODELS = {
+    "vae-diag-mlp": lambda: VAE(latent_dim=4, covariance="diag", seed=1, **SMALL),
+    "vae-lowrank-mlp-mc": lambda: VAE(latent_dim=4, covariance="lowrank", kl_estimator="mc",
+                                      seed=1, **SMALL),
+    "vae-full-conv": lambda: VAE(latent_dim=3, covariance="full", architecture="conv",
+                                 conv_filters=(8, 16), seed=1, **SMALL),
+    "vae-gaussian-perpixel": lambda: VAE(latent_dim=4, likelihood="gaussian",
+                                         gaussian_variance="per_pixel", seed=1, **SMALL),
+    "dlgm": lambda: DLGM(latent_dims=(4, 3), weight_prior_variance=1.0, dataset_size=512,
+                         seed=1, **SMALL),
+    "categorical": lambda: CategoricalVAE(num_variables=4, num_classes=3, anneal_every=4,
+                                          anneal_rate=1e-2, seed=1, **SMALL),
+    "categorical-st": lambda: CategoricalVAE(num_variables=4, num_classes=3,
+                                             straight_through=True, seed=1, **SMALL),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_contract(name, digits, tmp_path):
+    model = MODELS[name]()
+    # Config round trip.
+    config = model.get_config()
+    assert type(model).from_config(config).get_config() == config
+    # fit lowers the loss.
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    data = tf.data.Dataset.from_tensor_slices(digits).batch(64)
+    run_fit_test(model, data, epochs=4, callbacks=model.default_callbacks())
+    # evaluate reports the ELBO and its parts; ELBO = reconstruction - KL.
+    result = model.evaluate(digits, verbose=0, return_dict=True)
+    np.testing.assert_allclose(result["elbo"], result["reconstruction"] - result["kl"], rtol=1e-4)
+    assert result["kl"] >= 0
+    # .keras save and reload gives the same log_likelihood with a fixed seed.
+    reloaded = run_saving_test(
+        model, lambda m: m.log_likelihood(digits[:6], num_samples=20, seed=3).log_likelihood,
+        tmp_path)
+    np.testing.assert_allclose(reloaded.reconstruct(digits[:3]), model.reconstruct(digits[:3]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(reloaded.sample(2, seed=5), model.sample(2, seed=5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vae-diag-mlp", "dlgm", "categorical"])
+def test_iwae_bound_is_above_elbo_and_grows_with_k(name, digits):
+    model = MODELS[name]()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(digits, batch_size=64, epochs=3, verbose=0)
+    x = digits[:200]
+    # K = 1 is the ELBO itself.
+    one = model.log_likelihood(x, num_samples=1, seed=11)
+    np.testing.assert_allclose(one.log_likelihood, one.elbo, rtol=1e-10)
+    # E[L_K] grows with K. Split 1000 particles per example into groups of K, average the
+    # K-sample bounds within each example, and test the per-example gains in standard errors.
+    log_w = model.log_weights(tf.constant(x), 1000, tf.constant([11, 0])).numpy()
+    mean_bound = {k: iwae_bound(tf.constant(log_w.reshape(len(x), -1, k))).numpy().mean(1)
+                  for k in (1, 10, 100)}
+    for small, large in [(1, 10), (10, 100)]:
+        gain = mean_bound[large] - mean_bound[small]
+        se = gain.std(ddof=1) / np.sqrt(len(gain))
+        assert gain.mean() > 4 * se, (small, large, gain.mean(), se)
+    # Each example's K-sample bound is at least the ELBO from the same samples (Jensen).
+    bound = model.log_likelihood(x, num_samples=100, chunk_size=16, seed=11)
+    assert np.all(bound.log_likelihood >= bound.elbo - 1e-9)
+
+
+def test_analytic_and_monte_carlo_kl_estimators_agree_in_expectation(digits):
+    analytic = VAE(latent_dim=4, covariance="lowrank", kl_estimator="analytic", seed=2, **SMALL)
+    mc = VAE.from_config({**analytic.get_config(), "kl_estimator": "mc", "seed": 3})
+    mc.set_weights(analytic.get_weights())
+    x = np.repeat(digits[:4], 4000, axis=0)
+    elbo_a = analytic(x)["elbo"].numpy().reshape(4, 4000)
+    elbo_b = mc(x)["elbo"].numpy().reshape(4, 4000)
+    assert_mc_equal(elbo_a.T, elbo_b.T, n_se=4)
+    # The analytic estimator has the lower variance (it integrates the KL exactly).
+    assert np.all(elbo_a.var(1) < elbo_b.var(1))
+
+
+def test_one_layer_dlgm_equals_vae_with_the_same_networks(digits):
+    kwargs = dict(input_shape=SHAPE, hidden_units=(32,), activation="tanh", seed=4)
+    vae = VAE(latent_dim=5, covariance="lowrank", **kwargs)
+    dlgm = DLGM(latent_dims=(5,), covariance="lowrank", **kwargs)
+    for source, target in [(vae.encoder, dlgm.encoder), (vae.posterior, dlgm.posteriors[0]),
+                           (vae.decoder, dlgm.decoder)]:
+        target.set_weights(source.get_weights())
+    dlgm.noise_maps[0].set_weights([np.eye(5, dtype="float32")])
+    x = tf.constant(digits[:16])
+    seed = tf.constant([7, 0])
+    # Same noise: DLGM layer 1 draws with seed + [0, 1000]; give the VAE that seed.
+    np.testing.assert_allclose(dlgm.log_weights(x, 9, seed),
+                               vae.log_weights(x, 9, seed + [0, 1000]), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dlgm.reconstruct(digits[:4]), vae.reconstruct(digits[:4]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_categorical_vae_hard_samples_are_one_hot(digits):
+    model = MODELS["categorical"]()
+    z = model.encode(digits[:10])["sample"].numpy()
+    assert set(np.unique(z)) == {0.0, 1.0}
+    np.testing.assert_array_equal(z.sum(-1), 1.0)
+    prior = model.prior_sample(50, seed=1).numpy()
+    np.testing.assert_array_equal(prior.sum(-1), 1.0)
+    # Training samples are relaxed (not one-hot) without straight-through.
+    relaxed = model.latent(model.encoder(digits[:10]), training=True)["sample"].numpy()
+    assert np.any((relaxed > 0.01) & (relaxed < 0.99))
+
+
+def test_free_bits_floor_the_kl_term(digits):
+    model = VAE(latent_dim=4, free_bits=2.0, seed=0, **SMALL)
+    posterior = model.posterior(model.encoder(digits[:32]))
+    term = model.kl_objective(posterior).numpy()
+    assert np.all(term >= 4 * 2.0 - 1e-5) and np.all(term == term[0])
+    with pytest.raises(ValueError, match="free_bits"):
+        VAE(latent_dim=4, covariance="full", free_bits=1.0, **SMALL)
+
+
+def test_bad_input_gives_clear_errors(digits):
+    model = VAE(latent_dim=2, seed=0, **SMALL)
+    with pytest.raises(ValueError, match=r"input_shape=\(8, 8, 1\)"):
+        model(np.zeros((2, 28, 28, 1), "float32"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 1\]"):
+        model(digits[:2] * 16.0)
+    bad = digits[:2].copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+        model(bad)
+    with pytest.raises(ValueError, match="architecture"):
+        VAE(architecture="transformer", **SMALL)
+    with pytest.raises(ValueError, match="likelihood"):
+        VAE(likelihood="poisson", **SMALL)
+    with pytest.raises(ValueError, match="divisible"):
+        VAE(input_shape=(10, 10, 1), architecture="conv")
+    with pytest.raises(ValueError, match="num_samples"):
+        model.log_likelihood(digits[:2], num_samples=0)
+
+
+def test_bounds_helpers_match_numpy():
+    rng = np.random.RandomState(0)
+    lw = rng.randn(3, 50) * 5
+    expected = np.log(np.exp(lw - lw.max(1, keepdims=True)).mean(1)) + lw.max(1)
+    np.testing.assert_allclose(iwae_bound(tf.constant(lw)).numpy(), expected, rtol=1e-12)
+
+    def fn(x, k, seed):
+        return tf.random.stateless_normal([3, k], seed, dtype=tf.float64) * 5
+
+    chunked = chunked_importance_bound(fn, None, 50, 7, seed=9)
+    pieces = [fn(None, min(7, 50 - 7 * i), tf.constant([9, i])) for i in range(8)]
+    whole = tf.concat(pieces, -1)
+    np.testing.assert_allclose(chunked.log_likelihood, iwae_bound(whole).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(chunked.elbo, whole.numpy().mean(-1), rtol=1e-12)
+    means = rng.randn(400, 5) * np.array([1.0, 0.5, 0.2, 0.05, 0.001])
+    metric = ActiveUnits(5)
+    for chunk in np.split(means, 4):
+        metric.update_state(chunk)
+    assert int(metric.result()) == active_units(means) == 3
