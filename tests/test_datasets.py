@@ -227,6 +227,7 @@ def test_nile_matches_statsmodels_and_known_facts():
     assert arrays["observations"].shape == (1, 100, 1)
     np.testing.assert_array_equal(arrays["observations"][0, :, 0], flow)
     np.testing.assert_array_equal(arrays["year"][0], np.arange(1871, 1971))
+    assert datasets.load_arrays("nile", dtype="float32")["observations"].dtype == np.float32
 
 
 def test_lgssm_statistics_match_the_true_parameters():

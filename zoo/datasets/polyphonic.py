@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import zipfile
 
 import numpy as np
 
@@ -67,13 +68,19 @@ def _parse_roll(name: str) -> np.ndarray:
 
 
 def _read_cache(path: str):
+    """(names, rolls) from the cache file; empty if it is missing or unreadable."""
     if not os.path.exists(path):
         return [], []
-    with np.load(path, allow_pickle=False) as data:
-        names = [str(s) for s in data["names"]]
-        bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
-        rolls = [data["rolls"][bounds[i]:bounds[i + 1]] for i in range(len(names))]
-    return names, rolls
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = [str(s) for s in data["names"]]
+            bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
+            all_rolls = data["rolls"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        print(f"Ignoring unreadable chorale cache {path} ({err}); parsing again.",
+              file=sys.stderr)
+        return [], []
+    return names, [all_rolls[bounds[i]:bounds[i + 1]] for i in range(len(names))]
 
 
 def _write_cache(path: str, names, rolls):

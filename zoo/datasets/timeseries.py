@@ -38,16 +38,20 @@ def load_nile() -> np.ndarray:
     "Nile river annual flow 1871-1970 (statsmodels), one sequence of 100 values.",
     splits=("train",),
 )
-def nile(split: str = "train") -> dict:
+def nile(split: str = "train", dtype: str = "float64") -> dict:
     """The Nile series as a batch of one sequence (see ``load_nile`` for the flat array).
 
+    Args:
+        split: "train", the whole series (there is nothing to hold out).
+        dtype: str. dtype of the observations.
+
     Returns:
-        ``observations``: float64 [1, 100, 1], flow in 10^8 m^3;
+        ``observations``: [1, 100, 1], flow in 10^8 m^3 (float64 by default);
         ``year``: int64 [1, 100], 1871..1970.
     """
     frame = _nile_frame()
     return {
-        "observations": load_nile().reshape(1, 100, 1),
+        "observations": load_nile().reshape(1, 100, 1).astype(dtype),
         "year": np.asarray(frame["year"], dtype=np.int64).reshape(1, 100),
     }
 
