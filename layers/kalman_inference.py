@@ -44,6 +44,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 METHODS = ("sequential", "parallel")
+_SMALL = 8  # contraction sizes up to this use broadcast-and-sum instead of matmul
 
 
 class LGSSMParams(NamedTuple):
@@ -106,8 +107,34 @@ def _sym(x):
 
 
 def _mv(a, v):
-    """Matrix-vector product with broadcasting of a's batch axes against v's."""
-    return tf.squeeze(tf.matmul(a, v[..., None]), -1)
+    """Matrix-vector products a v.
+
+    ``a`` [..., r, c] with one batch axis more than ``v`` [..., c] is a batched matvec;
+    ``a`` with as many axes as ``v`` (or a plain [r, c]) lacks ``v``'s last batch axis
+    (a matrix shared by the series) and becomes one GEMM ``v a^T``.
+    """
+    small = a.shape[-1] is not None and a.shape[-1] <= _SMALL
+    if a.shape.rank == v.shape.rank + 1:
+        if small:
+            return tf.reduce_sum(a * v[..., None, :], -1)
+        return tf.squeeze(tf.matmul(a, v[..., None]), -1)
+    if small:  # an elementwise product and a sum fuse into one loop; a tiny GEMM does not
+        return tf.reduce_sum(a[..., None, :, :] * v[..., :, None, :], -1)
+    return tf.matmul(v, a, transpose_b=True)
+
+
+def _gaussian_log_lik(chol_s, innovation):
+    """log N(e; 0, S) from chol(S) [..., p, p] and e [..., p] (same layout rule as ``_mv``)."""
+    p = innovation.shape[-1]
+    if chol_s.shape.rank == innovation.shape.rank + 1:
+        z = tf.linalg.triangular_solve(chol_s, innovation[..., None], lower=True)[..., 0]
+    else:  # shared S: solve all series at once with the series as right-hand sides
+        z = _t(tf.linalg.triangular_solve(chol_s, _t(innovation), lower=True))
+    diag = tf.abs(tf.linalg.diag_part(chol_s))
+    log_det = 2.0 * tf.reduce_sum(tf.math.log(diag), -1)
+    if chol_s.shape.rank == innovation.shape.rank:
+        log_det = log_det[..., None]
+    return -0.5 * (tf.reduce_sum(tf.square(z), -1) + log_det + p * math.log(2.0 * math.pi))
 
 
 def _tril_from_wide(m):
@@ -154,19 +181,16 @@ def predict_step(mean, cov, transition_matrix, transition_cov, transition_shift=
     return pred_mean, pred_cov
 
 
-def update_step(mean, cov, y, mask, observation_matrix, observation_cov,
-                square_root: bool = False):
-    """Condition N(mean, cov) on y = H x + v, v ~ N(0, R); returns (mean, cov, log_lik).
+def covariance_update(cov, observation_matrix, observation_cov, square_root: bool = False):
+    """Data-free half of the update: (P, chol(S), K) from the predicted covariance P-.
 
-    ``y`` is ``[batch, p]`` with any observation offset already subtracted; ``mask`` None or
-    bool ``[batch]`` (False skips the update and gives a log-likelihood term of 0). Joseph
-    form; the gain comes from a Cholesky solve with S = H P H^T + R. With ``square_root`` the
-    covariances are lower Cholesky factors and ``observation_cov`` is chol(R).
+    Joseph form P = (I - K H) P- (I - K H)^T + K R K^T with K^T = S^-1 H P- by a Cholesky
+    solve. With ``square_root``, ``cov`` and the returned P are lower Cholesky factors,
+    ``observation_cov`` is chol(R), and the QR "array" update
+    [[chol R, H U], [0, U]] -> [[chol S, 0], [G, U+]] gives K = G chol(S)^-1.
     """
     h, r = observation_matrix, observation_cov
-    p = y.shape[-1]
-    dtype = y.dtype
-    innovation = y - _mv(h, mean)
+    p = h.shape[-2]
     if square_root:
         hu = tf.matmul(h, cov)  # H U  [.., p, n]
         r, hu, u = _bcast_batch(r, hu, cov)
@@ -174,27 +198,32 @@ def update_step(mean, cov, y, mask, observation_matrix, observation_cov,
         bottom = tf.concat([tf.zeros_like(_t(hu)), u], -1)
         post = _tril_from_wide(tf.concat([top, bottom], -2))
         chol_s = post[..., :p, :p]
-        gain_s = post[..., p:, :p]  # G = P H^T S^{-T/2}, so K = G S^{-1/2}
-        new_cov = post[..., p:, p:]
-        z = tf.squeeze(tf.linalg.triangular_solve(
-            chol_s, innovation[..., None] + tf.zeros_like(chol_s[..., :1]), lower=True), -1)
-        new_mean = mean + _mv(gain_s, z)
-    else:
-        hp = tf.matmul(h, cov)  # [.., p, n]
-        s = _sym(tf.matmul(hp, h, transpose_b=True) + r)
-        chol_s = tf.linalg.cholesky(s)
-        gain_t = tf.linalg.cholesky_solve(chol_s, hp)  # K^T = S^-1 H P
-        gain = _t(gain_t)
-        new_mean = mean + _mv(gain, innovation)
-        n = cov.shape[-1]
-        ikh = tf.eye(n, dtype=dtype) - tf.matmul(gain, h)
-        new_cov = _sym(tf.matmul(tf.matmul(ikh, cov), ikh, transpose_b=True)
-                       + tf.matmul(tf.matmul(gain, r), gain, transpose_b=True))
-        z = tf.squeeze(tf.linalg.triangular_solve(
-            chol_s, innovation[..., None] + tf.zeros_like(chol_s[..., :1]), lower=True), -1)
-    log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(chol_s))), -1)
-    log_lik = -0.5 * (tf.reduce_sum(tf.square(z), -1) + log_det
-                      + p * math.log(2.0 * math.pi))
+        gain_t = tf.linalg.triangular_solve(chol_s, _t(post[..., p:, :p]), lower=True,
+                                            adjoint=True)
+        return post[..., p:, p:], chol_s, _t(gain_t)
+    n = cov.shape[-1]
+    hp = tf.matmul(h, cov)  # [.., p, n]
+    chol_s = tf.linalg.cholesky(_sym(tf.matmul(hp, h, transpose_b=True) + r))
+    gain = _t(tf.linalg.cholesky_solve(chol_s, hp))  # K = P- H^T S^-1
+    ikh = tf.eye(n, dtype=cov.dtype) - tf.matmul(gain, h)
+    new_cov = _sym(tf.matmul(tf.matmul(ikh, cov), ikh, transpose_b=True)
+                   + tf.matmul(tf.matmul(gain, r), gain, transpose_b=True))
+    return new_cov, chol_s, gain
+
+
+def update_step(mean, cov, y, mask, observation_matrix, observation_cov,
+                square_root: bool = False):
+    """Condition N(mean, cov) on y = H x + v, v ~ N(0, R); returns (mean, cov, log_lik).
+
+    ``y`` is ``[batch, p]`` with any observation offset already subtracted; ``mask`` None or
+    bool ``[batch]`` (False skips the update and gives a log-likelihood term of 0). See
+    :func:`covariance_update` for the covariance arithmetic.
+    """
+    new_cov, chol_s, gain = covariance_update(cov, observation_matrix, observation_cov,
+                                              square_root)
+    innovation = y - _mv(observation_matrix, mean)
+    new_mean = mean + _mv(gain, innovation)
+    log_lik = _gaussian_log_lik(chol_s, innovation)
     if mask is not None:
         log_lik = tf.where(mask, log_lik, tf.zeros_like(log_lik))
         new_mean = _where(mask, new_mean, mean)
@@ -403,12 +432,6 @@ def _time_major(par: _Param, steps):
     return tf.broadcast_to(par.value[None], tf.concat([[steps], tf.shape(par.value)], 0))
 
 
-def _initial_carry(mdl: _Model, dtype, n, square_root):
-    mean = tf.zeros(tf.stack([mdl.batch, n]), dtype)
-    cov_shape = tf.stack([mdl.batch, n, n]) if mdl.cov_batched else [n, n]
-    return mean, tf.zeros(cov_shape, dtype)
-
-
 def _cov_out(cov_tm, batched):
     """[T, (B,) n, n] -> [B | 1, T, n, n]."""
     if batched:
@@ -423,7 +446,8 @@ def _chol_param(par: _Param) -> _Param:
 # ------------------------------------------------------------------------------ filters
 def kalman_filter(params: LGSSMParams, observations, mask=None, controls=None,
                   nan_as_missing: bool = False, method: str = "sequential",
-                  square_root: bool = False, validate_args: bool = True) -> FilterResult:
+                  square_root: bool = False, validate_args: bool = True,
+                  steady_state: bool = True) -> FilterResult:
     """Forward Kalman filter: filtered and predicted moments and the log-likelihood.
 
     Args:
@@ -435,6 +459,8 @@ def kalman_filter(params: LGSSMParams, observations, mask=None, controls=None,
         method: str. ``"sequential"`` (a scan) or ``"parallel"`` (associative scan).
         square_root: bool. Propagate Cholesky factors (sequential method only).
         validate_args: bool. Eager checks: covariances PSD, no NaN at observed steps.
+        steady_state: bool. With time-invariant shared parameters and no mask, stop
+            recomputing the covariances once they have converged to machine precision.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}, got {method!r}.")
@@ -445,39 +471,131 @@ def kalman_filter(params: LGSSMParams, observations, mask=None, controls=None,
         if square_root:
             raise ValueError("`square_root=True` is only available with method='sequential'.")
         return _parallel_filter(mdl, dtype, n)
+    return _sequential_filter(mdl, dtype, n, square_root, steady_state)
+
+
+def _tm(par: _Param):
+    """Layout for ops vectorized over time: [T, B, ...] / [T, ...] / [1, B, ...] / base."""
+    if par.batched and not par.time_varying:
+        return par.value[None]
+    return par.value
+
+
+def _sequential_filter(mdl: _Model, dtype, n, square_root, steady_state=True) -> FilterResult:
+    """Two loops over time. The first runs the data-free covariance recursion (once for all
+    series when they share it) and yields P-_t, P_t, chol(S_t), K_t; the second runs the
+    means, innovations and log-likelihood terms for every series.
+
+    With time-invariant shared parameters and no mask, the covariances stop changing after a
+    few dozen steps (the Riccati recursion converges); once an update leaves them unchanged
+    to within a few ulps, later steps reuse them instead of recomputing (statsmodels does the
+    same). ``steady_state=False`` always recomputes.
+    """
+    steps = tf.shape(mdl.y)[0]
     q, r, p0 = mdl.q, mdl.r, mdl.p0
     if square_root:
         q, r = _chol_param(q), _chol_param(r)
         p0 = tf.linalg.cholesky(p0)
-    steps = tf.shape(mdl.y)[0]
-    first = tf.range(steps) == 0
+    if mdl.cov_batched:
+        p0 = tf.broadcast_to(p0, tf.stack([mdl.batch, n, n]))
+    mask = mdl.mask
+    invariant = not any(par.time_varying for par in (mdl.a, q, mdl.h, r))
+    steady_state = steady_state and invariant and mask is None
+    tol = 8.0 * np.finfo(dtype.as_numpy_dtype).eps
 
-    def body(carry, elems):
-        t, is_first, y, m, shift = elems
-        a = _at(mdl.a, t)
-        qt = _at(q, t)
-        a = tf.where(is_first, tf.zeros_like(a), a)
-        qt = tf.where(is_first, p0 + tf.zeros_like(qt), qt + tf.zeros_like(p0))
-        shift = tf.where(is_first, mdl.m0 + tf.zeros_like(shift), shift + tf.zeros_like(mdl.m0))
-        return filter_step(carry.filtered_mean, carry.filtered_cov, y,
-                           m if mdl.mask is not None else None, a, qt, _at(mdl.h, t),
-                           _at(r, t), shift, square_root=square_root)
+    def cov_update(pred, t):
+        new, chol_s, gain = covariance_update(pred, _at(mdl.h, t), _at(r, t), square_root)
+        if mask is not None:
+            new = _where(mask[t], new, pred)
+        return pred, new, chol_s, gain
 
-    mask_elems = mdl.mask if mdl.mask is not None else tf.zeros([steps, 0], tf.bool)
-    shift = tf.broadcast_to(mdl.shift, tf.concat([[steps], tf.shape(mdl.shift)[1:]], 0))
-    mean0, cov0 = _initial_carry(mdl, dtype, n, square_root)
-    init = StepResult(mean0, cov0, tf.zeros(tf.shape(mean0)[:1], dtype), mean0, cov0)
-    outs = tf.scan(body, (tf.range(steps), first, mdl.y, mask_elems, shift), initializer=init)
-    filt_cov, pred_cov = outs.filtered_cov, outs.predicted_cov
+    def cov_step(t, carry):
+        prev, done = carry
+
+        def compute():
+            pred = predict_step(tf.zeros([n], dtype), prev[1], _at(mdl.a, t), _at(q, t),
+                                square_root=square_root)[1]
+            new = cov_update(pred, t)
+            scale = tf.reduce_max(tf.abs(new[1]))
+            same = tf.logical_and(
+                tf.reduce_max(tf.abs(new[1] - prev[1])) <= tol * scale,
+                tf.reduce_max(tf.abs(new[0] - prev[0])) <= tol * tf.reduce_max(tf.abs(new[0])))
+            return new, same
+
+        if steady_state:
+            new, done = tf.cond(done, lambda: (prev, done), compute)
+        else:
+            new, done = compute()
+        return (new, done), new
+
+    first = cov_update(p0, 0)
+    _, rest = _loop(cov_step, (first, tf.constant(False)), 1, steps, first)
+    pred_cov, filt_cov, chol_s, gain = (tf.concat([f[None], x], 0) for f, x in zip(first, rest))
     if square_root:
-        filt_cov = tf.matmul(filt_cov, filt_cov, transpose_b=True)
         pred_cov = tf.matmul(pred_cov, pred_cov, transpose_b=True)
-    lls = tf.transpose(outs.log_likelihood)
+        filt_cov = tf.matmul(filt_cov, filt_cov, transpose_b=True)
+    if mask is not None:
+        gain = tf.where(mask[:, :, None, None], gain, tf.zeros_like(gain))
+    # Means, innovations and log-likelihood terms in one loop over time that keeps the running
+    # total in its carry: when only the total is used, XLA drops the stacked outputs. The
+    # data-free parts (chol(S_t)^-1 by a triangular solve, log det S_t) are done beforehand.
+    h, k_gain, a_par = mdl.h, gain, mdl.a
+    shift = mdl.shift  # [T | 1, B | 1, n]
+    y = mdl.y
+    p = y.shape[-1]
+    eye_p = tf.eye(p, dtype=dtype) + tf.zeros_like(chol_s)
+    whiten = tf.linalg.triangular_solve(chol_s, eye_p, lower=True)  # chol(S_t)^-1
+    log_norm = -(tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(chol_s))), -1)
+                 + 0.5 * p * math.log(2.0 * math.pi))  # [T] or [T, B]
+    if not mdl.cov_batched:
+        log_norm = log_norm[:, None]
+    log_norm = log_norm + tf.zeros_like(y[..., 0])  # [T, B]
+    if mask is not None:
+        log_norm = tf.where(mask, log_norm, tf.zeros_like(log_norm))
+
+    def mean_step(t, mean_pred):
+        e = y[t] - _mv(_at(h, t), mean_pred)
+        quad = -0.5 * tf.reduce_sum(tf.square(_mv(whiten[t], e)), -1)
+        if mask is not None:
+            quad = tf.where(mask[t], quad, tf.zeros_like(quad))
+        return mean_pred + _mv(k_gain[t], e), quad
+
+    m0 = mdl.m0 + tf.zeros_like(y[0, :, :1])  # [B, n]
+    filt0, quad0 = mean_step(0, m0)
+    time_varying_shift = shift.shape[0] != 1
+
+    def body(t, carry):
+        mean, total = carry
+        c = shift[t] if time_varying_shift else shift[0]
+        mean_pred = _mv(_at(a_par, t), mean) + c
+        filt, quad = mean_step(t, mean_pred)
+        return (filt, total + quad), (filt, mean_pred, quad)
+
+    (_, total), (filt_mean, pred_mean, quad) = _loop(body, (filt0, quad0), 1, steps,
+                                                      (filt0, filt0, quad0))
+    filt_mean = tf.concat([filt0[None], filt_mean], 0)
+    pred_mean = tf.concat([m0[None], pred_mean], 0)
+    lls = tf.transpose(tf.concat([quad0[None], quad], 0) + log_norm)
+    total = total + tf.reduce_sum(log_norm, 0)
     swap = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)  # noqa: E731
-    return FilterResult(
-        tf.reduce_sum(lls, -1), lls, swap(outs.filtered_mean),
-        _cov_out(filt_cov, mdl.cov_batched), swap(outs.predicted_mean),
-        _cov_out(pred_cov, mdl.cov_batched))
+    return FilterResult(total, lls, swap(filt_mean), _cov_out(filt_cov, mdl.cov_batched),
+                        swap(pred_mean), _cov_out(pred_cov, mdl.cov_batched))
+
+
+def _loop(body, init, start, stop, out_like):
+    """Run ``carry, out = body(t, carry)`` for t in [start, stop); returns the final carry and
+    the outputs stacked along a new leading axis. ``out_like``: tensors shaped like ``out``."""
+    tas = tf.nest.map_structure(
+        lambda o: tf.TensorArray(o.dtype, size=stop - start, element_shape=o.shape), out_like)
+
+    def step(t, carry, tas):
+        carry, out = body(t, carry)
+        tas = tf.nest.map_structure(lambda ta, o: ta.write(t - start, o), tas, out)
+        return t + 1, carry, tas
+
+    _, carry, tas = tf.while_loop(lambda t, c, a: t < stop, step, (start, init, tas),
+                                  maximum_iterations=stop - start)
+    return carry, tf.nest.map_structure(lambda ta: ta.stack(), tas)
 
 
 def _parallel_filter(mdl: _Model, dtype, n) -> FilterResult:
