@@ -163,22 +163,36 @@ def _where(mask, new, old):
 
 
 # ------------------------------------------------------------------------------ one step
+def predict_covariance(cov, transition_matrix, transition_cov, square_root: bool = False):
+    """P- = A P A^T + Q (symmetrized); with ``square_root``, chol(P-) from chol(P), chol(Q)."""
+    if square_root:
+        a_u, lq = _bcast_batch(tf.matmul(transition_matrix, cov), transition_cov)
+        return _tril_from_wide(tf.concat([a_u, lq], -1))
+    return _sym(tf.matmul(tf.matmul(transition_matrix, cov), transition_matrix,
+                          transpose_b=True) + transition_cov)
+
+
 def predict_step(mean, cov, transition_matrix, transition_cov, transition_shift=None,
                  square_root: bool = False):
     """p(x_t | y_{<t}) from p(x_{t-1} | y_{<t}): m- = A m + shift, P- = A P A^T + Q.
 
     With ``square_root`` the covariance arguments and result are lower Cholesky factors
-    (``transition_cov`` is then chol(Q)).
+    (``transition_cov`` is then chol(Q)). Returns (m-, P-).
     """
+    mean, cov, transition_matrix, transition_cov, transition_shift = _tensors(
+        mean, cov, transition_matrix, transition_cov, transition_shift)
     pred_mean = _mv(transition_matrix, mean)
     if transition_shift is not None:
         pred_mean = pred_mean + transition_shift
-    if square_root:
-        a_u, lq = _bcast_batch(tf.matmul(transition_matrix, cov), transition_cov)
-        return pred_mean, _tril_from_wide(tf.concat([a_u, lq], -1))
-    pred_cov = _sym(tf.matmul(tf.matmul(transition_matrix, cov), transition_matrix,
-                              transpose_b=True) + transition_cov)
-    return pred_mean, pred_cov
+    return pred_mean, predict_covariance(cov, transition_matrix, transition_cov, square_root)
+
+
+def _tensors(first, *rest):
+    """Convert arguments to tensors of ``first``'s float dtype (None stays None)."""
+    first = tf.convert_to_tensor(first)
+    if not first.dtype.is_floating:
+        first = tf.cast(first, tf.float32)
+    return [first] + [None if x is None else tf.convert_to_tensor(x, first.dtype) for x in rest]
 
 
 def covariance_update(cov, observation_matrix, observation_cov, square_root: bool = False):
@@ -219,6 +233,10 @@ def update_step(mean, cov, y, mask, observation_matrix, observation_cov,
     bool ``[batch]`` (False skips the update and gives a log-likelihood term of 0). See
     :func:`covariance_update` for the covariance arithmetic.
     """
+    mean, cov, y, observation_matrix, observation_cov = _tensors(
+        mean, cov, y, observation_matrix, observation_cov)
+    if mask is not None:
+        mask = tf.cast(mask, tf.bool)
     new_cov, chol_s, gain = covariance_update(cov, observation_matrix, observation_cov,
                                               square_root)
     innovation = y - _mv(observation_matrix, mean)
@@ -249,7 +267,8 @@ def filter_step(mean, cov, y, mask, transition_matrix, transition_cov, observati
     pred_mean, pred_cov = predict_step(mean, cov, transition_matrix, transition_cov,
                                        transition_shift, square_root)
     if observation_offset is not None:
-        y = y - observation_offset
+        y = tf.convert_to_tensor(y, pred_mean.dtype) - tf.cast(observation_offset,
+                                                              pred_mean.dtype)
     new_mean, new_cov, log_lik = update_step(pred_mean, pred_cov, y, mask, observation_matrix,
                                              observation_cov, square_root)
     return StepResult(new_mean, new_cov, log_lik, pred_mean, pred_cov)
@@ -513,8 +532,7 @@ def _sequential_filter(mdl: _Model, dtype, n, square_root, steady_state=True) ->
         prev, done = carry
 
         def compute():
-            pred = predict_step(tf.zeros([n], dtype), prev[1], _at(mdl.a, t), _at(q, t),
-                                square_root=square_root)[1]
+            pred = predict_covariance(prev[1], _at(mdl.a, t), _at(q, t), square_root)
             new = cov_update(pred, t)
             scale = tf.reduce_max(tf.abs(new[1]))
             same = tf.logical_and(
