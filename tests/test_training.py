@@ -1,0 +1,186 @@
+"""tools/train.py and tools/evaluate.py: smoke runs, exact resume, mirrored, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from zoo import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import evaluate as evaluate_cli  # noqa: E402
+import train as train_cli  # noqa: E402
+
+TINY = {
+    "vae": {"hidden_units": [32], "latent_dim": 4},
+    "dlgm": {"hidden_units": [32], "latent_dims": [4, 3]},
+    "categorical_vae": {"hidden_units": [32], "num_variables": 4, "num_classes": 3},
+}
+
+
+def _config(model, epochs=1, **train):
+    return training.resolve_config(
+        model, "digits", {"model": TINY[model], "train": {"epochs": epochs, "batch_size": 64,
+                                                          "eval_samples": 5, **train}})
+
+
+@pytest.mark.parametrize("model", sorted(training.MODELS))
+def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
+    run_dir = str(tmp_path / "run")
+    sets = sum([["--set", f"model.{k}={json.dumps(v)}"] for k, v in TINY[model].items()], [])
+    code = train_cli.main([model, "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+                           "--set", "train.eval_samples=5", *sets, "--output-dir", run_dir])
+    assert code == 0
+    for name in ["config.json", "best.keras", "last.keras", "metrics.csv", "evaluation.json",
+                 "checkpoints/state.json", "plots/samples.png", "plots/reconstructions.png"]:
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    result = json.load(open(os.path.join(run_dir, "evaluation.json")))
+    assert result["split"] == "test" and result["examples"] == 359
+    np.testing.assert_allclose(result["elbo"], result["reconstruction"] - result["kl"],
+                               rtol=1e-4)
+    # The importance-weighted bound (K=5) is at least the ELBO, up to Monte Carlo noise.
+    assert result["iwae_log_likelihood_k5"] > result["elbo"] - 1.0
+    # The resolved config reproduces the run.
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert config["model"] == TINY[model] and config["train"]["epochs"] == 1
+    # tools/evaluate.py reloads the run and reports the same ELBO on the same split.
+    out = str(tmp_path / "eval.json")
+    assert evaluate_cli.main([run_dir, "--num-samples", "5", "--output", out]) == 0
+    np.testing.assert_allclose(json.load(open(out))["elbo"], result["elbo"], rtol=1e-5)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    straight = training.train(_config("vae", epochs=3), str(tmp_path / "a"), plots=False)
+    split = _config("vae", epochs=2)
+    training.train(split, str(tmp_path / "b"), plots=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        training.train(split, str(tmp_path / "b"), plots=False)
+    path = tmp_path / "b" / "config.json"
+    config = json.load(open(path))
+    config["train"]["epochs"] = 3
+    json.dump(config, open(path, "w"))
+    resumed = training.train(config, str(tmp_path / "b"), resume=True, plots=False)
+    a = keras.saving.load_model(str(tmp_path / "a" / "last.keras"))
+    b = keras.saving.load_model(str(tmp_path / "b" / "last.keras"))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert resumed.evaluation["elbo"] == pytest.approx(straight.evaluation["elbo"], rel=1e-6)
+    rows = training.read_metrics(str(tmp_path / "b"))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resume_picks_up(tmp_path):
+    run_dir = str(tmp_path / "run")
+    result = training.train(_config("vae", epochs=2), run_dir, plots=False,
+                            callbacks=[_InterruptAt(1, 3)])
+    assert result.stopped == "interrupted"
+    state = json.load(open(os.path.join(run_dir, "checkpoints", "state.json")))
+    assert state["partial"] and state["epoch"] == 1 and state["step"] == 23 + 3
+    resumed = training.train(_config("vae", epochs=2), run_dir, resume=True, plots=False)
+    assert resumed.stopped is None and np.isfinite(resumed.evaluation["elbo"])
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    messages = []
+    run_dir = str(tmp_path / "run")
+    result = training.train(_config("vae", epochs=3, learning_rate=1e12, optimizer="sgd"),
+                            run_dir, plots=False, log=messages.append)
+    assert result.stopped == "nan"
+    stop = [m for m in messages if m.startswith("Stopped")][0]
+    assert "optimizer step" in stop and "learning_rate" in stop
+    last = os.path.join(run_dir, "last.keras")
+    if os.path.exists(last):  # a finite epoch finished before the NaN
+        weights = keras.saving.load_model(last).get_weights()
+        assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(tmp_path):
+    losses = {}
+    for strategy in ["default", "mirrored"]:
+        run_dir = str(tmp_path / strategy)
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "vae", "--dataset",
+               "digits", "--epochs", "2", "--batch-size", "64", "--set",
+               "model.hidden_units=[32]", "--set", "model.latent_dim=4", "--set",
+               "train.eval_samples=5", "--no-plots", "--cpu-devices", "2", "--strategy",
+               strategy, "--output-dir", run_dir]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        evaluation = json.load(open(os.path.join(run_dir, "evaluation.json")))
+        assert evaluation["replicas"] == (2 if strategy == "mirrored" else 1)
+        losses[strategy] = float(training.read_metrics(run_dir)[-1]["loss"])
+    # Same data, same initial weights; only the replicas' posterior noise differs.
+    assert losses["mirrored"] == pytest.approx(losses["default"], rel=0.01)
+
+
+def test_bad_flags_give_the_promised_errors(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["gan"])
+    assert "unknown model 'gan'; valid: categorical_vae, dlgm, vae" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cli.main(["vae", "--dataset", "cifar10"])
+    assert "valid: binarized_mnist, digits" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cli.main(["vae", "--set", "model.latent_size=3"])
+    err = capsys.readouterr().err
+    assert "model.latent_size" in err and "latent_dim" in err
+    with pytest.raises(SystemExit):
+        train_cli.main(["vae", "--set", "train.epoch=3"])
+    assert "train.epoch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cli.main(["vae", "--set", "optim.lr=3"])
+    assert "unknown config section 'optim'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cli.main(["vae", "--schedule", "cyclic"])
+    with pytest.raises(SystemExit):
+        train_cli.main(["vae", "--resume"])
+    assert "--output-dir" in capsys.readouterr().err
+
+
+def test_help_lists_models_and_datasets(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in [*training.MODELS, "mnist5k", "digits", "chorales", "healing_mnist"]:
+        assert name in out
+
+
+def test_offline_download_fails_fast_naming_alternatives(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(Exception, match="mnist5k"):
+        training.train(training.resolve_config("vae", "mnist", {"train": {"epochs": 1}}),
+                       str(tmp_path / "run"), plots=False)
+    assert time.perf_counter() - start < 30
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"latent_dim": 7}, "train": {"epochs": 2}}))
+    config = training.resolve_config("vae", None, training.read_config_file(str(path)),
+                                     {"train.epochs": 5, "model.covariance": "lowrank"})
+    assert config["model"]["latent_dim"] == 7 and config["model"]["covariance"] == "lowrank"
+    assert config["train"]["epochs"] == 5 and config["data"]["name"] == "mnist5k"
+    with pytest.raises(training.ConfigError, match="does not exist"):
+        training.read_config_file(str(tmp_path / "missing.yaml"))
+    assert training.parse_value("[1, 2]") == [1, 2] and training.parse_value("relu") == "relu"
