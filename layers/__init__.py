@@ -7,18 +7,22 @@ from layers.common import check_backend  # noqa: F401  (fails fast on a non-TF b
 from layers.annealing import KLAnnealing, TemperatureAnnealing
 from layers.bernoulli_likelihood import BernoulliLikelihood
 from layers.categorical_likelihood import CategoricalLikelihood
+from layers.combiner import Combiner
 from layers.gaussian_likelihood import GaussianLikelihood
 from layers.gaussian_posterior import GaussianPosterior
 from layers.relaxed_categorical import RelaxedCategorical
+from layers.state_transition import StateTransition
 from layers import sampling
 
 __all__ = [
     "BernoulliLikelihood",
     "CategoricalLikelihood",
+    "Combiner",
     "GaussianLikelihood",
     "GaussianPosterior",
     "KLAnnealing",
     "RelaxedCategorical",
+    "StateTransition",
     "TemperatureAnnealing",
     "sampling",
 ]

@@ -2,7 +2,8 @@
 
 from layers.common import check_backend  # noqa: F401  (fails fast on a non-TF backend)
 from zoo.categorical_vae import CategoricalVAE
+from zoo.deep_state_space import DeepKalmanFilter, DeepMarkovModel
 from zoo.dlgm import DLGM
 from zoo.vae import VAE
 
-__all__ = ["CategoricalVAE", "DLGM", "VAE"]
+__all__ = ["CategoricalVAE", "DLGM", "DeepKalmanFilter", "DeepMarkovModel", "VAE"]

@@ -49,6 +49,13 @@ class ActiveUnits(keras.metrics.Metric):
                 "threshold": self.threshold}
 
 
+def _batches(x, batch_size: int):
+    """(start, slice) pairs over the examples of an array or a dict of arrays."""
+    n = len(tf.nest.flatten(x)[0])
+    for start in range(0, n, batch_size):
+        yield start, tf.nest.map_structure(lambda a: a[start:start + batch_size], x)
+
+
 class LatentVariableModel(keras.Model):
     """A model trained by maximizing an ELBO with ``model.fit(x)``.
 
@@ -124,15 +131,15 @@ class LatentVariableModel(keras.Model):
         examples and chunks of particles, so memory is O(batch_size * chunk_size * data size).
         The same ``seed`` gives the same numbers (stateless noise).
         """
-        x = np.asarray(x)
+        x = tf.nest.map_structure(np.asarray, x)
         if num_samples < 1 or batch_size < 1 or chunk_size < 1:
             raise ValueError("`num_samples`, `batch_size` and `chunk_size` must be >= 1.")
         fn = tf.function(self.log_weights, reduce_retracing=True)
         results = []
-        for start in range(0, len(x), batch_size):
-            xb = self.check_input(x[start:start + batch_size])
+        for start, batch in _batches(x, batch_size):
             results.append(chunked_importance_bound(
-                fn, xb, num_samples, chunk_size, seed + 7919 * (start // batch_size)))
+                fn, self.check_input(batch), num_samples, chunk_size,
+                seed + 7919 * (start // batch_size)))
         return ImportanceWeightedBound(
             log_likelihood=np.concatenate([r.log_likelihood for r in results]),
             elbo=np.concatenate([r.elbo for r in results]),
