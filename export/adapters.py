@@ -1,0 +1,291 @@
+"""Adapters that give the zoo's models the :class:`export.protocol.Exportable` protocol.
+
+Each adapter builds the signatures from the model's public pieces only (``decode``,
+``encode``, ``head``, ``state_space_params``...), so ``export/`` stays model-agnostic and a
+model that implements ``export_spec`` itself needs no adapter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from export import linalg
+from export.protocol import (
+    DECODE,
+    ENCODE,
+    FILTER_STEP,
+    INIT_STATE,
+    SAMPLE,
+    ExportSpec,
+    Signature,
+    spec,
+)
+
+_ADAPTERS = []  # (class path "module.Class", adapter class), checked in order
+
+
+def register_adapter(class_path: str):
+    """Decorator: use this adapter for instances of the class at ``class_path``."""
+    def wrap(adapter):
+        _ADAPTERS.append((class_path, adapter))
+        return adapter
+    return wrap
+
+
+def _class(path):
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def adapter_for(model):
+    """The adapter of ``model``'s class; TypeError if the model is not exportable."""
+    for path, adapter in _ADAPTERS:
+        cls = _class(path)
+        if cls is not None and isinstance(model, cls):
+            return adapter(model)
+    raise TypeError(
+        f"{type(model).__name__} is not exportable: implement "
+        f"`export_spec(batch_size) -> export.protocol.ExportSpec` on it, or register an adapter "
+        f"with `export.adapters.register_adapter`."
+    )
+
+
+def _config(model) -> dict:
+    return {k: v for k, v in model.get_config().items()
+            if isinstance(v, (int, float, str, bool, list, tuple, type(None)))}
+
+
+# ---------------------------------------------------------------------------- VAE family
+def posterior_parameters(layer, features) -> dict:
+    """``layer.posterior_parameters(features)`` in built-in TFLite ops.
+
+    The full-covariance family reads the diagonal with ``tf.linalg.diag_part``
+    (MatrixDiagPartV3, which TFLite only has as a Flex op); here it is a masked sum instead.
+    The other families are the layer's own method.
+    """
+    if getattr(layer, "covariance", None) != "full":
+        return layer.posterior_parameters(features)
+    import tensorflow_probability as tfp
+
+    loc = tf.cast(layer.loc_dense(features), tf.float32)
+    tril = tfp.math.fill_triangular(tf.cast(layer.param_denses[0](features), tf.float32))
+    eye = tf.eye(tril.shape[-1], dtype=tril.dtype)
+    diag = tf.nn.softplus(tf.reduce_sum(tril * eye, -1)) + layer.min_scale
+    return {"loc": loc, "scale_tril": tril * (1.0 - eye) + eye * diag[..., None, :]}
+
+
+class LatentModelAdapter:
+    """``decode``, ``sample`` (noise as an input) and ``encode`` of a latent-variable model.
+
+    Decoder outputs: Bernoulli ``probs`` and ``logits``; Gaussian ``mean`` and ``scale``.
+    ``sample`` takes the likelihood noise (uniform for Bernoulli, standard normal for
+    Gaussian) so it needs no random op; ``encode`` returns the posterior parameters.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.bernoulli = type(model.head).__name__.startswith("Bernoulli")
+
+    # latent inputs of decode: {name: shape without batch}
+    def latent_inputs(self) -> dict:
+        return {"z": (self.model.latent_dim,)}
+
+    def latent_example(self, rng, batch) -> dict:
+        return {k: rng.standard_normal((batch, *s)).astype("float32")
+                for k, s in self.latent_inputs().items()}
+
+    def call_decode(self, latents: dict):
+        return self.model.decode(latents["z"])
+
+    def call_encode(self, x, noise=None) -> dict:
+        return posterior_parameters(self.model.posterior, self.model.encoder(x))
+
+    def encode_noise_shape(self):
+        return None
+
+    def _likelihood_outputs(self, out) -> dict:
+        if self.bernoulli:
+            return {"probs": out["mean"], "logits": out["params"]}
+        return {"mean": out["mean"], "scale": out["scale"]}
+
+    def _data_example(self, rng, batch):
+        return rng.uniform(size=(batch, *self.model.data_shape)).astype("float32")
+
+    def export_spec(self, batch_size: int = 1) -> ExportSpec:
+        b, m = batch_size, self.model
+        latents = {k: spec((b, *s), k) for k, s in self.latent_inputs().items()}
+        data = (b, *m.data_shape)
+
+        def decode(**z):
+            return self._likelihood_outputs(self.call_decode(z))
+
+        def sample(noise, **z):
+            out = self.call_decode(z)
+            if self.bernoulli:
+                x = tf.cast(noise < out["mean"], out["mean"].dtype)
+            else:
+                x = out["mean"] + out["scale"] * noise
+            return {"x": x, **self._likelihood_outputs(out)}
+
+        def sample_example(rng):
+            ex = self.latent_example(rng, b)
+            ex["noise"] = (rng.uniform(size=data) if self.bernoulli
+                           else rng.standard_normal(data)).astype("float32")
+            return ex
+
+        noise_kind = "uniform(0, 1)" if self.bernoulli else "standard normal"
+        encode_inputs = {"x": spec(data, "x")}
+        noise_shape = self.encode_noise_shape()
+        if noise_shape is not None:
+            encode_inputs["noise"] = spec((b, *noise_shape), "noise")
+
+        def encode_example(rng):
+            ex = {"x": self._data_example(rng, b)}
+            if noise_shape is not None:
+                ex["noise"] = rng.uniform(0.01, 0.99, size=(b, *noise_shape)).astype("float32")
+            return ex
+
+        signatures = {
+            DECODE: Signature(decode, latents, lambda rng: self.latent_example(rng, b),
+                              "latent -> likelihood parameters of x"),
+            SAMPLE: Signature(sample, {**latents, "noise": spec(data, "noise")}, sample_example,
+                              f"latent + {noise_kind} noise -> a draw x ~ p(x|z)"),
+            ENCODE: Signature(lambda **kw: self.call_encode(**kw), encode_inputs, encode_example,
+                              "x -> parameters of q(z|x)"),
+        }
+        metadata = {
+            "model": type(m).__name__,
+            "config": _config(m),
+            "data_shape": list(m.data_shape),
+            "likelihood": "bernoulli" if self.bernoulli else "gaussian",
+            "sample_noise": noise_kind,
+        }
+        return ExportSpec(signatures, metadata)
+
+
+@register_adapter("zoo.vae.VAE")
+class VAEAdapter(LatentModelAdapter):
+    pass
+
+
+@register_adapter("zoo.dlgm.DLGM")
+class DLGMAdapter(LatentModelAdapter):
+    """Decoder inputs ``xi_1`` (nearest the data) ... ``xi_L``; encoder outputs per layer."""
+
+    def latent_inputs(self):
+        return {f"xi_{l + 1}": (d,) for l, d in enumerate(self.model.latent_dims)}
+
+    def call_decode(self, latents):
+        return self.model.decode([latents[f"xi_{l + 1}"]
+                                  for l in range(len(self.model.latent_dims))])
+
+    def call_encode(self, x, noise=None):
+        features = self.model.encoder(x)
+        return {f"{k}_{l + 1}": v for l, layer in enumerate(self.model.posteriors)
+                for k, v in posterior_parameters(layer, features).items()}
+
+
+@register_adapter("zoo.categorical_vae.CategoricalVAE")
+class CategoricalVAEAdapter(LatentModelAdapter):
+    """Decoder input ``z`` one-hot [batch, N, K]; the encoder takes uniform ``noise`` [batch,
+    N, K] for its Gumbel-max sample and returns ``sample`` and ``log_probs``."""
+
+    def latent_inputs(self):
+        return {"z": (self.model.num_variables, self.model.num_classes)}
+
+    def latent_example(self, rng, batch):
+        m = self.model
+        idx = rng.integers(0, m.num_classes, size=(batch, m.num_variables))
+        return {"z": np.eye(m.num_classes, dtype="float32")[idx]}
+
+    def encode_noise_shape(self):
+        return (self.model.num_variables, self.model.num_classes)
+
+    def call_encode(self, x, noise=None):
+        out = self.model.encode(x, noise=noise)
+        return {"sample": out["sample"], "log_probs": out["log_probs"]}
+
+
+# ---------------------------------------------------------------------------- Kalman filter
+@register_adapter("zoo.kalman_filter.KalmanFilterModel")
+class KalmanFilterAdapter:
+    r"""``init_state`` and ``filter_step`` of a linear-Gaussian state-space model, built-in ops.
+
+    State held by the app: ``mean`` [b, n], ``cov`` [b, n, n] (filtered moments of the last
+    frame, or $m_0, P_0$ before the first) and ``started`` [b] (0 before the first frame).
+    One step: predict $m^- = A m + B u + b$, $P^- = A P A^\top + Q$ (skipped on the first
+    frame, where $y_0$ sees $x_0$ directly, as in the full-sequence filter), then update on
+    ``observation`` with :func:`export.linalg.linear_gaussian_update`. Outputs the new state,
+    ``estimate`` (the filtered mean), ``uncertainty`` (filtered standard deviations),
+    ``predicted_observation`` and ``log_likelihood``. Computed in float32.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def _params(self):
+        p = self.model.state_space_params()
+        return type(p)(*[None if t is None else tf.cast(t, tf.float32) for t in p])
+
+    def export_spec(self, batch_size: int = 1) -> ExportSpec:
+        m, b = self.model, batch_size
+        n, p, k = m.kalman.state_dim, m.kalman.obs_dim, m.kalman.control_dim
+        state = {"mean": spec((b, n), "mean"), "cov": spec((b, n, n), "cov"),
+                 "started": spec((b,), "started")}
+        frame = {"observation": spec((b, p), "observation")}
+        if k:
+            frame["action"] = spec((b, k), "action")
+
+        def init_state():
+            par = self._params()
+            return {"mean": tf.tile(par.initial_mean[None], [b, 1]),
+                    "cov": tf.tile(par.initial_cov[None], [b, 1, 1]),
+                    "started": tf.zeros([b], tf.float32)}
+
+        def filter_step(mean, cov, started, observation, action=None):
+            par = self._params()
+            shift = par.transition_offset
+            if action is not None:
+                bu = tf.matmul(action, par.control_matrix, transpose_b=True)
+                shift = bu if shift is None else bu + shift
+            pm, pc = linalg.linear_gaussian_predict(mean, cov, par.transition_matrix,
+                                                    par.transition_cov, shift)
+            go = started > 0.5
+            pm = tf.where(go[:, None], pm, mean)
+            pc = tf.where(go[:, None, None], pc, cov)
+            out = linalg.linear_gaussian_update(pm, pc, observation, par.observation_matrix,
+                                                par.observation_cov, par.observation_offset)
+            diag = tf.stack([out.cov[:, i, i] for i in range(n)], -1)
+            return {"mean": out.mean, "cov": out.cov, "started": tf.ones_like(started),
+                    "estimate": out.mean, "uncertainty": tf.sqrt(tf.maximum(diag, 0.0)),
+                    "predicted_observation": out.predicted_observation,
+                    "log_likelihood": out.log_likelihood}
+
+        def init_example(rng):
+            return {}
+
+        def step_example(rng):
+            s = {k_: v.numpy() for k_, v in init_state().items()}
+            s["started"] = np.ones_like(s["started"])
+            ex = {**s, "observation": rng.standard_normal((b, p)).astype("float32")}
+            if k:
+                ex["action"] = rng.standard_normal((b, k)).astype("float32")
+            return ex
+
+        signatures = {
+            INIT_STATE: Signature(init_state, {}, init_example,
+                                  "the state before the first frame: m_0, P_0, started = 0"),
+            FILTER_STEP: Signature(filter_step, {**state, **frame}, step_example,
+                                   "state + observation y_t [+ action u_t] -> new state, "
+                                   "filtered mean and standard deviations of x_t"),
+        }
+        metadata = {"model": type(m).__name__, "config": _config(m), "state_dim": n,
+                    "obs_dim": p, "control_dim": k or 0,
+                    "estimate": "E[x_t | y_0..y_t]", "uncertainty": "sqrt(diag Cov[x_t | y_0..y_t])"}
+        return ExportSpec(signatures, metadata, state=tuple(state))

@@ -1,0 +1,134 @@
+r"""Small dense linear algebra with TFLite built-in ops only (no Cholesky/solve/inverse kernels).
+
+TFLite has no Cholesky, triangular-solve or matrix-inverse built-in, so for a matrix of static
+small size m the factorization is unrolled into slices, multiply-adds, one square root and one
+division per column (O(m^2) ops, m = 1..8 in practice). Everything works on a batch of matrices
+``[..., m, m]`` and converts to STRIDED_SLICE / MUL / SUB / SQRT / DIV / CONCATENATION / PACK.
+
+Accuracy: this is the textbook column Cholesky (the same rounding as LAPACK's unblocked
+``potf2``), so in float32 the factor has a relative backward error of a few ulps times m;
+forward substitution likewise. The Kalman step below is tested against the float64 filter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import tensorflow as tf
+
+
+def _size(x) -> int:
+    m = x.shape[-1]
+    if m is None:
+        raise ValueError("Unrolled linear algebra needs a static matrix size.")
+    return int(m)
+
+
+def small_cholesky(s):
+    """Lower Cholesky factor of symmetric positive definite ``s`` [..., m, m] (m static)."""
+    m = _size(s)
+    cols = []  # column j holds L[j:, j], zero-padded on top to length m
+    for j in range(m):
+        v = s[..., j:, j]
+        for k in range(j):
+            v = v - cols[k][..., j:] * cols[k][..., j:j + 1]
+        col = v / tf.sqrt(v[..., :1])
+        if j:
+            col = tf.concat([tf.zeros_like(s[..., :j, j]), col], -1)
+        cols.append(col)
+    return tf.stack(cols, -1)
+
+
+def forward_substitution(chol, b):
+    """Solve L X = B for lower-triangular L [..., m, m] and B [..., m, r]."""
+    m = _size(chol)
+    rows = []
+    for i in range(m):
+        r = b[..., i, :]
+        for k in range(i):
+            r = r - chol[..., i, k:k + 1] * rows[k]
+        rows.append(r / chol[..., i, i:i + 1])
+    return tf.stack(rows, -2)
+
+
+def back_substitution(chol, b):
+    """Solve L^T X = B for lower-triangular L [..., m, m] and B [..., m, r]."""
+    m = _size(chol)
+    rows = [None] * m
+    for i in reversed(range(m)):
+        r = b[..., i, :]
+        for k in range(i + 1, m):
+            r = r - chol[..., k, i:i + 1] * rows[k]
+        rows[i] = r / chol[..., i, i:i + 1]
+    return tf.stack(rows, -2)
+
+
+def cholesky_solve(chol, b):
+    """Solve S X = B given L = chol(S)."""
+    return back_substitution(chol, forward_substitution(chol, b))
+
+
+def log_det_from_cholesky(chol):
+    """log det S from L = chol(S): 2 sum log diag L."""
+    m = _size(chol)
+    diag = tf.stack([chol[..., i, i] for i in range(m)], -1)
+    return 2.0 * tf.reduce_sum(tf.math.log(diag), -1)
+
+
+class GaussianStep(NamedTuple):
+    """A linear-Gaussian predict + update: filtered moments, predicted observation, log-lik."""
+
+    mean: tf.Tensor  # [batch, n]: E[x_t | y_{0:t}]
+    cov: tf.Tensor  # [batch, n, n]
+    predicted_observation: tf.Tensor  # [batch, p]: E[y_t | y_{<t}]
+    log_likelihood: tf.Tensor  # [batch]: log N(y_t; H m- + d, S)
+
+
+def _mv(matrix, v):
+    """v [batch, c] times matrix^T, matrix [r, c] shared or [batch, r, c]."""
+    if matrix.shape.rank == 2:
+        return tf.matmul(v, matrix, transpose_b=True)
+    return tf.reduce_sum(matrix * v[:, None, :], -1)
+
+
+def linear_gaussian_update(pred_mean, pred_cov, y, observation_matrix, observation_cov,
+                           observation_offset=None) -> GaussianStep:
+    r"""Condition N(m-, P-) on y = H x + d + v, v ~ N(0, R), with built-in ops only.
+
+    With $L = \mathrm{chol}(H P^- H^\top + R)$, $Z = L^{-1} H P^-$ and $w = L^{-1} e$ for the
+    innovation $e = y - H m^- - d$: $m = m^- + Z^\top w$, $P = P^- - Z^\top Z$ and
+    $\log p(y) = -\frac12(\|w\|^2 + \log\det S + p \log 2\pi)$ -- one unrolled Cholesky and one
+    forward substitution on $[H P^- \mid e]$, no back substitution.
+
+    Shapes: ``pred_mean`` [batch, n], ``pred_cov`` [batch, n, n], ``y`` [batch, p], ``H``
+    [p, n] or [batch, p, n], ``R`` [p, p] or [batch, p, p], ``d`` [p] / [batch, p] or None.
+    """
+    h, r = observation_matrix, observation_cov
+    n, p = _size(pred_cov), _size(y)
+    predicted_y = _mv(h, pred_mean)
+    if observation_offset is not None:
+        predicted_y = predicted_y + observation_offset
+    hp = tf.matmul(h, pred_cov)  # a shared [p, n] broadcasts over the batch
+    s = tf.matmul(hp, h, transpose_b=True) + r
+    s = 0.5 * (s + tf.linalg.matrix_transpose(s))
+    chol = small_cholesky(s)
+    innovation = y - predicted_y
+    zw = forward_substitution(chol, tf.concat([hp, innovation[..., None]], -1))  # [b, p, n+1]
+    z, w = zw[..., :n], zw[..., n]
+    mean = pred_mean + tf.reduce_sum(z * w[..., None], -2)
+    cov = pred_cov - tf.matmul(z, z, transpose_a=True)
+    cov = 0.5 * (cov + tf.linalg.matrix_transpose(cov))
+    log_lik = -0.5 * (tf.reduce_sum(tf.square(w), -1) + log_det_from_cholesky(chol)
+                      + p * math.log(2.0 * math.pi))
+    return GaussianStep(mean, cov, predicted_y, log_lik)
+
+
+def linear_gaussian_predict(mean, cov, transition_matrix, transition_cov, shift=None):
+    """m- = A m + shift, P- = A P A^T + Q for A, Q [n, n] shared or [batch, n, n]."""
+    a = transition_matrix
+    pred_mean = _mv(a, mean)
+    if shift is not None:
+        pred_mean = pred_mean + shift
+    pred_cov = tf.matmul(tf.matmul(a, cov), a, transpose_b=True) + transition_cov
+    return pred_mean, 0.5 * (pred_cov + tf.linalg.matrix_transpose(pred_cov))

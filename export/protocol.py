@@ -1,0 +1,107 @@
+"""What a model exports: named signatures of tensors in, a dict of named tensors out.
+
+A model that exports implements :class:`Exportable` (or gets an adapter from
+:mod:`export.adapters`). ``export/`` then turns the signatures into a SavedModel (Keras 3's
+``ExportArchive``) and a TFLite file, without knowing which model it is.
+
+Signature names used by convention:
+
+- ``decode``: latent -> likelihood parameters (``sample`` is the same with the noise as an input).
+- ``encode``: data -> posterior parameters (noise as an input where the encoder samples).
+- ``init_state``: no inputs -> the filter's state tensors for the first frame.
+- ``filter_step``: state tensors + ``observation`` [+ ``action``, ``time_gap``, ``noise``] ->
+  the new state tensors (same names as the inputs) + ``estimate`` + ``uncertainty`` (+ extras).
+  An app calls ``init_state`` once and then ``filter_step`` once per frame, feeding each
+  output state back as the next input.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import tensorflow as tf
+
+DECODE, SAMPLE, ENCODE = "decode", "sample", "encode"
+INIT_STATE, FILTER_STEP = "init_state", "filter_step"
+FRAME_INPUTS = ("observation", "action", "time_gap", "noise")
+FILTER_OUTPUTS = ("estimate", "uncertainty")
+
+
+class Signature(NamedTuple):
+    """One exported function.
+
+    Args:
+        fn: callable taking keyword tensors named as ``inputs`` and returning a dict of tensors.
+            It may only use variables of the model being exported (they are tracked and frozen).
+        inputs: dict name -> ``tf.TensorSpec`` (static shapes, batch included; order kept).
+        example: callable ``rng -> {name: np.ndarray}`` giving realistic inputs for parity
+            checks and int8 calibration (a filter step's example holds a valid state).
+        doc: one line for the sidecar, read by app developers.
+    """
+
+    fn: Callable
+    inputs: dict
+    example: Callable[[np.random.Generator], dict]
+    doc: str = ""
+
+
+class ExportSpec(NamedTuple):
+    """What a model exports: its signatures and JSON-able metadata.
+
+    ``state`` names the filter state tensors (inputs and outputs of ``filter_step``, outputs of
+    ``init_state``); empty for models without a filter.
+    """
+
+    signatures: dict
+    metadata: dict
+    state: tuple = ()
+
+
+@runtime_checkable
+class Exportable(Protocol):
+    """A model that says what it exports (adapters give the zoo's models this method)."""
+
+    def export_spec(self, batch_size: int = 1) -> ExportSpec:
+        ...
+
+
+def spec(shape, name: str, dtype=tf.float32) -> tf.TensorSpec:
+    return tf.TensorSpec([int(s) for s in shape], dtype, name=name)
+
+
+def validate(es: ExportSpec) -> ExportSpec:
+    """Check the conventions above; raises ValueError naming what is wrong."""
+    sigs = es.signatures
+    if not sigs:
+        raise ValueError("The export spec has no signatures.")
+    for name, sig in sigs.items():
+        for key, s in sig.inputs.items():
+            if not isinstance(s, tf.TensorSpec) or s.shape.rank is None or None in s.shape:
+                raise ValueError(f"Signature {name!r} input {key!r} needs a static TensorSpec, "
+                                 f"got {s!r}.")
+    if (FILTER_STEP in sigs) != (INIT_STATE in sigs):
+        raise ValueError("`filter_step` and `init_state` are exported together.")
+    if FILTER_STEP in sigs:
+        if not es.state:
+            raise ValueError("A `filter_step` needs `state` names in its ExportSpec.")
+        step_inputs = sigs[FILTER_STEP].inputs
+        missing = [s for s in es.state if s not in step_inputs]
+        if missing:
+            raise ValueError(f"State tensors {missing} are not inputs of `filter_step`.")
+        if "observation" not in step_inputs:
+            raise ValueError("`filter_step` must take an `observation` input.")
+        other = [k for k in step_inputs if k not in es.state and k not in FRAME_INPUTS]
+        if other:
+            raise ValueError(f"`filter_step` inputs {other} are neither state tensors nor one "
+                             f"of {FRAME_INPUTS}.")
+    return es
+
+
+def as_exportable(model) -> Exportable:
+    """The model itself when it implements the protocol, else its adapter."""
+    if isinstance(model, Exportable):
+        return model
+    from export.adapters import adapter_for
+
+    return adapter_for(model)

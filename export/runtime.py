@@ -1,0 +1,131 @@
+"""Run an exported filter frame by frame in LiteRT, as an app does: numpy + ai-edge-litert only.
+
+This module imports no TensorFlow; it is the reference for mobile developers. The state lives
+with the caller (here in the object): ``init_state`` once, then one ``filter_step`` per frame
+with the previous outputs fed back.
+
+Example (after ``export_tflite(model, "kf.tflite")``)::
+
+    f = StreamingFilter("kf.tflite")
+    for y in frames:                 # y: [obs_dim] or [batch, obs_dim]
+        out = f.step(observation=y)  # {"estimate", "uncertainty", ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from export.litert import load_interpreter
+
+INIT_STATE, FILTER_STEP = "init_state", "filter_step"
+
+
+class StreamingFilter:
+    """An exported ``filter_step`` with its state held between frames.
+
+    Args:
+        path: str. The ``.tflite`` file (its ``PATH.json`` sidecar, when present, names the
+            state tensors; otherwise they are the inputs that are also outputs).
+        num_threads: int. Interpreter threads (XNNPACK).
+    """
+
+    def __init__(self, path: str, num_threads: int = 1):
+        self.path = str(path)
+        self.interpreter = load_interpreter(self.path, num_threads)
+        signatures = self.interpreter.get_signature_list()
+        missing = [s for s in (INIT_STATE, FILTER_STEP) if s not in signatures]
+        if missing:
+            raise ValueError(f"{self.path} has no {missing} signature(s) (it has "
+                             f"{sorted(signatures)}); export a filter model with "
+                             f"what=('filter_step', 'init_state').")
+        self._init = self.interpreter.get_signature_runner(INIT_STATE)
+        self._step = self.interpreter.get_signature_runner(FILTER_STEP)
+        self.inputs = {d: (tuple(int(s) for s in v["shape"]), np.dtype(v["dtype"]))
+                       for d, v in self._step.get_input_details().items()}
+        outputs = set(self._step.get_output_details())
+        sidecar = self.path + ".json"
+        self.metadata = json.load(open(sidecar)) if os.path.exists(sidecar) else {}
+        self.state_names = tuple(self.metadata.get("state") or
+                                 sorted(set(self.inputs) & outputs))
+        self.frame_inputs = tuple(k for k in self.inputs if k not in self.state_names)
+        self.state = None
+        self.reset()
+
+    def reset(self) -> dict:
+        """Start a new sequence: the state from ``init_state``."""
+        out = self._init()
+        self.state = {k: np.array(out[k]) for k in self.state_names}
+        return dict(self.state)
+
+    def _check(self, name, value):
+        shape, dtype = self.inputs[name]
+        value = np.asarray(value)
+        if not (np.issubdtype(value.dtype, np.floating) or value.dtype == dtype):
+            raise TypeError(f"`{name}` must be a float array (the model takes {dtype.name}), "
+                            f"got dtype {value.dtype}.")
+        if value.shape != shape and value.shape == shape[1:] and shape[:1] == (1,):
+            value = value[None]  # one frame without the batch axis
+        if value.shape != shape:
+            raise ValueError(f"`{name}` must have shape {list(shape)} (or {list(shape[1:])} "
+                             f"for batch 1), got {list(value.shape)}.")
+        return value.astype(dtype, copy=False)
+
+    def step(self, state: dict | None = None, **frame) -> dict:
+        """One frame: ``observation`` (+ ``action``, ``time_gap``, ``noise`` as exported).
+
+        Uses and updates the held state, or the given ``state`` dict (then the held state is
+        left alone). Returns every output of ``filter_step`` (new state included).
+        """
+        unknown = sorted(set(frame) - set(self.frame_inputs))
+        if unknown:
+            raise ValueError(f"Unknown input(s) {unknown}; this filter takes "
+                             f"{list(self.frame_inputs)} per frame.")
+        absent = [k for k in self.frame_inputs if k not in frame]
+        if absent:
+            raise ValueError(f"Missing input(s) {absent}; this filter takes "
+                             f"{list(self.frame_inputs)} per frame.")
+        held = state is None
+        state = self.state if held else state
+        if state is None:
+            raise ValueError("No filter state: call reset() (or pass `state`).")
+        lost = [k for k in self.state_names if k not in state]
+        if lost:
+            raise ValueError(f"The state misses {lost}; it must hold {list(self.state_names)} "
+                             f"(the outputs of init_state / the previous filter_step).")
+        feed = {k: self._check(k, state[k]) for k in self.state_names}
+        feed.update({k: self._check(k, v) for k, v in frame.items()})
+        out = {k: np.array(v) for k, v in self._step(**feed).items()}
+        if held:
+            self.state = {k: out[k] for k in self.state_names}
+        return out
+
+    def run(self, observation, reset: bool = True, **frames) -> dict:
+        """Filter a whole sequence frame by frame; inputs are ``[time, ...]`` (or
+        ``[batch, time, ...]`` with the exported batch size). Returns the per-frame outputs
+        stacked on a time axis (``[time, ...]`` / ``[batch, time, ...]``)."""
+        batch = self.inputs["observation"][0][0]
+        observation = np.asarray(observation)
+        time_axis = 1 if observation.ndim == len(self.inputs["observation"][0]) + 1 else 0
+        if time_axis == 0 and observation.ndim != len(self.inputs["observation"][0]):
+            raise ValueError(f"`observation` must be [time, ...] or [batch={batch}, time, ...] "
+                             f"with frames of shape {list(self.inputs['observation'][0])}, got "
+                             f"{list(observation.shape)}.")
+        arrays = {"observation": observation, **{k: np.asarray(v) for k, v in frames.items()}}
+        steps = observation.shape[time_axis]
+        for k, v in arrays.items():
+            if v.ndim <= time_axis or v.shape[time_axis] != steps:
+                raise ValueError(f"`{k}` must have {steps} frames on axis {time_axis}, got "
+                                 f"shape {list(v.shape)}.")
+        if reset:
+            self.reset()
+        outs = [self.step(**{k: np.take(v, t, axis=time_axis) for k, v in arrays.items()})
+                for t in range(steps)]
+        stacked = {k: np.stack([o[k] for o in outs], 0) for k in outs[0]}
+        if time_axis == 1:  # [time, batch, ...] -> [batch, time, ...]
+            stacked = {k: np.moveaxis(v, 0, 1) for k, v in stacked.items()}
+        elif batch == 1:  # frames had no batch axis: drop the exported one
+            stacked = {k: v[:, 0] for k, v in stacked.items()}
+        return stacked

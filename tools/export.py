@@ -1,0 +1,76 @@
+"""Export a trained zoo model to SavedModel and/or TFLite, and print the verification report.
+
+Examples:
+  python tools/export.py runs/vae/best.keras --out exports/vae --what decode encode
+  python tools/export.py runs/vae --out exports/vae --tflite --quantize dynamic
+  python tools/export.py kf.keras --out exports/kf --tflite --what filter_step
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+QUANTIZE = ("float32", "dynamic", "float16", "int8")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="export.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a .keras file, or a training run directory (its "
+                                      "best.keras, or last.keras with --which last)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--which", default="best", choices=["best", "last"])
+    parser.add_argument("--what", nargs="+", help="signatures (default: all the model exports)")
+    parser.add_argument("--saved-model", action="store_true", help="write a SavedModel")
+    parser.add_argument("--tflite", action="store_true", help="write TFLite files")
+    parser.add_argument("--quantize", nargs="+", default=["float32"], choices=QUANTIZE,
+                        help="TFLite quantization modes, one file each")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--allow-flex", action="store_true",
+                        help="accept Flex (select TF) ops instead of failing")
+    return parser
+
+
+def load_model(path: str, which: str = "best"):
+    """A zoo model from a .keras file or a training run directory."""
+    import keras
+
+    import zoo  # noqa: F401  (registers the model classes)
+
+    if os.path.isdir(path):
+        path = os.path.join(path, f"{which}.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist (give a .keras file or a run directory).")
+    return keras.saving.load_model(path)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from export import export_saved_model, export_tflite, verify
+
+    model = load_model(args.model, args.which)
+    os.makedirs(args.out, exist_ok=True)
+    if not args.saved_model and not args.tflite:
+        args.saved_model = args.tflite = True
+    if args.saved_model:
+        path = os.path.join(args.out, "saved_model")
+        meta = export_saved_model(model, path, what=args.what, batch_size=args.batch_size)
+        print(f"SavedModel: {path}  signatures: {', '.join(meta['signatures'])}")
+    if args.tflite:
+        for mode in args.quantize:
+            path = os.path.join(args.out, f"model_{mode}.tflite")
+            meta = export_tflite(model, path, what=args.what, batch_size=args.batch_size,
+                                 quantize=None if mode == "float32" else mode,
+                                 allow_flex=args.allow_flex)
+            print(f"TFLite ({mode}): {path}  {meta['size_bytes'] / 1024:.1f} KiB")
+            print(verify(path, model, allow_flex=args.allow_flex, batch_size=args.batch_size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
