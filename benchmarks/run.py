@@ -59,8 +59,11 @@ def main(args: argparse.Namespace) -> int:
         section = load(name).main(quick=args.quick)
         print(f"## {name}  ({time.perf_counter() - start:.0f} s)\n\n{section}\n", flush=True)
         if args.write:
-            README.write_text(replace_section(README.read_text(), name, section))
-            print(f"wrote section '{name}' of {README.relative_to(ROOT)}", flush=True)
+            try:
+                README.write_text(replace_section(README.read_text(), name, section))
+                print(f"wrote section '{name}' of {README.relative_to(ROOT)}", flush=True)
+            except KeyError as e:  # keep going: the other benchmarks' sections still get written
+                print(f"not written: {e.args[0]}", file=sys.stderr, flush=True)
     return 0
 
 
