@@ -17,6 +17,7 @@ from export.protocol import (
     FILTER_STEP,
     INIT_STATE,
     SAMPLE,
+    SAMPLE_RANDOM,
     ExportSpec,
     Signature,
     spec,
@@ -76,7 +77,7 @@ def posterior_parameters(layer, features) -> dict:
     loc = tf.cast(layer.loc_dense(features), tf.float32)
     tril = tfp.math.fill_triangular(tf.cast(layer.param_denses[0](features), tf.float32))
     eye = tf.eye(tril.shape[-1], dtype=tril.dtype)
-    diag = tf.nn.softplus(tf.reduce_sum(tril * eye, -1)) + layer.min_scale
+    diag = tf.nn.softplus(linalg.diag_part(tril)) + layer.min_scale
     return {"loc": loc, "scale_tril": tril * (1.0 - eye) + eye * diag[..., None, :]}
 
 
@@ -85,7 +86,9 @@ class LatentModelAdapter:
 
     Decoder outputs: Bernoulli ``probs`` and ``logits``; Gaussian ``mean`` and ``scale``.
     ``sample`` takes the likelihood noise (uniform for Bernoulli, standard normal for
-    Gaussian) so it needs no random op; ``encode`` returns the posterior parameters.
+    Gaussian) so it needs no random op; ``sample_random`` draws it with an unseeded random op
+    (TFLite built-ins RANDOM_UNIFORM / RANDOM_STANDARD_NORMAL; a seeded, stateless one would
+    need the Flex delegate); ``encode`` returns the posterior parameters.
     """
 
     def __init__(self, model):
@@ -125,8 +128,10 @@ class LatentModelAdapter:
         def decode(**z):
             return self._likelihood_outputs(self.call_decode(z))
 
-        def sample(noise, **z):
+        def sample(noise=None, **z):
             out = self.call_decode(z)
+            if noise is None:  # unseeded random ops: TFLite built-ins, no Flex delegate
+                noise = (tf.random.uniform(data) if self.bernoulli else tf.random.normal(data))
             if self.bernoulli:
                 x = tf.cast(noise < out["mean"], out["mean"].dtype)
             else:
@@ -156,6 +161,9 @@ class LatentModelAdapter:
                               "latent -> likelihood parameters of x"),
             SAMPLE: Signature(sample, {**latents, "noise": spec(data, "noise")}, sample_example,
                               f"latent + {noise_kind} noise -> a draw x ~ p(x|z)"),
+            SAMPLE_RANDOM: Signature(sample, latents, lambda rng: self.latent_example(rng, b),
+                                     "latent -> a draw x ~ p(x|z) with the runtime's own "
+                                     "random op", random_outputs=("x",)),
             ENCODE: Signature(lambda **kw: self.call_encode(**kw), encode_inputs, encode_example,
                               "x -> parameters of q(z|x)"),
         }
@@ -261,7 +269,7 @@ class KalmanFilterAdapter:
             pc = tf.where(go[:, None, None], pc, cov)
             out = linalg.linear_gaussian_update(pm, pc, observation, par.observation_matrix,
                                                 par.observation_cov, par.observation_offset)
-            diag = tf.stack([out.cov[:, i, i] for i in range(n)], -1)
+            diag = linalg.diag_part(out.cov)
             return {"mean": out.mean, "cov": out.cov, "started": tf.ones_like(started),
                     "estimate": out.mean, "uncertainty": tf.sqrt(tf.maximum(diag, 0.0)),
                     "predicted_observation": out.predicted_observation,

@@ -69,11 +69,14 @@ def cholesky_solve(chol, b):
     return back_substitution(chol, forward_substitution(chol, b))
 
 
+def diag_part(x):
+    """Diagonal of square ``x`` [..., m, m] (tf.linalg.diag_part is a Flex op in TFLite)."""
+    return tf.reduce_sum(x * tf.eye(_size(x), dtype=x.dtype), -1)
+
+
 def log_det_from_cholesky(chol):
     """log det S from L = chol(S): 2 sum log diag L."""
-    m = _size(chol)
-    diag = tf.stack([chol[..., i, i] for i in range(m)], -1)
-    return 2.0 * tf.reduce_sum(tf.math.log(diag), -1)
+    return 2.0 * tf.reduce_sum(tf.math.log(diag_part(chol)), -1)
 
 
 class GaussianStep(NamedTuple):
@@ -110,8 +113,7 @@ def linear_gaussian_update(pred_mean, pred_cov, y, observation_matrix, observati
     if observation_offset is not None:
         predicted_y = predicted_y + observation_offset
     hp = tf.matmul(h, pred_cov)  # a shared [p, n] broadcasts over the batch
-    s = tf.matmul(hp, h, transpose_b=True) + r
-    s = 0.5 * (s + tf.linalg.matrix_transpose(s))
+    s = tf.matmul(hp, h, transpose_b=True) + r  # only its lower triangle is read
     chol = small_cholesky(s)
     innovation = y - predicted_y
     zw = forward_substitution(chol, tf.concat([hp, innovation[..., None]], -1))  # [b, p, n+1]
@@ -125,10 +127,12 @@ def linear_gaussian_update(pred_mean, pred_cov, y, observation_matrix, observati
 
 
 def linear_gaussian_predict(mean, cov, transition_matrix, transition_cov, shift=None):
-    """m- = A m + shift, P- = A P A^T + Q for A, Q [n, n] shared or [batch, n, n]."""
+    """m- = A m + shift, P- = A P A^T + Q for A, Q [n, n] shared or [batch, n, n].
+
+    P- is symmetric up to rounding; :func:`linear_gaussian_update` symmetrizes its result.
+    """
     a = transition_matrix
     pred_mean = _mv(a, mean)
     if shift is not None:
         pred_mean = pred_mean + shift
-    pred_cov = tf.matmul(tf.matmul(a, cov), a, transpose_b=True) + transition_cov
-    return pred_mean, 0.5 * (pred_cov + tf.linalg.matrix_transpose(pred_cov))
+    return pred_mean, tf.matmul(tf.matmul(a, cov), a, transpose_b=True) + transition_cov

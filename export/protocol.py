@@ -6,7 +6,8 @@ A model that exports implements :class:`Exportable` (or gets an adapter from
 
 Signature names used by convention:
 
-- ``decode``: latent -> likelihood parameters (``sample`` is the same with the noise as an input).
+- ``decode``: latent -> likelihood parameters (``sample`` is the same with the noise as an input,
+  ``sample_random`` draws it with TFLite's built-in RANDOM_UNIFORM / RANDOM_STANDARD_NORMAL).
 - ``encode``: data -> posterior parameters (noise as an input where the encoder samples).
 - ``init_state``: no inputs -> the filter's state tensors for the first frame.
 - ``filter_step``: state tensors + ``observation`` [+ ``action``, ``time_gap``, ``noise``] ->
@@ -22,7 +23,7 @@ from typing import Callable, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 import tensorflow as tf
 
-DECODE, SAMPLE, ENCODE = "decode", "sample", "encode"
+DECODE, SAMPLE, SAMPLE_RANDOM, ENCODE = "decode", "sample", "sample_random", "encode"
 INIT_STATE, FILTER_STEP = "init_state", "filter_step"
 FRAME_INPUTS = ("observation", "action", "time_gap", "noise")
 FILTER_OUTPUTS = ("estimate", "uncertainty")
@@ -38,12 +39,15 @@ class Signature(NamedTuple):
         example: callable ``rng -> {name: np.ndarray}`` giving realistic inputs for parity
             checks and int8 calibration (a filter step's example holds a valid state).
         doc: one line for the sidecar, read by app developers.
+        random_outputs: outputs drawn from a random op inside the function; parity checks
+            skip them (they are tested in distribution instead).
     """
 
     fn: Callable
     inputs: dict
     example: Callable[[np.random.Generator], dict]
     doc: str = ""
+    random_outputs: tuple = ()
 
 
 class ExportSpec(NamedTuple):

@@ -77,7 +77,7 @@ def test_vae_family_tflite_matches_keras_with_builtin_ops(family, name, tmp_path
     model = family[name]
     path = str(tmp_path / f"{name}.tflite")
     meta = export_tflite(model, path)
-    assert set(meta["signatures"]) == {"decode", "sample", "encode"}
+    assert set(meta["signatures"]) == {"decode", "sample", "sample_random", "encode"}
     report = verify(path, model)
     assert report.ops.builtin_only and not report.ops.flex, report.ops
     assert report.worst_rel() < F32_RTOL, str(report)
@@ -100,20 +100,38 @@ def test_vae_family_tflite_matches_keras_with_builtin_ops(family, name, tmp_path
                                rtol=F32_RTOL, atol=1e-6)
 
 
-def test_sample_signature_draws_from_the_likelihood_with_given_noise(family, tmp_path):
-    model = family["vae_bernoulli"]
+@pytest.mark.parametrize("name", ["vae_bernoulli", "vae_conv_gaussian_full"])
+def test_sample_signatures_draw_from_the_likelihood(family, name, tmp_path):
+    """Given noise and the runtime's built-in random op both give draws from p(x|z): their
+    means and variances agree with the decoder's within 4 Monte Carlo standard errors."""
+    model = family[name]
     path = str(tmp_path / "s.tflite")
-    export_tflite(model, path, what=["sample"])
-    from export.litert import load_interpreter
+    export_tflite(model, path, what=["sample", "sample_random"])
+    from export.litert import list_ops, load_interpreter
+    from export.runtime import SignatureCall
 
-    run = load_interpreter(path).get_signature_runner("sample")
-    z = np.zeros((1, 2), np.float32)
-    u = np.random.default_rng(0).uniform(size=(4000, 8)).astype(np.float32)
-    draws = np.stack([run(z=z, noise=u[i:i + 1])["x"][0] for i in range(len(u))])
-    probs = model.decode(z)["mean"].numpy()[0]
-    se = np.sqrt(probs * (1 - probs) / len(u))
-    assert np.all(np.abs(draws.mean(0) - probs) < 4 * se)
-    assert set(np.unique(draws)) <= {0.0, 1.0}
+    assert {"RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL"} & set(list_ops(path).builtin)
+    interp = load_interpreter(path)
+    given, builtin = SignatureCall(interp, "sample"), SignatureCall(interp, "sample_random")
+    z = np.random.default_rng(1).standard_normal((1, model.latent_dim)).astype(np.float32)
+    shape, n = (1, *model.data_shape), 3000
+    rng = np.random.default_rng(0)
+    bern = name == "vae_bernoulli"
+    noise = (rng.uniform(size=(n, *shape)) if bern else rng.standard_normal((n, *shape)))
+    draws = {"sample": np.stack([given(z=z, noise=u.astype(np.float32))["x"] for u in noise]),
+             "sample_random": np.stack([builtin(z=z)["x"] for _ in range(n)])}
+    out = model.decode(z)
+    mean = out["mean"].numpy()
+    var = mean * (1 - mean) if bern else np.square(out["scale"].numpy())
+    for which, x in draws.items():
+        z_mean = (x.mean(0) - mean) / np.sqrt(var / n)
+        assert np.abs(z_mean).max() < 4.5, (which, np.abs(z_mean).max())
+        if bern:
+            assert set(np.unique(x)) <= {0.0, 1.0}
+        else:  # sample variance: standard error sqrt(2 / n) var for a Gaussian
+            z_var = (x.var(0) - var) / (var * np.sqrt(2.0 / n))
+            assert np.abs(z_var).max() < 4.5, (which, np.abs(z_var).max())
+    assert not np.array_equal(draws["sample_random"][0], draws["sample_random"][1])
 
 
 def test_saved_model_reloads_and_serves_the_same_numbers(family, tmp_path):
@@ -121,7 +139,7 @@ def test_saved_model_reloads_and_serves_the_same_numbers(family, tmp_path):
     path = str(tmp_path / "sm")
     meta = export_saved_model(model, path, normalization={"x": "binary in [0, 1]"})
     loaded = tf.saved_model.load(path)
-    assert {"decode", "sample", "encode"} <= set(loaded.signatures)
+    assert {"decode", "sample", "sample_random", "encode"} <= set(loaded.signatures)
     rng = np.random.default_rng(3)
     xi1, xi2 = rng.standard_normal((1, 3), "float32"), rng.standard_normal((1, 2), "float32")
     got = loaded.signatures["decode"](xi_1=tf.constant(xi1), xi_2=tf.constant(xi2))
@@ -393,6 +411,13 @@ def test_unexportable_model_and_unknown_signature_are_named():
                                 what="filter_step")
 
 
+def test_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(exporter, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_missing_litert_names_the_extra(monkeypatch):
     from export import litert
 
@@ -413,8 +438,10 @@ def test_cli_exports_a_keras_file_and_prints_the_report(tmp_path, capsys):
     model.save(tmp_path / "vae.keras")
     out = tmp_path / "out"
     assert cli.main([str(tmp_path / "vae.keras"), "--out", str(out), "--what", "decode",
-                     "--quantize", "float32", "dynamic"]) == 0
+                     "--quantize", "float32", "dynamic",
+                     "--normalization", '{"x": "pixels / 255"}']) == 0
     printed = capsys.readouterr().out
     assert "built-in only" in printed and "decode.probs" in printed
     assert (out / "model_float32.tflite").exists() and (out / "model_dynamic.tflite").exists()
-    assert (out / "saved_model" / "export.json").exists()
+    assert read_sidecar(str(out / "saved_model"))["normalization"] == {"x": "pixels / 255"}
+    assert read_sidecar(str(out / "model_dynamic.tflite"))["quantization"] == "dynamic"

@@ -9,6 +9,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -31,6 +32,9 @@ def build_parser():
     parser.add_argument("--quantize", nargs="+", default=["float32"], choices=QUANTIZE,
                         help="TFLite quantization modes, one file each")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--normalization", type=json.loads, default=None, metavar="JSON",
+                        help='how an app must scale inputs, recorded in the sidecar, e.g. '
+                             '\'{"x": {"mean": 0.13, "std": 0.31}}\'')
     parser.add_argument("--allow-flex", action="store_true",
                         help="accept Flex (select TF) ops instead of failing")
     return parser
@@ -59,14 +63,15 @@ def main(argv=None) -> int:
         args.saved_model = args.tflite = True
     if args.saved_model:
         path = os.path.join(args.out, "saved_model")
-        meta = export_saved_model(model, path, what=args.what, batch_size=args.batch_size)
+        meta = export_saved_model(model, path, what=args.what, batch_size=args.batch_size,
+                                  normalization=args.normalization)
         print(f"SavedModel: {path}  signatures: {', '.join(meta['signatures'])}")
     if args.tflite:
         for mode in args.quantize:
             path = os.path.join(args.out, f"model_{mode}.tflite")
             meta = export_tflite(model, path, what=args.what, batch_size=args.batch_size,
                                  quantize=None if mode == "float32" else mode,
-                                 allow_flex=args.allow_flex)
+                                 normalization=args.normalization, allow_flex=args.allow_flex)
             print(f"TFLite ({mode}): {path}  {meta['size_bytes'] / 1024:.1f} KiB")
             print(verify(path, model, allow_flex=args.allow_flex, batch_size=args.batch_size))
     return 0

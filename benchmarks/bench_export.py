@@ -1,0 +1,211 @@
+"""Exported decoders and filter steps: file size per quantization, single-frame latency in
+LiteRT (XNNPACK, one thread) against the Keras model called eagerly and as a ``tf.function``.
+
+Rows:
+- VAE decoder 16-512-512-784 (Bernoulli): ``decode`` through the export protocol, and the
+  bare decoder network (logits only, no probabilistic wrapper) converted the same way, the
+  reference of the "within 1.2x of the bare network" target.
+- DLGM (50, 50) and CategoricalVAE (20 x 10) decoders at their MNIST sizes (full run only).
+- Kalman filter step, state 4, observation 2 (target <= 10 us per frame).
+
+Latency is timed per call (``perf_counter_ns``), median and p99 over N calls after warm-up.
+"LiteRT frame" copies the inputs in, invokes and copies the outputs out (what an app does per
+frame, :class:`export.runtime.SignatureCall`); "invoke" is the interpreter alone.
+
+Run: ``python benchmarks/run.py export [--quick]``; ``python benchmarks/bench_export.py``
+rewrites ``benchmarks/export.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.common import load_average, machine, markdown_table  # noqa: E402
+from export.exporter import export_spec_of, export_tflite  # noqa: E402
+from export.litert import load_interpreter  # noqa: E402
+from export.protocol import ExportSpec, Signature, spec  # noqa: E402
+from export.runtime import SignatureCall  # noqa: E402
+
+MODES = (None, "dynamic", "float16", "int8")
+TARGETS = {"decoder_vs_bare": 1.2, "kalman_us": 10.0, "dkf_us": 50.0, "quant_size": 0.30}
+
+
+class _Bare:
+    """The decoder network alone, exported through the same protocol (the reference)."""
+
+    def __init__(self, network, latent_dim):
+        self.network, self.latent_dim = network, latent_dim
+        self.name = "bare_decoder"
+
+    def export_spec(self, batch_size=1):
+        return ExportSpec({"decode": Signature(
+            lambda z: {"logits": self.network(z)}, {"z": spec((batch_size, self.latent_dim), "z")},
+            lambda rng: {"z": rng.standard_normal((batch_size, self.latent_dim)).astype(
+                "float32")})}, {"model": "bare decoder network"})
+
+
+def _times(fn, n, warmup=20):
+    for _ in range(warmup):
+        fn()
+    out = np.empty(n)
+    for i in range(n):
+        start = time.perf_counter_ns()
+        fn()
+        out[i] = time.perf_counter_ns() - start
+    return float(np.median(out)) / 1e3, float(np.percentile(out, 99)) / 1e3
+
+
+def _fmt(t):
+    return "n/a" if t is None else f"{t[0]:,.1f} / {t[1]:,.1f}"
+
+
+def _block(out):
+    for v in tf.nest.flatten(out):
+        np.asarray(v)
+
+
+def _bench_model(label, model, signature, tmp, n_lite, n_eager, modes, calib=None):
+    """Sizes and latencies of one exported signature; returns a dict of table cells."""
+    es = export_spec_of(model, signature)
+    sig = es.signatures[signature]
+    example = sig.example(np.random.default_rng(0))
+    row = {"label": label, "sizes": {}, "lite": {}, "invoke": None, "parity": None}
+    for mode in modes:
+        path = os.path.join(tmp, f"{label.replace(' ', '_')}_{mode}.tflite")
+        meta = export_tflite(model, path, what=signature, quantize=mode,
+                             representative_data=calib if mode == "int8" else None)
+        row["sizes"][mode] = meta["size_bytes"]
+        call = SignatureCall(load_interpreter(path, num_threads=1), signature)
+        feed = {k: np.asarray(v, np.float32) for k, v in example.items()}
+        row["lite"][mode] = _times(lambda: call(**feed), n_lite)
+        if mode is None:
+            row["invoke"] = _times(call.invoke, n_lite)
+            row["parity"] = max(p["max_rel"] for p in meta["parity"][signature].values())
+    tensors = {k: tf.constant(v) for k, v in example.items()}
+    row["eager"] = _times(lambda: _block(sig.fn(**tensors)), n_eager, warmup=3)
+    fn = tf.function(lambda kw: sig.fn(**kw), autograph=False)
+    row["function"] = _times(lambda: _block(fn(tensors)), n_eager * 3, warmup=3)
+    return row
+
+
+def main(quick: bool = False) -> str:
+    from zoo.categorical_vae import CategoricalVAE
+    from zoo.dlgm import DLGM
+    from zoo.kalman_filter import KalmanFilterModel
+    from zoo.vae import VAE
+
+    keras.utils.set_random_seed(0)
+    load_before = load_average()
+    n_lite, n_eager = (300, 30) if quick else (5000, 300)
+    modes = (None, "dynamic") if quick else MODES
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        vae = VAE(input_shape=(784,), latent_dim=16, hidden_units=(512, 512), seed=0)
+        calib = {"decode": [{"z": np.random.default_rng(i).standard_normal((1, 16)).astype(
+            "float32")} for i in range(32)]}
+        rows.append(_bench_model("bare decoder 16-512-512-784", _Bare(vae.decoder, 16),
+                                 "decode", tmp, n_lite, n_eager, modes, calib))
+        rows.append(_bench_model("VAE decode 16-512-512-784", vae, "decode", tmp, n_lite,
+                                 n_eager, modes, calib))
+        if not quick:
+            dlgm = DLGM(input_shape=(784,), latent_dims=(50, 50), hidden_units=(200,), seed=0)
+            rows.append(_bench_model("DLGM decode (50, 50)-200-784", dlgm, "decode", tmp,
+                                     n_lite, n_eager, modes))
+            cat = CategoricalVAE(input_shape=(784,), seed=0)
+            rows.append(_bench_model("CategoricalVAE decode 20x10-256-512-784", cat, "decode",
+                                     tmp, n_lite, n_eager, modes))
+        kf = KalmanFilterModel(4, use_offsets=True, dtype="float64")
+        kf.build((None, None, 2))
+        rows.append(_bench_model("Kalman filter_step n=4, p=2", kf, "filter_step", tmp, n_lite,
+                                 n_eager, (None,)))
+    bare = rows[0]["lite"][None]
+
+    size_rows = []
+    for r in rows:
+        f32 = r["sizes"][None]
+        cells = [f"{f32 / 1024:,.1f}"]
+        for mode in MODES[1:]:
+            s = r["sizes"].get(mode)
+            cells.append("n/a" if s is None else f"{s / 1024:,.1f} ({100 * s / f32:.0f}%)")
+        size_rows.append([r["label"], *cells, f"{r['parity']:.1e}"])
+    lat_rows = []
+    for r in rows:
+        same_net = r is rows[0] or r["label"].startswith("VAE decode")
+        ratio = f"{r['lite'][None][0] / bare[0]:.2f}x" if same_net else ""
+        lat_rows.append([r["label"], _fmt(r["lite"][None]), _fmt(r["invoke"]),
+                         *[_fmt(r["lite"].get(m)) for m in MODES[1:]],
+                         _fmt(r["eager"]), _fmt(r["function"]), ratio])
+
+    def ok(flag):
+        return "met" if flag else "NOT met"
+
+    by = {r["label"]: r for r in rows}
+    vae_row, kf_row = by["VAE decode 16-512-512-784"], by["Kalman filter_step n=4, p=2"]
+    dec_ratio = vae_row["lite"][None][0] / bare[0]
+    dyn = vae_row["sizes"]["dynamic"] / vae_row["sizes"][None]
+    int8 = (vae_row["sizes"]["int8"] / vae_row["sizes"][None]) if "int8" in vae_row["sizes"] \
+        else None
+    targets = [
+        f"- VAE decoder within {TARGETS['decoder_vs_bare']}x of the bare network (LiteRT frame, "
+        f"float32): {dec_ratio:.2f}x, {ok(dec_ratio <= TARGETS['decoder_vs_bare'])}.",
+        f"- Kalman step (n=4, p=2) at most {TARGETS['kalman_us']:.0f} us per frame: invoke "
+        f"{kf_row['invoke'][0]:.1f} us ({ok(kf_row['invoke'][0] <= TARGETS['kalman_us'])}); "
+        f"with the Python copies in and out {kf_row['lite'][None][0]:.1f} us "
+        f"({ok(kf_row['lite'][None][0] <= TARGETS['kalman_us'])}).",
+        "- DKF/DMM step at most 50 us: no DKF/DMM model in the zoo yet (not measured).",
+        f"- Dynamic-range file at most 30% of float32 (VAE decoder): {100 * dyn:.0f}%, "
+        f"{ok(dyn <= TARGETS['quant_size'])}"
+        + ("." if int8 is None else f"; int8: {100 * int8:.0f}%, "
+           f"{ok(int8 <= TARGETS['quant_size'])}."),
+        f"- Float32 parity within 1e-5 relative: worst {max(r['parity'] for r in rows):.1e}, "
+        f"{ok(max(r['parity'] for r in rows) <= 1e-5)}.",
+    ]
+    gpu = tf.config.list_physical_devices("GPU")
+    return "\n".join([
+        f"Machine: {machine()}",
+        "",
+        f"Batch 1 (one frame). Microseconds per call, median / p99 over {n_lite:,} LiteRT calls "
+        f"(XNNPACK, 1 thread) and {n_eager:,} eager / {3 * n_eager:,} tf.function calls. "
+        f"Load average before: {load_before}; after: {load_average()}. "
+        + ("GPU: none on this machine (not measured)." if not gpu else f"GPU: {gpu}."),
+        "",
+        "File size in KiB (share of the float32 file), and the float32 file's worst relative "
+        "difference from Keras:",
+        "",
+        markdown_table(["exported", "float32", "dynamic", "float16", "int8",
+                        "parity (rel)"], size_rows),
+        "",
+        "Latency per frame, µs (median / p99):",
+        "",
+        markdown_table(["exported", "LiteRT f32 frame", "LiteRT f32 invoke", "LiteRT dynamic",
+                        "LiteRT float16", "LiteRT int8", "Keras eager", "tf.function",
+                        "÷ bare (f32)"], lat_rows),
+        "",
+        "Targets:",
+        "",
+        *targets,
+    ])
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    text = main(quick=quick)
+    print(text)
+    if not quick:
+        out = Path(__file__).resolve().parent / "export.md"
+        out.write_text("# Export benchmark\n\n" + (__doc__ or "") + "\n## Results\n\n" + text
+                       + "\n")
+        print(f"wrote {out}")
