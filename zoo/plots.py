@@ -51,3 +51,43 @@ def image_rows(rows, labels, path: str) -> str:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def piano_rolls(rolls, labels, path: str) -> str:
+    """Piano rolls ([T, 88] in [0, 1], time on x, MIDI 21..108 on y), one panel each."""
+    fig, axes = plt.subplots(len(rolls), 1, figsize=(10, 2.2 * len(rolls)), squeeze=False)
+    for ax, roll, label in zip(axes[:, 0], rolls, labels):
+        ax.imshow(np.asarray(roll, np.float64).T, origin="lower", aspect="auto", cmap="Greys",
+                  vmin=0, vmax=1, extent=[0, len(roll), 21, 109])
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.set_ylabel("MIDI note")
+    axes[-1, 0].set_xlabel("quarter-note step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def trajectories(observed, mean, std, path: str, truth=None, title: str | None = None) -> str:
+    """Each dimension over time: observations (dots), an estimate with a +/- 2 sd band, and
+    optionally the ground truth."""
+    observed, mean = np.asarray(observed, np.float64), np.asarray(mean, np.float64)
+    dims = mean.shape[-1]
+    fig, axes = plt.subplots(dims, 1, figsize=(9, 2.2 * dims), squeeze=False, sharex=True)
+    t = np.arange(len(mean))
+    for i, ax in enumerate(axes[:, 0]):
+        ax.plot(t, observed[:, i], ".", color="0.5", label="observed")
+        ax.plot(t, mean[:, i], color="C0", label="estimate")
+        if std is not None:
+            band = 2 * np.asarray(std, np.float64)[:, i]
+            ax.fill_between(t, mean[:, i] - band, mean[:, i] + band, color="C0", alpha=0.25,
+                            label="+/- 2 sd")
+        if truth is not None:
+            ax.plot(t, np.asarray(truth)[:, i], color="C3", label="truth")
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    if title:
+        axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -34,11 +34,14 @@ class ModelEntry:
 
     Args:
         factory: callable returning the model class (imported lazily).
-        kind: str. ``"image"`` (examples under ``"image"``) or ``"series"``.
+        kind: str. ``"image"`` (a VAE-family model fed ``image`` arrays), ``"sequence"``
+            (a deep state-space model fed a dict of ``observations``, ``mask``, ``actions``)
+            or ``"lgssm"`` (the Kalman filter model, fed ``observations``).
         default_dataset: str. Dataset used when ``--dataset`` is not given.
         datasets: tuple of str. Datasets the model can train on.
         defaults: dict. Default model, data and train settings (merged under the user's).
         describe: str. One line for ``--help``.
+        dataset_defaults: dict. Per-dataset settings merged over ``defaults``.
     """
 
     factory: Callable
@@ -47,6 +50,7 @@ class ModelEntry:
     datasets: tuple
     defaults: dict
     describe: str
+    dataset_defaults: dict = dataclasses.field(default_factory=dict)
 
 
 def _vae():
@@ -64,7 +68,25 @@ def _categorical_vae():
     return CategoricalVAE
 
 
+def _dkf():
+    from zoo.deep_state_space import DeepKalmanFilter
+    return DeepKalmanFilter
+
+
+def _dmm():
+    from zoo.deep_state_space import DeepMarkovModel
+    return DeepMarkovModel
+
+
+def _kalman():
+    from zoo.kalman_filter import KalmanFilterModel
+    return KalmanFilterModel
+
+
 IMAGE_DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "binarized_mnist")
+SEQUENCE_DATASETS = ("healing_mnist", "chorales", "lgssm", "pendulum", "nile")
+_SMALL_HEALING = {"num_sequences": 1000}
+_GAUSSIAN_SERIES = {"model": {"likelihood": "gaussian", "emission_units": [32]}}
 
 MODELS = {
     "vae": ModelEntry(
@@ -83,6 +105,38 @@ MODELS = {
         _categorical_vae, "image", "mnist5k", IMAGE_DATASETS,
         {"model": {"num_variables": 20, "num_classes": 10}, "data": {"binarize": "dynamic"}},
         "Categorical VAE with Gumbel-softmax latents (Jang et al. 2017)",
+    ),
+    "dkf": ModelEntry(
+        _dkf, "sequence", "healing_mnist", SEQUENCE_DATASETS,
+        {"model": {"latent_dim": 16, "rnn_units": 128, "emission_units": [200]},
+         "train": {"batch_size": 50, "epochs": 10, "eval_samples": 20, "eval_examples": 100}},
+        "Deep Kalman Filter (Krishnan et al. 2015): q-INDEP/LR/RNN/BRNN, actions, time gaps",
+        {"healing_mnist": {"data": _SMALL_HEALING}, "lgssm": _GAUSSIAN_SERIES,
+         "pendulum": _GAUSSIAN_SERIES, "nile": _GAUSSIAN_SERIES},
+    ),
+    "dmm": ModelEntry(
+        _dmm, "sequence", "chorales", SEQUENCE_DATASETS,
+        {"model": {"latent_dim": 32, "rnn_units": 128, "emission_units": [100, 100],
+                   "transition_units": 100, "kl_annealing_steps": 1000},
+         "train": {"batch_size": 20, "epochs": 10, "learning_rate": 3e-4, "eval_samples": 20,
+                   "eval_examples": 74}},
+        "Deep Markov Model (Krishnan et al. 2017): gated transition, ST-L/R/LR inference",
+        {"healing_mnist": {"data": _SMALL_HEALING}, "lgssm": _GAUSSIAN_SERIES,
+         "pendulum": _GAUSSIAN_SERIES, "nile": _GAUSSIAN_SERIES},
+    ),
+    "kalman_filter": ModelEntry(
+        _kalman, "lgssm", "nile", ("nile", "lgssm", "pendulum"),
+        {"model": {"state_dim": 4}, "train": {"batch_size": 100, "epochs": 50,
+                                              "learning_rate": 0.05}},
+        "Linear-Gaussian state-space model fitted by maximum likelihood (exact Kalman filter)",
+        # Local level model (Durbin & Koopman ch. 2), started at sensible scales.
+        {"nile": {"model": {"state_dim": 1, "transition": "identity",
+                            "observation": "identity", "observation_scale": 100.0,
+                            "transition_scale": 30.0, "initial_scale": 1e4,
+                            "trainable_initial": False, "dtype": "float64"},
+                  "train": {"epochs": 200, "learning_rate": 3.0, "schedule": "cosine",
+                            "batch_size": 1, "jit": True}},
+         "pendulum": {"model": {"state_dim": 2}}},
     ),
 }
 
@@ -164,9 +218,17 @@ def read_config_file(path: str) -> dict:
     return loaded
 
 
+FROM_DATA = ("self", "kwargs", "args", "input_shape", "observation_shape")
+
+
 def model_parameters(cls) -> list:
-    params = inspect.signature(cls.__init__).parameters
-    return [p for p in params if p not in ("self", "kwargs", "args", "input_shape")]
+    """Constructor arguments a config may set (shapes come from the data)."""
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in FROM_DATA]
+    params += list(getattr(cls, "LAYER_ARGS", ())) + (["dtype"] if hasattr(cls, "LAYER_ARGS")
+                                                      else [])
+    if "action_dim" in params:
+        params.remove("action_dim")  # from the data
+    return params
 
 
 def resolve_config(model: str, dataset: str | None = None, config: dict | None = None,
@@ -191,13 +253,12 @@ def resolve_config(model: str, dataset: str | None = None, config: dict | None =
             raise ConfigError(f"unknown config section {section!r}; valid: data, model, train")
     if user.get("model_name", model) != model:
         raise ConfigError(f"config is for model {user['model_name']!r}, not {model!r}")
-    resolved = _merge(resolved, {k: v for k, v in user.items() if k != "model_name"})
-    if dataset is not None:
-        resolved["data"]["name"] = dataset
-    resolved["data"].setdefault("name", entry.default_dataset)
-    name = resolved["data"]["name"]
+    name = dataset or user.get("data", {}).get("name") or entry.default_dataset
     if name not in entry.datasets:
         raise _choices_error(f"dataset for model {model!r}:", name, entry.datasets)
+    resolved = _merge(resolved, entry.dataset_defaults.get(name, {}))
+    resolved = _merge(resolved, {k: v for k, v in user.items() if k != "model_name"})
+    resolved["data"]["name"] = name
     valid_model = model_parameters(entry.factory())
     for key in resolved["model"]:
         if key not in valid_model:
@@ -282,20 +343,54 @@ def epoch_stream(arrays: dict, batch_size: int, seed: int, start_epoch: int, epo
     return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
-def _data(config: dict, arrays: dict, start_epoch: int) -> tf.data.Dataset:
-    entry = MODELS[config["model_name"]]
+def model_inputs(config: dict, arrays: dict):
+    """What the model is fed, from a split's NumPy arrays: images, or a dict of sequences."""
+    kind = MODELS[config["model_name"]].kind
+    if kind == "image":
+        return arrays["image"]
+    inputs = {"observations": arrays["observations"]}
+    if "mask" in arrays:
+        inputs["mask"] = arrays["mask"]
+    if kind == "sequence" and "actions" in arrays:
+        inputs["actions"] = arrays["actions"]
+    return inputs
+
+
+def data_kwargs(config: dict, arrays: dict) -> dict:
+    """Constructor arguments that come from the data (shapes, action size)."""
+    kind = MODELS[config["model_name"]].kind
+    if kind == "image":
+        return {"input_shape": tuple(arrays["image"].shape[1:])}
+    if kind == "sequence":
+        kwargs = {"observation_shape": tuple(arrays["observations"].shape[2:])}
+        if "actions" in arrays:
+            kwargs["action_dim"] = int(arrays["actions"].shape[-1])
+        return kwargs
+    return {}
+
+
+def _trim_to_longest(batch):
+    """Cut a batch of padded sequences to its longest one (every key has time on axis 1)."""
+    length = tf.cast(tf.reduce_max(tf.reduce_sum(batch["mask"], 1)), tf.int32)
+    return {k: v[:, :length] for k, v in batch.items()}
+
+
+def _data(config: dict, inputs, start_epoch: int) -> tf.data.Dataset:
     train = config["train"]
-    if entry.kind != "image":
-        raise ConfigError(f"unsupported model kind {entry.kind!r}")
+    if isinstance(inputs, dict):
+        stream = epoch_stream(inputs, train["batch_size"], train["seed"], start_epoch,
+                              train["epochs"])
+        return stream.map(_trim_to_longest) if "mask" in inputs else stream
     dynamic = config["data"].get("binarize") == "dynamic"
-    stream = epoch_stream({"image": arrays["image"]}, train["batch_size"], train["seed"],
-                          start_epoch, train["epochs"], "image" if dynamic else None)
+    stream = epoch_stream({"image": inputs}, train["batch_size"], train["seed"], start_epoch,
+                          train["epochs"], "image" if dynamic else None)
     return stream.map(lambda example: example["image"])
 
 
 def _validation_data(config: dict, split: str):
-    return tf.data.Dataset.from_tensor_slices(_arrays(config, split)["image"]).batch(
-        config["train"]["batch_size"])
+    inputs = model_inputs(config, _arrays(config, split))
+    data = tf.data.Dataset.from_tensor_slices(inputs).batch(config["train"]["batch_size"])
+    return data.map(_trim_to_longest) if isinstance(inputs, dict) and "mask" in inputs else data
 
 
 def _arrays(config: dict, split: str, for_training: bool = False) -> dict:
@@ -310,17 +405,18 @@ def _arrays(config: dict, split: str, for_training: bool = False) -> dict:
 def _splits(config: dict):
     spec = datasets.get_spec(config["data"]["name"])
     valid = "valid" if "valid" in spec.splits else None
-    test = "test" if "test" in spec.splits else valid
+    test = "test" if "test" in spec.splits else (valid or "train")
     return valid, test
 
 
-def build_model(config: dict, input_shape):
+def build_model(config: dict, arrays: dict):
+    """The model of a config, its shapes taken from the training arrays."""
     entry = model_entry(config["model_name"])
     cls = entry.factory()
-    kwargs = dict(config["model"])
+    kwargs = {**dict(config["model"]), **data_kwargs(config, arrays)}
     if "seed" in model_parameters(cls):
         kwargs.setdefault("seed", config["train"]["seed"])
-    return cls(input_shape=tuple(input_shape), **kwargs)
+    return cls(**kwargs)
 
 
 def seed_states(model) -> list:
@@ -435,11 +531,13 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
         log(f"Strategy: {type(strategy).__name__} with {replicas} replicas")
     valid_split, test_split = _splits(config)
     train_arrays = _arrays(config, "train", for_training=True)
-    input_shape = train_arrays["image"].shape[1:]
-    num_train = len(train_arrays["image"])
+    train_inputs = model_inputs(config, train_arrays)
+    num_train = len(tf.nest.flatten(train_inputs)[0])
     steps_per_epoch = math.ceil(num_train / train_cfg["batch_size"])
     with strategy.scope():
-        model = build_model(config, input_shape)
+        model = build_model(config, train_arrays)
+        if not model.built:  # models that learn their shapes from the first batch
+            model(tf.nest.map_structure(lambda a: a[:1], train_inputs))
         model.compile(optimizer=_optimizer(train_cfg, steps_per_epoch),
                       jit_compile=bool(train_cfg["jit"]))
         model.optimizer.build(model.trainable_variables)  # so checkpoints can load into it
@@ -459,14 +557,14 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
             + (" from a checkpoint saved mid-epoch" if state["partial"] else ""))
     nan_stop = _StopOnNaN(checkpoint)
     callbacks = [
-        *model.default_callbacks(),
+        *(model.default_callbacks() if hasattr(model, "default_callbacks") else []),
         nan_stop,
         checkpoint,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "metrics.csv"), append=resume),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
         *(callbacks or []),
     ]
-    train_data = _data(config, train_arrays, initial_epoch)
+    train_data = _data(config, train_inputs, initial_epoch)
     stopped, history = None, {}
     try:
         if initial_epoch < train_cfg["epochs"]:
@@ -495,48 +593,95 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
 
 def evaluate_model(model, config: dict, split: str, log=print, num_samples: int | None = None,
                    num_examples: int | None = None) -> dict:
-    """Keras metrics on ``split`` plus the K-sample importance-weighted log-likelihood."""
+    """Keras metrics on ``split`` plus the model's log-likelihood: the K-sample
+    importance-weighted bound for latent-variable models, the exact one for the Kalman
+    filter (per sequence and per step)."""
+    from zoo.base import LatentVariableModel
+
     train_cfg = config["train"]
-    arrays = _arrays(config, split)
-    x = arrays["image"]
+    x = model_inputs(config, _arrays(config, split))
+    count = len(tf.nest.flatten(x)[0])
     for variable in seed_states(model):  # the same noise for every evaluation of a model
         variable.assign([train_cfg["seed"], 0])
     metrics = model.evaluate(x, batch_size=train_cfg["batch_size"], verbose=0, return_dict=True)
-    k = num_samples or train_cfg["eval_samples"]
-    n = min(len(x), num_examples or train_cfg["eval_examples"])
-    bound = model.log_likelihood(x[:n], num_samples=k, seed=train_cfg["seed"])
-    result = {
-        "split": split,
-        "examples": int(len(x)),
-        **{k_: float(v) for k_, v in metrics.items()},
-        f"iwae_log_likelihood_k{k}": float(np.mean(bound.log_likelihood)),
-        f"iwae_examples": int(n),
-        "training_binarization": config["data"].get("binarize"),
-        "evaluation_binarization": "static (one seeded draw)"
-        if config["data"].get("binarize") in ("dynamic", "static") else
-        config["data"].get("binarize"),
-    }
-    log(f"{split}: " + ", ".join(f"{k_}={v:.3f}" if isinstance(v, float) else f"{k_}={v}"
-                                 for k_, v in result.items()))
+    result = {"split": split, "examples": int(count), **{k: float(v) for k, v in metrics.items()}}
+    n = min(count, num_examples or train_cfg["eval_examples"])
+    head = tf.nest.map_structure(lambda a: a[:n], x)
+    steps = (np.sum(head["mask"], 1) if isinstance(head, dict) and "mask" in head else
+             np.full(n, tf.nest.flatten(head)[0].shape[1]) if isinstance(head, dict) else None)
+    if isinstance(model, LatentVariableModel):
+        k = num_samples or train_cfg["eval_samples"]
+        log_lik = model.log_likelihood(head, num_samples=k, seed=train_cfg["seed"]).log_likelihood
+        result[f"iwae_log_likelihood_k{k}"] = float(np.mean(log_lik))
+    else:
+        log_lik = model.filter(head["observations"], mask=head.get("mask")).log_likelihood.numpy()
+        result["log_likelihood"] = float(np.mean(log_lik))
+        result["parameters"] = {k: np.asarray(v).tolist() for k, v in
+                                model.state_space_params()._asdict().items() if v is not None}
+    result["likelihood_examples"] = int(n)
+    if steps is not None:
+        result["nll_per_step"] = float(-np.sum(log_lik) / np.sum(steps))
+    if "binarize" in config["data"]:
+        result["training_binarization"] = config["data"]["binarize"]
+        result["evaluation_binarization"] = (
+            "static (one seeded draw)" if config["data"]["binarize"] in ("dynamic", "static")
+            else config["data"]["binarize"])
+    log(f"{split}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in result.items() if k != "parameters"))
     return result
 
 
 def write_plots(model, config: dict, out_dir: str, log=print) -> list:
-    """PNG pictures a person would look at: prior samples and test reconstructions."""
+    """PNG pictures a person would look at, by model kind: prior samples and
+    reconstructions; healed / clean frames; piano rolls; trajectories with bands."""
     try:
         from zoo import plots
     except ImportError as err:  # matplotlib missing
         log(f"No pictures: {err}")
         return []
     _, test_split = _splits(config)
-    x = _arrays(config, test_split)["image"][:16]
+    arrays = _arrays(config, test_split)
+    x = tf.nest.map_structure(lambda a: a[:16], model_inputs(config, arrays))
     os.makedirs(out_dir, exist_ok=True)
-    written = [
-        plots.image_grid(np.asarray(model.sample(16, seed=config["train"]["seed"])),
-                         os.path.join(out_dir, "samples.png"), title="Samples from the prior"),
-        plots.image_rows([x, np.asarray(model.reconstruct(x))], ["data", "reconstruction"],
-                         os.path.join(out_dir, "reconstructions.png")),
-    ]
+    path = lambda name: os.path.join(out_dir, name)  # noqa: E731
+    kind = MODELS[config["model_name"]].kind
+    name = config["data"]["name"]
+    seed = config["train"]["seed"]
+    if kind == "image":
+        written = [
+            plots.image_grid(np.asarray(model.sample(16, seed=seed)), path("samples.png"),
+                             title="Samples from the prior"),
+            plots.image_rows([x, np.asarray(model.reconstruct(x))], ["data", "reconstruction"],
+                             path("reconstructions.png")),
+        ]
+    elif kind == "sequence":
+        smoothed = model.smooth(x)
+        length = int(np.sum(x["mask"][0])) if "mask" in x else x["observations"].shape[1]
+        if name == "healing_mnist":
+            written = [plots.image_rows(
+                [x["observations"][0, :length], np.asarray(smoothed["observation_mean"])[0,
+                 :length], arrays["clean"][0, :length]], ["input", "healed", "clean"],
+                path("healing.png"))]
+        elif name == "chorales":
+            written = [plots.piano_rolls(
+                [x["observations"][0, :length], np.asarray(model.sample(1, steps=length,
+                                                                        seed=seed))[0]],
+                ["data", "model sample (emission means)"], path("piano_rolls.png"))]
+        else:
+            mean = np.asarray(smoothed["observation_mean"])[0, :length]
+            written = [plots.trajectories(x["observations"][0, :length], mean, None,
+                                          path("trajectories.png"),
+                                          title="observations and smoothed emission means")]
+    else:
+        obs = x["observations"]
+        filtered = model.filter(obs)
+        params = model.state_space_params()
+        h = np.asarray(params.observation_matrix, np.float64)
+        means = np.asarray(filtered.filtered_means)[0] @ h.T
+        covs = np.asarray(filtered.filtered_covs)[0]
+        std = np.sqrt(np.einsum("pi,tij,pj->tp", h, covs, h))
+        written = [plots.trajectories(obs[0], means, std, path("filter.png"),
+                                      title="observations, filtered signal H m_t +/- 2 sd")]
     log("Pictures: " + ", ".join(written))
     return written
 
