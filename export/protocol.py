@@ -10,7 +10,8 @@ Signature names used by convention:
   ``sample_random`` draws it with TFLite's built-in RANDOM_UNIFORM / RANDOM_STANDARD_NORMAL).
 - ``encode``: data -> posterior parameters (noise as an input where the encoder samples).
 - ``init_state``: no inputs -> the filter's state tensors for the first frame.
-- ``filter_step``: state tensors + ``observation`` [+ ``action``, ``time_gap``, ``noise``] ->
+- ``filter_step``: state tensors + ``observation`` [+ ``observed`` (1 = frame present, 0 =
+  missing), ``action``, ``time_gap``, ``noise``] ->
   the new state tensors (same names as the inputs) + ``estimate`` + ``uncertainty`` (+ extras).
   An app calls ``init_state`` once and then ``filter_step`` once per frame, feeding each
   output state back as the next input.
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 DECODE, SAMPLE, SAMPLE_RANDOM, ENCODE = "decode", "sample", "sample_random", "encode"
 INIT_STATE, FILTER_STEP = "init_state", "filter_step"
-FRAME_INPUTS = ("observation", "action", "time_gap", "noise")
+FRAME_INPUTS = ("observation", "observed", "action", "time_gap", "noise")
 FILTER_OUTPUTS = ("estimate", "uncertainty")
 
 

@@ -24,6 +24,7 @@ from export.exporter import export_saved_model, export_tflite, read_sidecar, ver
 from export.protocol import ExportSpec, Signature, spec
 from export.runtime import StreamingFilter
 from zoo.categorical_vae import CategoricalVAE
+from zoo.deep_state_space import DeepKalmanFilter, DeepMarkovModel
 from zoo.dlgm import DLGM
 from zoo.kalman_filter import KalmanFilterModel
 from zoo.vae import VAE
@@ -247,6 +248,38 @@ def test_kalman_saved_model_step_matches(kalman, tmp_path):
                                            action=tf.zeros([1, 1]), **state)
     ref = kalman.filter(y[None].astype("float64"), controls=np.zeros((1, 1, 1)))
     np.testing.assert_allclose(out["estimate"][0], ref.filtered_means[0, 0], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- DKF / DMM
+@pytest.mark.parametrize("cls, inference", [(DeepKalmanFilter, "rnn"),
+                                            (DeepMarkovModel, "st-l")])
+def test_deep_state_space_stream_reproduces_filter_with_missing_frames(cls, inference, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = cls(observation_shape=(6,), latent_dim=3, rnn_units=8, emission_units=(8,),
+                transition_units=8, inference=inference, seed=0)
+    path = str(tmp_path / "dss.tflite")
+    meta = export_tflite(model, path)
+    assert set(meta["signatures"]) == {"decode", "sample", "sample_random", "init_state",
+                                       "filter_step"}
+    report = verify(path, model)
+    assert report.ops.builtin_only and report.worst_rel() < F32_RTOL, str(report)
+    x = (np.random.RandomState(0).rand(1, 15, 6) > 0.5).astype("float32")
+    observed = np.ones((1, 15), "float32")
+    observed[0, [4, 5, 11]] = 0.0
+    ref = model.filter({"observations": x, "observed": observed})
+    out = StreamingFilter(path).run(x[0], observed=observed[0])
+    for got, key in [("estimate", "latent_mean"), ("uncertainty", "latent_scale"),
+                     ("observation_mean", "observation_mean")]:
+        np.testing.assert_allclose(out[got], ref[key][0], rtol=F32_RTOL, atol=1e-6, err_msg=got)
+
+
+def test_smoothing_inference_exports_the_decoder_only():
+    model = DeepMarkovModel(observation_shape=(4,), latent_dim=2, rnn_units=8,
+                            emission_units=(8,), transition_units=8, inference="st-r")
+    assert set(exporter.export_spec_of(model).signatures) == {"decode", "sample",
+                                                              "sample_random"}
+    with pytest.raises(ValueError, match=r"Cannot export \['filter_step'\]"):
+        exporter.export_spec_of(model, what="filter_step")
 
 
 # ---------------------------------------------------------------------------- a neural filter
