@@ -42,6 +42,8 @@ SMOKE = {  # model: (dataset, config, pictures)
                                    "transition_units": 16},
                          "data": {"limit": 15}}, ["piano_rolls.png"]),
     "kalman_filter": ("lgssm", {"data": {"num_sequences": 64}}, ["filter.png"]),
+    "lstm_kf": ("lgssm", {"model": {"lstm_units": 8}, "data": {"num_sequences": 64}},
+                ["filter.png"]),
 }
 
 
@@ -64,7 +66,10 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
     result = json.load(open(os.path.join(run_dir, "evaluation.json")))
-    if "elbo" in result:
+    if "rmse" in result:  # a supervised filter, beside the exact Kalman filter
+        assert result["rmse"] == pytest.approx(np.sqrt(result["loss"]))
+        assert 0 < result["exact_kalman_rmse"] < result["rmse"] * 1.5
+    elif "elbo" in result:
         np.testing.assert_allclose(result["elbo"], result["reconstruction"] - result["kl"],
                                    rtol=1e-4)
         # The importance-weighted bound (K=5) is at least the ELBO, up to Monte Carlo noise.

@@ -36,7 +36,8 @@ class ModelEntry:
         factory: callable returning the model class (imported lazily).
         kind: str. ``"image"`` (a VAE-family model fed ``image`` arrays), ``"sequence"``
             (a deep state-space model fed a dict of ``observations``, ``mask``, ``actions``)
-            or ``"lgssm"`` (the Kalman filter model, fed ``observations``).
+            ``"lgssm"`` (the Kalman filter model, fed ``observations``) or ``"supervised"``
+            (a filter trained on ground-truth ``states``).
         default_dataset: str. Dataset used when ``--dataset`` is not given.
         datasets: tuple of str. Datasets the model can train on.
         defaults: dict. Default model, data and train settings (merged under the user's).
@@ -81,6 +82,11 @@ def _dmm():
 def _kalman():
     from zoo.kalman_filter import KalmanFilterModel
     return KalmanFilterModel
+
+
+def _lstm_kf():
+    from zoo.lstm_kalman_filter import LSTMKalmanFilter
+    return LSTMKalmanFilter
 
 
 IMAGE_DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "binarized_mnist")
@@ -137,6 +143,12 @@ MODELS = {
                   "train": {"epochs": 200, "learning_rate": 3.0, "schedule": "cosine",
                             "batch_size": 1, "jit": True}},
          "pendulum": {"model": {"state_dim": 2}}},
+    ),
+    "lstm_kf": ModelEntry(
+        _lstm_kf, "supervised", "lgssm", ("lgssm",),
+        {"model": {"lstm_units": 32}, "train": {"batch_size": 50, "epochs": 20,
+                                                "learning_rate": 3e-3}},
+        "LSTM Kalman filter (Coskun et al. 2017), supervised on ground-truth states",
     ),
 }
 
@@ -348,6 +360,8 @@ def model_inputs(config: dict, arrays: dict):
     kind = MODELS[config["model_name"]].kind
     if kind == "image":
         return arrays["image"]
+    if kind == "supervised":
+        return {"observations": arrays["observations"], "states": arrays["states"]}
     inputs = {"observations": arrays["observations"]}
     if "mask" in arrays:
         inputs["mask"] = arrays["mask"]
@@ -366,7 +380,17 @@ def data_kwargs(config: dict, arrays: dict) -> dict:
         if "actions" in arrays:
             kwargs["action_dim"] = int(arrays["actions"].shape[-1])
         return kwargs
+    if kind == "supervised":
+        return {"state_dim": int(arrays["states"].shape[-1]),
+                "observation_matrix": np.asarray(arrays["H"]).tolist()}
     return {}
+
+
+def _fit_pair(config: dict, inputs):
+    """(x, y) as ``fit`` takes them: supervised filters learn observations -> states."""
+    if MODELS[config["model_name"]].kind == "supervised":
+        return inputs["observations"], inputs["states"]
+    return inputs, None
 
 
 def _trim_to_longest(batch):
@@ -380,6 +404,8 @@ def _data(config: dict, inputs, start_epoch: int) -> tf.data.Dataset:
     if isinstance(inputs, dict):
         stream = epoch_stream(inputs, train["batch_size"], train["seed"], start_epoch,
                               train["epochs"])
+        if MODELS[config["model_name"]].kind == "supervised":
+            return stream.map(lambda b: (b["observations"], b["states"]))
         return stream.map(_trim_to_longest) if "mask" in inputs else stream
     dynamic = config["data"].get("binarize") == "dynamic"
     stream = epoch_stream({"image": inputs}, train["batch_size"], train["seed"], start_epoch,
@@ -388,7 +414,8 @@ def _data(config: dict, inputs, start_epoch: int) -> tf.data.Dataset:
 
 
 def _validation_data(config: dict, split: str):
-    inputs = model_inputs(config, _arrays(config, split))
+    x, y = _fit_pair(config, model_inputs(config, _arrays(config, split)))
+    inputs = x if y is None else (x, y)
     data = tf.data.Dataset.from_tensor_slices(inputs).batch(config["train"]["batch_size"])
     return data.map(_trim_to_longest) if isinstance(inputs, dict) and "mask" in inputs else data
 
@@ -537,9 +564,10 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
     with strategy.scope():
         model = build_model(config, train_arrays)
         if not model.built:  # models that learn their shapes from the first batch
-            model(tf.nest.map_structure(lambda a: a[:1], train_inputs))
+            model(tf.nest.map_structure(lambda a: a[:1], _fit_pair(config, train_inputs)[0]))
+        supervised = MODELS[config["model_name"]].kind == "supervised"
         model.compile(optimizer=_optimizer(train_cfg, steps_per_epoch),
-                      jit_compile=bool(train_cfg["jit"]))
+                      loss="mse" if supervised else None, jit_compile=bool(train_cfg["jit"]))
         model.optimizer.build(model.trainable_variables)  # so checkpoints can load into it
     valid_data = _validation_data(config, valid_split) if valid_split else None
     monitor = "val_loss" if valid_data is not None else "loss"
@@ -603,8 +631,12 @@ def evaluate_model(model, config: dict, split: str, log=print, num_samples: int 
     count = len(tf.nest.flatten(x)[0])
     for variable in seed_states(model):  # the same noise for every evaluation of a model
         variable.assign([train_cfg["seed"], 0])
-    metrics = model.evaluate(x, batch_size=train_cfg["batch_size"], verbose=0, return_dict=True)
+    fit_x, fit_y = _fit_pair(config, x)
+    metrics = model.evaluate(fit_x, fit_y, batch_size=train_cfg["batch_size"], verbose=0,
+                             return_dict=True)
     result = {"split": split, "examples": int(count), **{k: float(v) for k, v in metrics.items()}}
+    if fit_y is not None:  # a supervised filter: RMSE against the states, beside the exact KF
+        return _evaluate_supervised(model, config, split, result, fit_x, fit_y, log)
     n = min(count, num_examples or train_cfg["eval_examples"])
     head = tf.nest.map_structure(lambda a: a[:n], x)
     steps = (np.sum(head["mask"], 1) if isinstance(head, dict) and "mask" in head else
@@ -628,6 +660,21 @@ def evaluate_model(model, config: dict, split: str, log=print, num_samples: int 
             else config["data"]["binarize"])
     log(f"{split}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in result.items() if k != "parameters"))
+    return result
+
+
+def _evaluate_supervised(model, config, split, result, observations, states, log):
+    result["rmse"] = float(np.sqrt(result["loss"]))
+    arrays = _arrays(config, split)
+    if all(k in arrays for k in ("A", "H", "Q", "R", "m0", "P0")):
+        from layers import kalman_inference as ki
+
+        params = ki.LGSSMParams(arrays["m0"], arrays["P0"], arrays["A"], arrays["Q"],
+                                arrays["H"], arrays["R"])
+        exact = ki.kalman_filter(params, np.asarray(observations, np.float64)).filtered_means
+        result["exact_kalman_rmse"] = float(np.sqrt(np.mean((exact.numpy() - states) ** 2)))
+    log(f"{split}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in result.items()))
     return result
 
 
@@ -672,6 +719,12 @@ def write_plots(model, config: dict, out_dir: str, log=print) -> list:
             written = [plots.trajectories(x["observations"][0, :length], mean, None,
                                           path("trajectories.png"),
                                           title="observations and smoothed emission means")]
+    elif kind == "supervised":
+        out = model.filter(x["observations"][:1])
+        std = np.sqrt(np.diagonal(np.asarray(out["covs"])[0], axis1=-2, axis2=-1))
+        written = [plots.trajectories(np.full_like(std, np.nan), np.asarray(out["means"])[0],
+                                      std, path("filter.png"), truth=x["states"][0],
+                                      title="filtered states +/- 2 sd vs ground truth")]
     else:
         obs = x["observations"]
         filtered = model.filter(obs)

@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import LSTMKalmanFilter
+from tests.test_case import run_fit_test, run_saving_test
+
+H = [[1.0, 0.0, 0.5], [0.0, 1.0, -0.5]]
+
+
+def _data(n=64, steps=12, seed=0):
+    rng = np.random.default_rng(seed)
+    states = np.cumsum(0.3 * rng.normal(size=(n, steps, 3)), 1)
+    obs = states @ np.asarray(H).T + 0.5 * rng.normal(size=(n, steps, 2))
+    return obs.astype("float32"), states.astype("float32")
+
+
+def test_step_is_the_extended_kalman_step_with_learned_f_q_r():
+    """filter_step = predict with the Jacobian of f, then the Joseph-form update, recomputed
+    here in NumPy from the step's own F, Q and R."""
+    model = LSTMKalmanFilter(state_dim=3, observation_matrix=H, lstm_units=8)
+    obs, _ = _data(n=4)
+    state = model.initial_state(4)
+    state, _ = model.filter_step(state, obs[:, 0])  # move away from the initial state
+    cov0 = state["cov"].numpy()
+    new, out = model.filter_step(state, obs[:, 1])
+    f, q, r = out["jacobian"].numpy(), out["process_variance"].numpy(), \
+        out["observation_variance"].numpy()
+    h = np.asarray(H)
+    for b in range(4):
+        p_pred = f[b] @ cov0[b] @ f[b].T + np.diag(q[b])
+        s = h @ p_pred @ h.T + np.diag(r[b])
+        k = p_pred @ h.T @ np.linalg.inv(s)
+        m_pred = out["predicted_mean"].numpy()[b]
+        mean = m_pred + k @ (obs[b, 1] - h @ m_pred)
+        ikh = np.eye(3) - k @ h
+        cov = ikh @ p_pred @ ikh.T + k @ np.diag(r[b]) @ k.T
+        np.testing.assert_allclose(new["mean"].numpy()[b], mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(new["cov"].numpy()[b], cov, rtol=1e-4, atol=1e-6)
+    assert np.all(q > 0) and np.all(r > 0)
+
+
+def test_jacobian_matches_finite_differences():
+    model = LSTMKalmanFilter(state_dim=3, observation_matrix=H, lstm_units=8)
+    model.out_a.set_weights([np.random.default_rng(0).normal(size=(8, 3)).astype("float32"),
+                             np.zeros(3, "float32")])
+    state = model.initial_state(1)
+    state["mean"] = tf.constant([[0.3, -0.2, 0.1]])
+    _, out = model.filter_step(state, np.zeros((1, 2), "float32"))
+
+    def f(x):
+        h, _ = model.lstm_a(tf.constant(x[None], tf.float32), state["lstm_a"])
+        return (x + model.out_a(h).numpy()[0]).astype(np.float64)
+
+    x0, eps = np.array([0.3, -0.2, 0.1]), 1e-2
+    numeric = np.stack([(f(x0 + eps * e) - f(x0 - eps * e)) / (2 * eps) for e in np.eye(3)], 1)
+    np.testing.assert_allclose(out["jacobian"].numpy()[0], numeric, atol=2e-3)
+    assert np.abs(numeric - np.eye(3)).max() > 1e-2  # a non-trivial Jacobian was tested
+
+
+def test_contract_fit_save_stream(tmp_path):
+    obs, states = _data()
+    model = LSTMKalmanFilter(state_dim=3, observation_matrix=H, lstm_units=8)
+    config = model.get_config()
+    assert LSTMKalmanFilter.from_config(config).get_config() == config
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    run_fit_test(model, tf.data.Dataset.from_tensor_slices((obs, states)).batch(16), epochs=4)
+    full = model.filter(obs[:3])
+    state = model.initial_state(3)
+    for t in range(obs.shape[1]):
+        state, out = model.filter_step(state, obs[:3, t])
+        np.testing.assert_allclose(out["mean"], full["means"][:, t], atol=1e-5)
+        np.testing.assert_allclose(out["cov"], full["covs"][:, t], atol=1e-5)
+    run_saving_test(model, lambda m: m.filter(obs[:4])["means"], tmp_path)
+
+
+def test_bad_input_gives_clear_errors():
+    with pytest.raises(ValueError, match="observation_dim == state_dim"):
+        LSTMKalmanFilter(state_dim=3, observation_dim=2)
+    with pytest.raises(ValueError, match="observation_matrix must be"):
+        LSTMKalmanFilter(state_dim=2, observation_matrix=H)
+    model = LSTMKalmanFilter(state_dim=3, observation_matrix=H, lstm_units=4)
+    with pytest.raises(ValueError, match=r"\[batch, time, 2\]"):
+        model.filter(np.zeros((2, 5, 3), "float32"))
+    bad = np.zeros((2, 5, 2), "float32")
+    bad[0, 1, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+        model.filter(bad)
