@@ -229,7 +229,8 @@ class KalmanFilterAdapter:
     frame, or $m_0, P_0$ before the first) and ``started`` [b] (0 before the first frame).
     One step: predict $m^- = A m + B u + b$, $P^- = A P A^\top + Q$ (skipped on the first
     frame, where $y_0$ sees $x_0$ directly, as in the full-sequence filter), then update on
-    ``observation`` with :func:`export.linalg.linear_gaussian_update`. Outputs the new state,
+    ``observation`` with :func:`export.linalg.linear_gaussian_update` unless ``observed`` is 0
+    (a missing frame: the prediction is kept, log-likelihood 0). Outputs the new state,
     ``estimate`` (the filtered mean), ``uncertainty`` (filtered standard deviations),
     ``predicted_observation`` and ``log_likelihood``. Computed in float32.
     """
@@ -246,7 +247,7 @@ class KalmanFilterAdapter:
         n, p, k = m.kalman.state_dim, m.kalman.obs_dim, m.kalman.control_dim
         state = {"mean": spec((b, n), "mean"), "cov": spec((b, n, n), "cov"),
                  "started": spec((b,), "started")}
-        frame = {"observation": spec((b, p), "observation")}
+        frame = {"observation": spec((b, p), "observation"), "observed": spec((b,), "observed")}
         if k:
             frame["action"] = spec((b, k), "action")
 
@@ -256,7 +257,7 @@ class KalmanFilterAdapter:
                     "cov": tf.tile(par.initial_cov[None], [b, 1, 1]),
                     "started": tf.zeros([b], tf.float32)}
 
-        def filter_step(mean, cov, started, observation, action=None):
+        def filter_step(mean, cov, started, observation, observed, action=None):
             par = self._params()
             shift = par.transition_offset
             if action is not None:
@@ -267,13 +268,19 @@ class KalmanFilterAdapter:
             go = started > 0.5
             pm = tf.where(go[:, None], pm, mean)
             pc = tf.where(go[:, None, None], pc, cov)
-            out = linalg.linear_gaussian_update(pm, pc, observation, par.observation_matrix,
+            # A missing frame may hold anything (NaN included): update on a finite stand-in.
+            seen = observed > 0.5
+            y = tf.where(seen[:, None], observation, tf.zeros_like(observation))
+            out = linalg.linear_gaussian_update(pm, pc, y, par.observation_matrix,
                                                 par.observation_cov, par.observation_offset)
-            diag = linalg.diag_part(out.cov)
-            return {"mean": out.mean, "cov": out.cov, "started": tf.ones_like(started),
-                    "estimate": out.mean, "uncertainty": tf.sqrt(tf.maximum(diag, 0.0)),
+            new_mean = tf.where(seen[:, None], out.mean, pm)
+            new_cov = tf.where(seen[:, None, None], out.cov, pc)
+            diag = linalg.diag_part(new_cov)
+            return {"mean": new_mean, "cov": new_cov, "started": tf.ones_like(started),
+                    "estimate": new_mean, "uncertainty": tf.sqrt(tf.maximum(diag, 0.0)),
                     "predicted_observation": out.predicted_observation,
-                    "log_likelihood": out.log_likelihood}
+                    "log_likelihood": tf.where(seen, out.log_likelihood,
+                                               tf.zeros_like(out.log_likelihood))}
 
         def init_example(rng):
             return {}
@@ -281,7 +288,8 @@ class KalmanFilterAdapter:
         def step_example(rng):
             s = {k_: v.numpy() for k_, v in init_state().items()}
             s["started"] = np.ones_like(s["started"])
-            ex = {**s, "observation": rng.standard_normal((b, p)).astype("float32")}
+            ex = {**s, "observation": rng.standard_normal((b, p)).astype("float32"),
+                  "observed": np.ones((b,), "float32")}
             if k:
                 ex["action"] = rng.standard_normal((b, k)).astype("float32")
             return ex
@@ -290,12 +298,14 @@ class KalmanFilterAdapter:
             INIT_STATE: Signature(init_state, {}, init_example,
                                   "the state before the first frame: m_0, P_0, started = 0"),
             FILTER_STEP: Signature(filter_step, {**state, **frame}, step_example,
-                                   "state + observation y_t [+ action u_t] -> new state, "
+                                   "state + observation y_t, observed flag [+ action u_t] -> "
+                                   "new state, "
                                    "filtered mean and standard deviations of x_t"),
         }
         metadata = {"model": type(m).__name__, "config": _config(m), "state_dim": n,
                     "obs_dim": p, "control_dim": k or 0,
-                    "estimate": "E[x_t | y_0..y_t]", "uncertainty": "sqrt(diag Cov[x_t | y_0..y_t])"}
+                    "estimate": "E[x_t | y_0..y_t]",
+                    "uncertainty": "sqrt(diag Cov[x_t | y_0..y_t])"}
         return ExportSpec(signatures, metadata, state=tuple(state))
 
 

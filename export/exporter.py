@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -84,9 +84,8 @@ def _endpoint(sig):
 def _describe(es: ExportSpec, model) -> dict:
     sigs = {}
     for name, sig in es.signatures.items():
-        outs = tf.nest.map_structure(
-            lambda t: t, sig.fn(**{k: tf.constant(v) for k, v in
-                                   sig.example(np.random.default_rng(0)).items()}))
+        outs = sig.fn(**{k: tf.constant(v) for k, v in
+                         sig.example(np.random.default_rng(0)).items()})
         sigs[name] = {
             "doc": sig.doc,
             "inputs": {k: {"shape": s.shape.as_list(), "dtype": s.dtype.name}
@@ -198,7 +197,10 @@ def export_tflite(model, path: str, what=None, quantize=None, representative_dat
     with open(path, "wb") as f:
         f.write(flat)
     report = verify(path, model, verify_inputs, allow_flex=allow_flex, batch_size=batch_size)
-    meta.update(format="tflite", quantization=quantize or "float32",
+    calibration = None if quantize != "int8" else (
+        "synthetic examples of the signatures" if representative_data is None
+        else "representative_data given at export")
+    meta.update(format="tflite", quantization=quantize or "float32", calibration=calibration,
                 size_bytes=len(flat), ops=list(report.ops.builtin + report.ops.custom),
                 parity=report.parity_dict())
     _write_json(sidecar_path(path), meta)

@@ -114,11 +114,14 @@ class StreamingFilter:
         return value.astype(dtype, copy=False)
 
     def step(self, state: dict | None = None, **frame) -> dict:
-        """One frame: ``observation`` (+ ``action``, ``time_gap``, ``noise`` as exported).
+        """One frame: ``observation`` (+ ``observed``, ``action``, ``time_gap``, ``noise`` as
+        exported; ``observed`` defaults to 1, a present frame).
 
         Uses and updates the held state, or the given ``state`` dict (then the held state is
         left alone). Returns every output of ``filter_step`` (new state included).
         """
+        if "observed" in self.frame_inputs and "observed" not in frame:
+            frame["observed"] = np.ones(self.inputs["observed"][0], np.float32)
         unknown = sorted(set(frame) - set(self.frame_inputs))
         if unknown:
             raise ValueError(f"Unknown input(s) {unknown}; this filter takes "
