@@ -89,6 +89,22 @@ def assert_finite(x, name: str):
     )
 
 
+def standard_normal(shape, seed_generator, dtype="float32"):
+    """N(0, 1) noise drawn with a Keras ``SeedGenerator`` and the Philox algorithm.
+
+    ``keras.random.normal`` lets TensorFlow auto-select the algorithm, which compiles to a
+    kernel about 50x slower under XLA on CPU (measured: 78 ms vs 1.5 ms for 256 x 256).
+    """
+    return tf.random.stateless_normal(shape, seed=seed_generator.next(), dtype=dtype,
+                                      alg="philox")
+
+
+def standard_uniform(shape, seed_generator, dtype="float32"):
+    """U(0, 1) noise drawn like :func:`standard_normal`."""
+    return tf.random.stateless_uniform(shape, seed=seed_generator.next(), dtype=dtype,
+                                       alg="philox")
+
+
 def sum_rightmost(x, ndims: int):
     """Sum over the rightmost ``ndims`` axes (the event axes)."""
     if ndims == 0:

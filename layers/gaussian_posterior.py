@@ -16,6 +16,7 @@ from layers.common import (
     check_positive_int,
     math_dtype,
     register,
+    standard_normal,
 )
 
 tfd = tfp.distributions
@@ -154,7 +155,7 @@ class GaussianPosterior(keras.layers.Layer):
         d = self.latent_dim
         if noise is None:
             sample_shape = tf.concat([batch_shape, [k, d] if k is not None else [d]], 0)
-            noise = keras.random.normal(sample_shape, seed=self.seed_generator, dtype=md)
+            noise = standard_normal(sample_shape, self.seed_generator, md)
         else:
             noise = tf.cast(noise, md)
             want = 2 if k is None else 3

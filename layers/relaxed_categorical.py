@@ -13,6 +13,7 @@ from layers.common import (
     check_positive_int,
     math_dtype,
     register,
+    standard_uniform,
 )
 from layers.sampling import gumbel
 
@@ -136,7 +137,7 @@ class RelaxedCategorical(keras.layers.Layer):
         shape = tf.concat([tf.shape(logits)[:-1], [self.num_variables, self.num_classes]], 0)
         log_probs = tf.nn.log_softmax(tf.reshape(logits, shape))
         if noise is None:
-            noise = keras.random.uniform(tf.shape(log_probs), seed=self.seed_generator, dtype=md)
+            noise = standard_uniform(tf.shape(log_probs), self.seed_generator, md)
         perturbed = log_probs + gumbel(tf.cast(noise, md))
         if hard is None:
             hard = (not training) and self.hard_at_inference

@@ -17,6 +17,7 @@ from layers.common import (
     check_positive,
     check_positive_int,
     register,
+    standard_normal,
 )
 from layers.gaussian_posterior import gaussian_kl_to_diag
 from layers.state_transition import KINDS as TRANSITIONS
@@ -275,7 +276,8 @@ class DeepStateSpaceModel(LatentVariableModel):
         batch, steps = tf.shape(x)[0], tf.shape(x)[1]
         d = self.latent_dim
         if noise is None:
-            noise = keras.random.normal([batch, steps, d], seed=self.posterior.seed_generator)
+            noise = standard_normal([batch, steps, d], self.posterior.seed_generator,
+                                    self.compute_dtype)
         noise = tf.cast(noise, self.compute_dtype)
         if self.inference in STRUCTURED:
             states = self._rnn_states(x_in, mask)
