@@ -1,4 +1,4 @@
-"""Kalman filter layer: a linear-Gaussian state-space model with learnable, constrained parameters."""
+"""Kalman filter layer: a linear-Gaussian state-space model with learnable parameters."""
 
 from __future__ import annotations
 

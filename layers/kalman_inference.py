@@ -432,8 +432,6 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
         ut = tf.experimental.numpy.swapaxes(u, 0, 1)  # [T, B, k]
         bmat = bm.value if not (bm.batched and not bm.time_varying) else bm.value[None]
         shift = shift + _mv(bmat, ut)
-    elif params.control_matrix is not None and validate_args:
-        pass  # control matrix without controls: no input, nothing to add
     yt = tf.experimental.numpy.swapaxes(y, 0, 1)
     mt = None if mask is None else tf.transpose(mask)
     cov_batched = (mask is not None) or any(x.batched for x in (a, q, h, r, p0))
@@ -491,13 +489,6 @@ def kalman_filter(params: LGSSMParams, observations, mask=None, controls=None,
             raise ValueError("`square_root=True` is only available with method='sequential'.")
         return _parallel_filter(mdl, dtype, n)
     return _sequential_filter(mdl, dtype, n, square_root, steady_state)
-
-
-def _tm(par: _Param):
-    """Layout for ops vectorized over time: [T, B, ...] / [T, ...] / [1, B, ...] / base."""
-    if par.batched and not par.time_varying:
-        return par.value[None]
-    return par.value
 
 
 def _sequential_filter(mdl: _Model, dtype, n, square_root, steady_state=True) -> FilterResult:
@@ -719,14 +710,9 @@ def _backward_terms(params: LGSSMParams, filtered: FilterResult, dtype):
     a = _canon(params.transition_matrix, 2, "transition_matrix", None, steps, dtype)
     p_f = tf.experimental.numpy.swapaxes(filtered.filtered_covs, 0, 1)[:-1]  # [T-1, B|1, n, n]
     p_p = tf.experimental.numpy.swapaxes(filtered.predicted_covs, 0, 1)[1:]
-    if a.time_varying:
-        a_next = a.value[1:]
-    else:
-        a_next = a.value[None]
-    if a.batched and not a.time_varying:
-        a_next = a.value[None]
-    elif not a.batched:
-        a_next = a_next[:, None] if a.time_varying else a_next[:, None]
+    a_next = a.value[1:] if a.time_varying else a.value[None]  # A_{t+1}: [T-1 | 1, (B,) n, n]
+    if not a.batched:
+        a_next = a_next[:, None]
     ap = tf.matmul(a_next, p_f)  # A P_t  [T-1, B|1, n, n]
     gain_t = tf.linalg.cholesky_solve(tf.linalg.cholesky(p_p), ap)  # G^T
     return _t(gain_t), p_f, p_p

@@ -82,7 +82,8 @@ def tfp_model(params, steps, u=None):
     def trans_noise(t):  # TFP's step t maps x_t to x_{t+1}
         loc = tf.constant(b)
         if u is not None:
-            loc = loc + tf.linalg.matvec(params.control_matrix, tf.gather(u, tf.minimum(t + 1, steps - 1), axis=1))
+            u_next = tf.gather(u, tf.minimum(t + 1, steps - 1), axis=1)
+            loc = loc + tf.linalg.matvec(params.control_matrix, u_next)
         return tfd.MultivariateNormalTriL(loc, np.linalg.cholesky(params.transition_cov))
 
     d = np.zeros(p) if params.observation_offset is None else params.observation_offset
@@ -163,9 +164,23 @@ def test_parallel_square_root_and_sequential_agree_on_time_varying_batched_syste
     mask = rng.random((bsz, steps)) > 0.25
     results = _all_methods(params, y, controls=u, mask=mask)
     _assert_same(results)
-    ll, fm, _ = numpy_filter(params, y, mask, u)
+    ll, fm, fc = numpy_filter(params, y, mask, u)
     _close(results["parallel"].log_likelihood, ll)
     _close(results["parallel"].filtered_means, fm)
+    # Rauch-Tung-Striebel by hand with the time-varying A_t, Q_t and controls.
+    smooth = ki.rts_smoother(params, results["sequential"])
+    a_t, q_t = params.transition_matrix, params.transition_cov
+    for b in range(bsz):
+        ms, ps = fm[b, -1], fc[b, -1]
+        for t in range(steps - 2, -1, -1):
+            a, q = a_t[b, t + 1], q_t[b]
+            m_pred = a @ fm[b, t] + params.transition_offset[b, t + 1] + (
+                params.control_matrix @ u[b, t + 1])
+            p_pred = a @ fc[b, t] @ a.T + q
+            g = fc[b, t] @ a.T @ np.linalg.inv(p_pred)
+            ms, ps = fm[b, t] + g @ (ms - m_pred), fc[b, t] + g @ (ps - p_pred) @ g.T
+            _close(smooth.smoothed_means[b, t], ms)
+            _close(smooth.smoothed_covs[b, t], ps)
 
 
 def test_shared_covariances_are_computed_once_and_steady_state_is_exact():
