@@ -358,3 +358,82 @@ class DeepStateSpaceAdapter(LatentModelAdapter):
             "of q(z_t | x_1..x_t), emission mean")
         metadata.update(estimate="E_q[z_t | x_1..x_t]", uncertainty="std of q(z_t | x_1..x_t)")
         return ExportSpec(signatures, metadata, state=tuple(state))
+
+
+# ---------------------------------------------------------------------------- LSTM-KF
+@register_adapter("zoo.lstm_kalman_filter.LSTMKalmanFilter")
+class LSTMKalmanFilterAdapter:
+    r"""``init_state`` and ``filter_step`` of the LSTM Kalman filter, built-in ops only.
+
+    The step is the model's (LSTM transition with the skip connection, its Jacobian $F_t$ by
+    autodiff, learned diagonal $Q_t$ and $R_t$), with the update done by
+    :func:`export.linalg.linear_gaussian_update` instead of the Cholesky solve of
+    ``layers.kalman_inference.update_step`` (a Flex op in TFLite): the same posterior, in the
+    standard rather than the Joseph form. State: ``mean``, ``cov`` and the (h, c) pairs of the
+    three LSTMs, ``lstm_a_h`` ... ``lstm_r_c``. Outputs add ``estimate`` (the filtered mean),
+    ``uncertainty`` (standard deviations), the learned variances and ``log_likelihood``.
+    """
+
+    LSTMS = ("lstm_a", "lstm_q", "lstm_r")
+
+    def __init__(self, model):
+        self.model = model
+
+    def export_spec(self, batch_size: int = 1) -> ExportSpec:
+        m, b = self.model, batch_size
+        n, p, u = m.state_dim, m.observation_dim, m.lstm_units
+        state = {"mean": spec((b, n), "mean"), "cov": spec((b, n, n), "cov")}
+        for name in self.LSTMS:
+            state[f"{name}_h"] = spec((b, u), f"{name}_h")
+            state[f"{name}_c"] = spec((b, u), f"{name}_c")
+        frame = {"observation": spec((b, p), "observation")}
+
+        def init_state():
+            s = m.initial_state(b)
+            out = {"mean": tf.identity(s["mean"]), "cov": tf.identity(s["cov"])}
+            for name in self.LSTMS:
+                out[f"{name}_h"], out[f"{name}_c"] = s[name]
+            return out
+
+        def filter_step(mean, cov, observation, **lstm):
+            def cell(name, x):
+                h, (h2, c2) = getattr(m, name)(x, [lstm[f"{name}_h"], lstm[f"{name}_c"]])
+                return h, {f"{name}_h": h2, f"{name}_c": c2}
+
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(mean)
+                h_a, new_a = cell("lstm_a", mean)
+                pred_mean = mean + m.out_a(h_a)
+            jacobian = tape.batch_jacobian(pred_mean, mean)
+            h_q, new_q = cell("lstm_q", pred_mean)
+            q = m._diag_variance(m.out_q(h_q))
+            h_r, new_r = cell("lstm_r", observation)
+            r = m._diag_variance(m.out_r(h_r))
+            pred_cov = linalg.linear_gaussian_predict(
+                tf.zeros_like(mean), cov, jacobian, q[..., None] * tf.eye(n))[1]
+            out = linalg.linear_gaussian_update(pred_mean, pred_cov, observation,
+                                                m._h, r[..., None] * tf.eye(p))
+            return {"mean": out.mean, "cov": out.cov, **new_a, **new_q, **new_r,
+                    "estimate": out.mean,
+                    "uncertainty": tf.sqrt(tf.maximum(linalg.diag_part(out.cov), 0.0)),
+                    "process_variance": q, "observation_variance": r,
+                    "log_likelihood": out.log_likelihood}
+
+        def step_example(rng):
+            s = {k: v.numpy() for k, v in init_state().items()}
+            for k in s:
+                if k.startswith("lstm"):
+                    s[k] = rng.uniform(-0.5, 0.5, s[k].shape).astype("float32")
+            return {**s, "observation": rng.standard_normal((b, p)).astype("float32")}
+
+        signatures = {
+            INIT_STATE: Signature(init_state, {}, lambda rng: {},
+                                  "the state before the first frame"),
+            FILTER_STEP: Signature(filter_step, {**state, **frame}, step_example,
+                                   "state + observation z_t -> new state, filtered mean and "
+                                   "standard deviations, learned Q_t and R_t diagonals"),
+        }
+        metadata = {"model": type(m).__name__, "config": _config(m), "state_dim": n,
+                    "obs_dim": p, "estimate": "filtered mean of x_t",
+                    "uncertainty": "sqrt(diag P_t)"}
+        return ExportSpec(signatures, metadata, state=tuple(state))

