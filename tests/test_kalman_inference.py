@@ -274,7 +274,12 @@ def test_gradients_match_finite_differences():
 
 # ----------------------------------------------------------------------------- numerics
 def test_badly_scaled_float32_stays_close_to_float64():
-    """Observation noise std 1e-3, state scale 1e3: float32 must stay finite and accurate."""
+    """Observation noise std 1e-3, state scale 1e3: float32 must stay finite and accurate.
+
+    The float64 reference filters the same float32-rounded observations, so what is compared
+    is the filters' arithmetic. Measured: log-likelihood error 1e-2 (covariance form; TFP's
+    float32 filter: 1.5e-2) and 5e-4 (square root), out of 137.
+    """
     rng = np.random.default_rng(9)
     steps = 200
     a = np.array([[1.0, 1.0], [0.0, 1.0]])
@@ -286,22 +291,22 @@ def test_badly_scaled_float32_stays_close_to_float64():
     for _ in range(steps):
         x = a @ x + rng.multivariate_normal(np.zeros(2), q)
         ys.append(h @ x + 1e-3 * rng.normal(size=1))
-    y = np.stack(ys)[None]
+    y32 = np.stack(ys)[None].astype(np.float32)
     params = ki.LGSSMParams(np.array([1e3, 0.0]), np.diag([1e6, 1e2]), a, q, h, r)
-    exact = ki.kalman_filter(params, y)
-    for square_root in (False, True):
-        p32 = ki.LGSSMParams(*[tf.constant(v, tf.float32) for v in params[:6]])
-        res = ki.kalman_filter(p32, y.astype(np.float32), square_root=square_root)
+    exact = ki.kalman_filter(params, y32.astype(np.float64))
+    p32 = ki.LGSSMParams(*[tf.constant(v, tf.float32) for v in params[:6]])
+    for square_root, ll_tol in ((False, 3e-2), (True, 3e-3)):
+        res = ki.kalman_filter(p32, y32, square_root=square_root)
         for field in ("log_likelihood", "filtered_means", "filtered_covs"):
             assert np.all(np.isfinite(getattr(res, field).numpy())), field
-        # The state is known to ~1e-3 absolute out of 1e3: float32 rounding of y alone is 6e-5.
+        # The position is known to ~1e-3 out of 1e3; float32 spacing there is 6e-5 / 1.2e-4.
         np.testing.assert_allclose(res.filtered_means[0, :, 0], exact.filtered_means[0, :, 0],
-                                   rtol=0, atol=2e-3)
-        # Log-likelihood per step within float32 rounding of the innovations.
-        np.testing.assert_allclose(res.log_likelihood, exact.log_likelihood, rtol=2e-2)
+                                   rtol=0, atol=2e-4)
+        np.testing.assert_allclose(res.log_likelihood, exact.log_likelihood, rtol=0,
+                                   atol=ll_tol)
         var = res.filtered_covs.numpy()[0, :, 0, 0]
         np.testing.assert_allclose(var[10:], exact.filtered_covs.numpy()[0, 10:, 0, 0],
-                                   rtol=5e-2)
+                                   rtol=1e-2)
 
 
 # ----------------------------------------------------------------------------- sample, forecast
