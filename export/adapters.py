@@ -64,21 +64,9 @@ def _config(model) -> dict:
 
 # ---------------------------------------------------------------------------- VAE family
 def posterior_parameters(layer, features) -> dict:
-    """``layer.posterior_parameters(features)`` in built-in TFLite ops.
-
-    The full-covariance family reads the diagonal with ``tf.linalg.diag_part``
-    (MatrixDiagPartV3, which TFLite only has as a Flex op); here it is a masked sum instead.
-    The other families are the layer's own method.
-    """
-    if getattr(layer, "covariance", None) != "full":
-        return layer.posterior_parameters(features)
-    import tensorflow_probability as tfp
-
-    loc = tf.cast(layer.loc_dense(features), tf.float32)
-    tril = tfp.math.fill_triangular(tf.cast(layer.param_denses[0](features), tf.float32))
-    eye = tf.eye(tril.shape[-1], dtype=tril.dtype)
-    diag = tf.nn.softplus(linalg.diag_part(tril)) + layer.min_scale
-    return {"loc": loc, "scale_tril": tril * (1.0 - eye) + eye * diag[..., None, :]}
+    """``layer.posterior_parameters(features)``: built-in TFLite ops for every family (the
+    layer reads the full-covariance diagonal with a masked sum, not a Flex diag_part)."""
+    return layer.posterior_parameters(features)
 
 
 class LatentModelAdapter:

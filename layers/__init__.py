@@ -10,9 +10,10 @@ from layers.categorical_likelihood import CategoricalLikelihood
 from layers.combiner import Combiner
 from layers.gaussian_likelihood import GaussianLikelihood
 from layers.gaussian_posterior import GaussianPosterior
+from layers.kalman_filter import KalmanFilter
 from layers.relaxed_categorical import RelaxedCategorical
 from layers.state_transition import StateTransition
-from layers import sampling
+from layers import kalman_inference, sampling
 
 __all__ = [
     "BernoulliLikelihood",
@@ -20,9 +21,11 @@ __all__ = [
     "Combiner",
     "GaussianLikelihood",
     "GaussianPosterior",
+    "KalmanFilter",
     "KLAnnealing",
     "RelaxedCategorical",
     "StateTransition",
     "TemperatureAnnealing",
+    "kalman_inference",
     "sampling",
 ]

@@ -139,9 +139,12 @@ class GaussianPosterior(keras.layers.Layer):
                 "precision_diag": tf.nn.softplus(raws[0]) + self.min_scale,
                 "precision_factor": raws[1],
             }
+        # Diagonal by a masked sum, not diag_part/set_diag: those are Flex ops in TFLite, and
+        # export/ traces this method into encoders.
         tril = tfp.math.fill_triangular(raws[0])
-        diag = tf.nn.softplus(tf.linalg.diag_part(tril)) + self.min_scale
-        return {"loc": loc, "scale_tril": tf.linalg.set_diag(tril, diag)}
+        eye = tf.eye(self.latent_dim, dtype=tril.dtype)
+        diag = tf.nn.softplus(tf.reduce_sum(tril * eye, -1)) + self.min_scale
+        return {"loc": loc, "scale_tril": tril * (1.0 - eye) + eye * diag[..., None, :]}
 
     # ----------------------------------------------------------------------------- call
     def call(self, features, noise=None, prior_loc=None, prior_scale=None, num_samples=None):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 import layers
@@ -50,11 +51,21 @@ MODULES = [
     "layers.bernoulli_likelihood",
     "layers.gaussian_likelihood",
     "layers.categorical_likelihood",
+    "layers.state_transition",
+    "layers.combiner",
+    "zoo.vae",
+    "zoo.dlgm",
+    "zoo.categorical_vae",
+    "zoo.deep_state_space",
+    "zoo.lstm_kalman_filter",
 ]
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_docstring_examples_run(module):
+    import zoo
+
     mod = importlib.import_module(module)
-    result = doctest.testmod(mod, extraglobs=vars(layers), optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(mod, extraglobs={**vars(layers), **vars(zoo), "keras": keras},
+                             optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
