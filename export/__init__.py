@@ -6,6 +6,7 @@ and ai-edge-litert.
 """
 
 _LAZY = {
+    "export_all": "export.exporter",
     "export_saved_model": "export.exporter",
     "export_tflite": "export.exporter",
     "verify": "export.exporter",

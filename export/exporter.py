@@ -235,6 +235,31 @@ class VerifyReport(NamedTuple):
         return "\n".join(lines)
 
 
+def export_all(model, out_dir: str, saved_model: bool = True, quantize=("float32",),
+               what=None, batch_size: int = 1, normalization: dict | None = None,
+               allow_flex: bool = False, log=print) -> list:
+    """A SavedModel (``OUT/saved_model``) and one verified TFLite file per quantization mode
+    (``OUT/model_MODE.tflite``), each with its sidecar; logs the verification reports and
+    returns the written paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    if saved_model:
+        path = os.path.join(out_dir, "saved_model")
+        meta = export_saved_model(model, path, what=what, batch_size=batch_size,
+                                  normalization=normalization)
+        log(f"SavedModel: {path}  signatures: {', '.join(meta['signatures'])}")
+        written.append(path)
+    for mode in quantize or ():
+        path = os.path.join(out_dir, f"model_{mode}.tflite")
+        meta = export_tflite(model, path, what=what, batch_size=batch_size,
+                             quantize=None if mode == "float32" else mode,
+                             normalization=normalization, allow_flex=allow_flex)
+        log(f"TFLite ({mode}): {path}  {meta['size_bytes'] / 1024:.1f} KiB")
+        log(str(verify(path, model, allow_flex=allow_flex, batch_size=batch_size)))
+        written.append(path)
+    return written
+
+
 def verify(tflite_path: str, model, inputs: dict | None = None, allow_flex: bool = False,
            batch_size: int | None = None, num_examples: int = 3) -> VerifyReport:
     """Run the file in the LiteRT interpreter, compare with the Keras model, audit its ops.

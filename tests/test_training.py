@@ -89,6 +89,18 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
     np.testing.assert_allclose(json.load(open(out))["loss"], result["loss"], rtol=1e-5)
 
 
+def test_export_flag_writes_verified_files(tmp_path):
+    run_dir = str(tmp_path / "run")
+    code = train_cli.main(["kalman_filter", "--dataset", "lgssm", "--epochs", "1",
+                           "--set", "data.num_sequences=32", "--no-plots", "--export",
+                           "--output-dir", run_dir])
+    assert code == 0
+    sidecar = json.load(open(os.path.join(run_dir, "export", "model_float32.tflite.json")))
+    assert "filter_step" in sidecar["signatures"]
+    assert not any(op.startswith("Flex") for op in sidecar["ops"])
+    assert os.path.exists(os.path.join(run_dir, "export", "saved_model", "saved_model.pb"))
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     straight = training.train(_config("vae", epochs=3), str(tmp_path / "a"), plots=False)
     split = _config("vae", epochs=2)

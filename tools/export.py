@@ -55,25 +55,15 @@ def load_model(path: str, which: str = "best"):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from export import export_saved_model, export_tflite, verify
+    from export import export_all
 
     model = load_model(args.model, args.which)
-    os.makedirs(args.out, exist_ok=True)
     if not args.saved_model and not args.tflite:
         args.saved_model = args.tflite = True
-    if args.saved_model:
-        path = os.path.join(args.out, "saved_model")
-        meta = export_saved_model(model, path, what=args.what, batch_size=args.batch_size,
-                                  normalization=args.normalization)
-        print(f"SavedModel: {path}  signatures: {', '.join(meta['signatures'])}")
-    if args.tflite:
-        for mode in args.quantize:
-            path = os.path.join(args.out, f"model_{mode}.tflite")
-            meta = export_tflite(model, path, what=args.what, batch_size=args.batch_size,
-                                 quantize=None if mode == "float32" else mode,
-                                 normalization=args.normalization, allow_flex=args.allow_flex)
-            print(f"TFLite ({mode}): {path}  {meta['size_bytes'] / 1024:.1f} KiB")
-            print(verify(path, model, allow_flex=args.allow_flex, batch_size=args.batch_size))
+    export_all(model, args.out, saved_model=args.saved_model,
+               quantize=args.quantize if args.tflite else (), what=args.what,
+               batch_size=args.batch_size, normalization=args.normalization,
+               allow_flex=args.allow_flex)
     return 0
 
 

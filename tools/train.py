@@ -46,6 +46,11 @@ def build_parser():
     parser.add_argument("--output-dir", help="run directory (default: runs/MODEL-DATASET-TIME)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--export", nargs="*", metavar="MODE",
+                        choices=["float32", "dynamic", "float16", "int8"],
+                        help="export the best model to RUN/export: a SavedModel and verified "
+                             "TFLite files (default mode float32; e.g. --export float32 "
+                             "dynamic)")
     return parser
 
 
@@ -84,7 +89,9 @@ def main(argv=None):
         parser.error("--resume needs --output-dir naming the run to continue")
     run_dir = args.output_dir or os.path.join(
         "runs", f"{args.model}-{config['data']['name']}-{training.timestamp()}")
-    result = training.train(config, run_dir, resume=args.resume, plots=not args.no_plots)
+    export = () if args.export is None else (tuple(args.export) or ("float32",))
+    result = training.train(config, run_dir, resume=args.resume, plots=not args.no_plots,
+                            export=export)
     print(f"Run directory: {result.run_dir}")
     return 0 if result.stopped is None else 1
 

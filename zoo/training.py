@@ -524,11 +524,13 @@ def _verbose() -> int:
 
 
 def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
-          log=print, callbacks: list | None = None) -> RunResult:
+          log=print, callbacks: list | None = None, export: tuple = ()) -> RunResult:
     """Train (or resume) a run described by a resolved ``config`` into ``run_dir``.
 
     ``callbacks`` are added to the run's own (annealing, NaN stop, checkpoints, CSV and
-    TensorBoard logs). Ctrl-C saves a checkpoint that ``resume=True`` picks up."""
+    TensorBoard logs). Ctrl-C saves a checkpoint that ``resume=True`` picks up. ``export``:
+    TFLite quantization modes (e.g. ``("float32", "dynamic")``); when given, the best model
+    is also written as a SavedModel and verified TFLite files under ``RUN/export``."""
     train_cfg = config["train"]
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "config.json")
@@ -616,6 +618,12 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
         json.dump(evaluation, f, indent=2)
     if plots:
         write_plots(model, config, os.path.join(run_dir, "plots"), log=log)
+    if export:
+        from export import export_all
+
+        best = os.path.join(run_dir, "best.keras")
+        exported = keras.saving.load_model(best) if os.path.exists(best) else model
+        export_all(exported, os.path.join(run_dir, "export"), quantize=tuple(export), log=log)
     return RunResult(run_dir, history, evaluation, stopped)
 
 
