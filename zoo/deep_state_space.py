@@ -365,10 +365,11 @@ class DeepStateSpaceModel(LatentVariableModel):
 
     def initial_state(self, batch_size: int = 1) -> dict:
         """State of ``filter_step`` before the first frame."""
-        state = {"z_prev": tf.broadcast_to(tf.cast(getattr(self, "zq0", self.z0), tf.float32),
+        dtype = self.compute_dtype
+        state = {"z_prev": tf.broadcast_to(tf.cast(getattr(self, "zq0", self.z0), dtype),
                                            [batch_size, self.latent_dim])}
         if self.rnn_forward is not None:
-            state["rnn"] = tf.zeros([batch_size, self.rnn_units])
+            state["rnn"] = tf.zeros([batch_size, self.rnn_units], dtype)
         return state
 
     def filter_step(self, state: dict, observation, observed=None):

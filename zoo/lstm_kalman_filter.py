@@ -154,6 +154,13 @@ class LSTMKalmanFilter(keras.Model):
         """Filtered means ``means`` [batch, time, n], covariances ``covs`` [batch, time, n, n],
         learned noise diagonals and per-step log-likelihoods of the observations."""
         z = self._check(observations)
+        if tf.executing_eagerly():  # an eager scan would retrace the Jacobian every step
+            if getattr(self, "_compiled_filter", None) is None:
+                self._compiled_filter = tf.function(self._filter, reduce_retracing=True)
+            return self._compiled_filter(z)
+        return self._filter(z)
+
+    def _filter(self, z):
         state = self.initial_state(tf.shape(z)[0])
 
         def step(carry, z_t):
