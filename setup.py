@@ -25,6 +25,12 @@ EXTRAS = {
     "config": ["pyyaml>=6"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+# Reference systems of benchmarks/ only (not in "all": torch is large). torch 2.13.0 is the
+# CPU build this project's machines carry locally.
+EXTRAS["bench"] = [
+    "pykalman==0.11.2", "filterpy==2.0.0", "simdkalman==1.0.4",
+    "torch==2.13.0", "pyro-ppl==1.9.2",
+]
 
 setup(
     name="keras-prob-zoo",

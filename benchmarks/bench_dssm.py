@@ -594,13 +594,15 @@ def speed_section(cfg, results):
     batch = {"observations": x, "mask": m}
     tf_threads = (tf.config.threading.get_inter_op_parallelism_threads(),
                   tf.config.threading.get_intra_op_parallelism_threads())
-    dmm, svi, _ = pyro_dmm.build(latent_dim=32, emission_units=100, transition_units=100,
-                                 rnn_units=128, learning_rate=3e-4, num_threads=1)
-    args = pyro_dmm.batch_tensors(x, m)
-    systems = {
-        "ours": lambda: ours.train_on_batch(batch, return_dict=True)["loss"],
-        "pyro": lambda: svi.step(*args, annealing_factor=1.0),
-    }
+    systems = {"ours": lambda: ours.train_on_batch(batch, return_dict=True)["loss"]}
+    try:  # the reference needs the `bench` extra (torch, pyro-ppl)
+        dmm, svi, _ = pyro_dmm.build(latent_dim=32, emission_units=100, transition_units=100,
+                                     rnn_units=128, learning_rate=3e-4, num_threads=1)
+        args = pyro_dmm.batch_tensors(x, m)
+        systems["pyro"] = lambda: svi.step(*args, annealing_factor=1.0)
+        pyro_versions = pyro_dmm.versions()
+    except ImportError as err:
+        pyro_versions = f"not installed: {err.name}; `pip install -e .[bench]`"
     first = {k: common.first_call(fn) for k, fn in systems.items()}
     timing = common.measure(systems, repeats=cfg["repeats"], warmup=1, min_seconds=0.5)
 
@@ -623,6 +625,9 @@ def speed_section(cfg, results):
 
     rows = []
     for name, label in (("ours", "DMM (ours, Keras)"), ("pyro", "DMM (Pyro example)")):
+        if name not in timing:
+            rows.append([label, "n/a", "n/a", pyro_versions, ""])
+            continue
         t = timing[name]
         if isinstance(t, common.Timing):
             rows.append([label, f"{steps / t.median:,.0f}", f"{steps / t.p90:,.0f}",
@@ -642,11 +647,11 @@ def speed_section(cfg, results):
         fs_rows.append([name, f"{per * 1e6:,.0f}", common.fmt_us(t)])
     fs_table = common.markdown_table(["DMM ST-L streaming", "us per step (median)",
                                       "us per call, median / p90"], fs_rows)
-    ratio = common.fmt_ratio(timing["pyro"], timing["ours"])
+    ratio = common.fmt_ratio(timing["pyro"], timing["ours"]) if "pyro" in timing else "n/a"
     note = (f"One batch of the first {len(x)} training chorales trimmed to its longest "
             f"({top} steps, {int(steps)} real sequence steps); a training update is one "
             f"gradient step on it: `train_on_batch` (Keras default `jit_compile='auto'`) vs "
-            f"Pyro `SVI.step` with `Trace_ELBO` ({pyro_dmm.versions()}, torch threads = 1: "
+            f"Pyro `SVI.step` with `Trace_ELBO` ({pyro_versions}, torch threads = 1: "
             f"with 2 it was 10-20x slower on this loaded machine, spinning threads; TF inter/intra threads {tf_threads}, 0 = default). Same "
             f"sizes: latent 32, backward GRU 128, emission 100-100, gated transition 100. "
             f"Interleaved, {cfg['repeats']} repeats, medians. Ours is {ratio} the speed of "

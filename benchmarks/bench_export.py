@@ -16,8 +16,8 @@ Latency is timed per call (``perf_counter_ns``), median and p99 over N calls aft
 "LiteRT frame" copies the inputs in, invokes and copies the outputs out (what an app does per
 frame, :class:`export.runtime.SignatureCall`); "invoke" is the interpreter alone.
 
-Run: ``python benchmarks/run.py export [--quick]``; ``python benchmarks/bench_export.py``
-rewrites ``benchmarks/export.md``.
+Run: ``python benchmarks/run.py export [--quick] [--write]`` (``--write`` rewrites its
+section of ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -228,8 +228,3 @@ if __name__ == "__main__":
     quick = "--quick" in sys.argv
     text = main(quick=quick)
     print(text)
-    if not quick:
-        out = Path(__file__).resolve().parent / "export.md"
-        out.write_text("# Export benchmark\n\n" + (__doc__ or "") + "\n## Results\n\n" + text
-                       + "\n")
-        print(f"wrote {out}")

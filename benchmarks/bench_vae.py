@@ -24,7 +24,7 @@ Evaluation uses one fixed static binarization of the test split
   system timed in turn for several rounds (interleaved), median and p90.
 
 Run: ``python benchmarks/run.py vae [--quick]`` (quick: digits only, tiny budget, K = 200), or
-``python benchmarks/bench_vae.py [--quick] [--out FILE]``; ``benchmarks/vae.md`` holds the
+``python benchmarks/bench_vae.py [--quick] [--out FILE]``; the ``vae`` section of ``benchmarks/README.md`` holds the
 tables of a full run with their reading.
 """
 

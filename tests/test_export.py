@@ -6,7 +6,7 @@ output's scale (measured <= 7e-7); the float32 Kalman step against the float64 f
 1e-5 relative over 60 frames with missing ones (measured 2e-7; 4e-7 after 1000 frames, no
 drift); dynamic-range / int8 / float16 decoders within 1% of the float32 held-out
 log-likelihood; dynamic-range file at most 30% and int8 at most 32% of the float32 one for this
-84k-weight decoder (26% at MNIST size, benchmarks/export.md).
+84k-weight decoder (26% at MNIST size, benchmarks/README.md, section export).
 """
 
 from __future__ import annotations
