@@ -179,6 +179,36 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(tmp_path):
     assert losses["mirrored"] == pytest.approx(losses["default"], rel=0.01)
 
 
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_workers_over_localhost_agree(tmp_path):
+    """The README's MultiWorkerMirroredStrategy example: two workers on this machine."""
+    workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "vae", "--dataset",
+               "digits", "--epochs", "1", "--batch-size", "64", "--set",
+               "model.hidden_units=[32]", "--set", "model.latent_dim=4", "--set",
+               "train.eval_samples=5", "--no-plots", "--strategy", "multiworker",
+               "--output-dir", str(tmp_path / f"w{index}")]
+        procs.append(subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    results = [json.load(open(tmp_path / f"w{i}" / "evaluation.json")) for i in range(2)]
+    assert results[0]["replicas"] == results[1]["replicas"] == 2
+    assert results[0]["elbo"] == pytest.approx(results[1]["elbo"], rel=1e-6)
+
+
 def test_bad_flags_give_the_promised_errors(capsys):
     with pytest.raises(SystemExit):
         train_cli.main(["gan"])

@@ -313,6 +313,20 @@ def _optimizer(train: dict, steps_per_epoch: int):
             "sgd": keras.optimizers.SGD}[train["optimizer"]](learning_rate=lr)
 
 
+def _rank1_logs(step):
+    """Wrap a train/test step so its scalar logs come back as [1] vectors.
+
+    Keras 3.15 reduces per-replica logs under MultiWorkerMirroredStrategy with
+    ``strategy.reduce("MEAN", v, axis=0)``, which fails on scalars ("Invalid reduction dimension
+    0 for input with 0 dimensions", tensorflow/tensorflow#72388); metric results are already
+    synchronized across workers, so the mean of the [1] copies is the value itself.
+    """
+    def wrapped(data):
+        logs = step(data)
+        return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
+    return wrapped
+
+
 def strategy_for(name: str):
     """The `tf.distribute` strategy of a run: default, mirrored (GPUs of one machine, or the
     logical CPUs when there is no GPU) or multi-worker (machines configured by TF_CONFIG)."""
@@ -571,6 +585,9 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
         model.compile(optimizer=_optimizer(train_cfg, steps_per_epoch),
                       loss="mse" if supervised else None, jit_compile=bool(train_cfg["jit"]))
         model.optimizer.build(model.trainable_variables)  # so checkpoints can load into it
+        if train_cfg["strategy"] == "multiworker":
+            model.train_step = _rank1_logs(model.train_step)
+            model.test_step = _rank1_logs(model.test_step)
     valid_data = _validation_data(config, valid_split) if valid_split else None
     monitor = "val_loss" if valid_data is not None else "loss"
     checkpoint = _EpochCheckpoint(run_dir, monitor)
