@@ -87,3 +87,68 @@ def test_bad_input_gives_clear_errors():
     bad[0, 1, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
         model.filter(bad)
+
+
+def _random_walk_model():
+    """f(x) = x exactly (the linear output starts at zero), so the LSTM-KF is a Kalman filter
+    with A = I and the time-varying Q_t, R_t its LSTMs predict."""
+    model = LSTMKalmanFilter(state_dim=3, observation_matrix=H, lstm_units=8)
+    assert not np.any(model.out_a.get_weights()[0])
+    return model
+
+
+def _exact_params(model, out, steps):
+    from layers import kalman_inference as ki
+
+    q = out["process_variance"].numpy().astype(np.float64)  # [b, T, n]
+    r = out["observation_variance"].numpy().astype(np.float64)
+    p0 = np.diag(np.log1p(np.exp(model.initial_raw_variance.numpy().astype(np.float64))))
+    # Our step 0 predicts from the prior before updating; the pure filter updates x_0 first.
+    return ki.LGSSMParams(
+        initial_mean=model.initial_mean.numpy().astype(np.float64),
+        initial_cov=p0[None] + np.stack([np.diag(v) for v in q[:, 0]]),
+        transition_matrix=np.eye(3), transition_cov=np.stack(
+            [[np.diag(v) for v in qb] for qb in q]),
+        observation_matrix=np.asarray(H), observation_cov=np.stack(
+            [[np.diag(v) for v in rb] for rb in r]))
+
+
+def test_smoother_and_missing_frames_match_the_exact_kalman_smoother():
+    from layers import kalman_inference as ki
+
+    obs, _ = _data(n=3, steps=8)
+    observed = np.ones((3, 8), "float32")
+    observed[:, 3:5] = 0
+    model = _random_walk_model()
+    out = model.filter(obs, observed)
+    params = _exact_params(model, out, 8)
+    exact = ki.kalman_filter(params, obs.astype(np.float64), mask=observed > 0)
+    np.testing.assert_allclose(out["means"], exact.filtered_means, rtol=1e-4, atol=1e-4)
+    smoothed = ki.rts_smoother(params, exact)
+    ours = model.smooth(obs, observed)
+    np.testing.assert_allclose(ours["means"], smoothed.smoothed_means, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours["covs"], np.broadcast_to(smoothed.smoothed_covs,
+                                                             ours["covs"].shape),
+                               rtol=1e-3, atol=1e-5)
+    imputed = model.impute(obs, observed)["imputed"].numpy()
+    np.testing.assert_array_equal(imputed[:, [0, 1, 2, 5, 6, 7]], obs[:, [0, 1, 2, 5, 6, 7]])
+    np.testing.assert_allclose(imputed[:, 3:5], ours["means"].numpy()[:, 3:5] @ np.asarray(H).T,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_forecast_and_sample():
+    obs, _ = _data(n=2, steps=6)
+    model = _random_walk_model()
+    out = model.forecast(obs, steps=3)
+    last = model.filter(obs)
+    # A random walk: the forecast mean stays at the last estimate, the covariance grows.
+    np.testing.assert_allclose(out["state_means"], np.repeat(last["means"][:, -1:], 3, 1),
+                               atol=1e-6)
+    variances = np.diagonal(out["state_covs"].numpy(), axis1=-2, axis2=-1)
+    assert np.all(np.diff(variances, axis=1) > 0)
+    np.testing.assert_allclose(out["observation_means"],
+                               out["state_means"].numpy() @ np.asarray(H).T, atol=1e-6)
+    a, b = model.sample(4, steps=5, seed=1), model.sample(4, steps=5, seed=1)
+    np.testing.assert_array_equal(a["states"], b["states"])
+    assert a["states"].shape == (4, 5, 3) and a["observations"].shape == (4, 5, 2)
+    assert not np.allclose(a["states"], model.sample(4, steps=5, seed=2)["states"])

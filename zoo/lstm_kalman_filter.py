@@ -114,13 +114,8 @@ class LSTMKalmanFilter(keras.Model):
     def _diag_variance(self, raw):
         return tf.nn.softplus(raw) + self.min_variance
 
-    def filter_step(self, state: dict, observation):
-        """One step: (state, z_t [batch, p]) -> (new state, dict of estimate and covariances).
-
-        The estimate is ``mean`` [batch, n] with covariance ``cov`` [batch, n, n]; also the
-        predicted mean, the Jacobian F_t and the learned Q_t, R_t diagonals.
-        """
-        z = tf.cast(observation, tf.float32)
+    def _predict(self, state: dict):
+        """x^- = f(x), its Jacobian F, and Q from the LSTMs; returns (x^-, F, q, lstm states)."""
         x = state["mean"]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
@@ -128,17 +123,33 @@ class LSTMKalmanFilter(keras.Model):
             pred_mean = x + self.out_a(h_a)
         jacobian = tape.batch_jacobian(pred_mean, x)  # F_t: [batch, n, n]
         h_q, lstm_q = self.lstm_q(pred_mean, state["lstm_q"])
-        q = self._diag_variance(self.out_q(h_q))
+        return pred_mean, jacobian, self._diag_variance(self.out_q(h_q)), lstm_a, lstm_q
+
+    def filter_step(self, state: dict, observation, observed=None):
+        """One step: (state, z_t [batch, p]) -> (new state, dict of estimate and covariances).
+
+        ``observed`` [batch] (default all 1) marks present frames: a missing one skips the
+        update (the estimate is the prediction) and feeds H x^- to the R-LSTM instead of z_t.
+        The estimate is ``mean`` [batch, n] with covariance ``cov`` [batch, n, n]; also the
+        predicted mean and covariance, the Jacobian F_t and the learned Q_t, R_t diagonals.
+        """
+        z = tf.cast(observation, tf.float32)
+        pred_mean, jacobian, q, lstm_a, lstm_q = self._predict(state)
+        mask = None
+        if observed is not None:
+            mask = tf.cast(observed, tf.bool)
+            z = tf.where(mask[:, None], z, tf.linalg.matvec(self._h, pred_mean))
         h_r, lstm_r = self.lstm_r(z, state["lstm_r"])
         r = self._diag_variance(self.out_r(h_r))
         pred_cov = ki.predict_covariance(state["cov"], jacobian, tf.linalg.diag(q))
-        mean, cov, log_lik = ki.update_step(pred_mean, pred_cov, z, None, self._h,
+        mean, cov, log_lik = ki.update_step(pred_mean, pred_cov, z, mask, self._h,
                                             tf.linalg.diag(r))
         new_state = {"mean": mean, "cov": cov, "lstm_a": list(lstm_a),
                      "lstm_q": list(lstm_q), "lstm_r": list(lstm_r)}
         return new_state, {"mean": mean, "cov": cov, "predicted_mean": pred_mean,
-                           "jacobian": jacobian, "process_variance": q,
-                           "observation_variance": r, "log_likelihood": log_lik}
+                           "predicted_cov": pred_cov, "jacobian": jacobian,
+                           "process_variance": q, "observation_variance": r,
+                           "log_likelihood": log_lik}
 
     # ------------------------------------------------------------------ sequences
     def _check(self, observations):
@@ -150,35 +161,114 @@ class LSTMKalmanFilter(keras.Model):
                 z, "observations contain NaN or Inf")]):
             return tf.identity(z)
 
-    def filter(self, observations) -> dict:
+    def filter(self, observations, observed=None) -> dict:
         """Filtered means ``means`` [batch, time, n], covariances ``covs`` [batch, time, n, n],
-        learned noise diagonals and per-step log-likelihoods of the observations."""
+        the predicted moments and Jacobians (for smoothing), learned noise diagonals and
+        per-step log-likelihoods. ``observed`` [batch, time] marks present frames."""
         z = self._check(observations)
+        o = tf.ones(tf.shape(z)[:2]) if observed is None else tf.cast(observed, tf.float32)
         if tf.executing_eagerly():  # an eager scan would retrace the Jacobian every step
             if getattr(self, "_compiled_filter", None) is None:
                 self._compiled_filter = tf.function(self._filter, reduce_retracing=True)
-            return self._compiled_filter(z)
-        return self._filter(z)
+            return self._compiled_filter(z, o)
+        return self._filter(z, o)
 
-    def _filter(self, z):
+    STEP_KEYS = ("mean", "cov", "predicted_mean", "predicted_cov", "jacobian",
+                 "process_variance", "observation_variance", "log_likelihood")
+
+    def _filter(self, z, observed):
+        def step(carry, elems):
+            new_state, out = self.filter_step(carry[0], elems[0], elems[1])
+            return new_state, tuple(out[k] for k in self.STEP_KEYS)
+
         state = self.initial_state(tf.shape(z)[0])
-
-        def step(carry, z_t):
-            new_state, out = self.filter_step(carry, z_t)
-            return new_state, (out["mean"], out["cov"], out["process_variance"],
-                               out["observation_variance"], out["log_likelihood"])
-
-        _, outs = tf.scan(lambda c, z_t: step(c[0], z_t), tf.transpose(z, [1, 0, 2]),
-                          initializer=(state, self._dummy_outputs(tf.shape(z)[0])))
-        means, covs, q, r, log_lik = outs
+        first = self.filter_step(state, z[:, 0])[1]
+        dummy = tuple(tf.zeros_like(first[k]) for k in self.STEP_KEYS)
+        _, outs = tf.scan(step, (tf.transpose(z, [1, 0, 2]), tf.transpose(observed)),
+                          initializer=(state, dummy))
         swap = lambda t: tf.transpose(t, [1, 0, *range(2, t.shape.rank)])  # noqa: E731
-        return {"means": swap(means), "covs": swap(covs), "process_variance": swap(q),
-                "observation_variance": swap(r), "log_likelihood": swap(log_lik)}
+        named = dict(zip(self.STEP_KEYS, (swap(t) for t in outs)))
+        return {"means": named["mean"], "covs": named["cov"],
+                "predicted_means": named["predicted_mean"],
+                "predicted_covs": named["predicted_cov"], "jacobians": named["jacobian"],
+                "process_variance": named["process_variance"],
+                "observation_variance": named["observation_variance"],
+                "log_likelihood": named["log_likelihood"]}
 
-    def _dummy_outputs(self, batch):
-        n, p = self.state_dim, self.observation_dim
-        return (tf.zeros([batch, n]), tf.zeros([batch, n, n]), tf.zeros([batch, n]),
-                tf.zeros([batch, p]), tf.zeros([batch]))
+    def smooth(self, observations, observed=None) -> dict:
+        """Extended Rauch-Tung-Striebel smoother with the filter's Jacobians:
+        G_t = P_t F_{t+1}^T (P^-_{t+1})^{-1}, m^s_t = m_t + G_t (m^s_{t+1} - m^-_{t+1}),
+        P^s_t = P_t + G_t (P^s_{t+1} - P^-_{t+1}) G_t^T. Returns ``means``, ``covs``."""
+        f = self.filter(observations, observed)
+        tm = lambda t: tf.transpose(t, [1, 0, *range(2, t.shape.rank)])  # noqa: E731
+        means, covs = tm(f["means"]), tm(f["covs"])
+        pred_means, pred_covs = tm(f["predicted_means"]), tm(f["predicted_covs"])
+        jacobians = tm(f["jacobians"])
+
+        def back(carry, elems):
+            m_s, p_s = carry
+            m, p, m_pred, p_pred, f_next = elems
+            gain = tf.linalg.matrix_transpose(tf.linalg.cholesky_solve(
+                tf.linalg.cholesky(p_pred), tf.matmul(f_next, p, transpose_b=True)))
+            m_new = m + tf.linalg.matvec(gain, m_s - m_pred)
+            p_new = p + tf.matmul(tf.matmul(gain, p_s - p_pred), gain, transpose_b=True)
+            return m_new, 0.5 * (p_new + tf.linalg.matrix_transpose(p_new))
+
+        sm, sp = tf.scan(back, (means[:-1], covs[:-1], pred_means[1:], pred_covs[1:],
+                                jacobians[1:]), initializer=(means[-1], covs[-1]), reverse=True)
+        return {"means": tm(tf.concat([sm, means[-1:]], 0)),
+                "covs": tm(tf.concat([sp, covs[-1:]], 0))}
+
+    def impute(self, observations, observed) -> dict:
+        """Fill frames where ``observed`` [batch, time] is 0 with H times the smoothed state:
+        ``imputed`` observations and ``states`` (the smoothed means)."""
+        keep = tf.cast(observed, tf.float32)[..., None]
+        z = tf.where(keep > 0, tf.cast(observations, tf.float32), 0.0)
+        states = self.smooth(z, observed)["means"]
+        return {"imputed": keep * z + (1.0 - keep) * tf.linalg.matvec(self._h, states),
+                "states": states}
+
+    def _roll(self, state: dict, steps: int, noise=None):
+        """Predict ``steps`` steps from a filter state with no updates (means, covariances);
+        with ``noise`` [steps, batch, n] the path is sampled, x_t = f(x_{t-1}) + sqrt(Q) eps."""
+        means, covs = [], []
+        for h in range(steps):
+            pred_mean, jacobian, q, lstm_a, lstm_q = self._predict(state)
+            cov = ki.predict_covariance(state["cov"], jacobian, tf.linalg.diag(q))
+            if noise is not None:
+                pred_mean = pred_mean + tf.sqrt(q) * noise[h]
+            state = {**state, "mean": pred_mean, "cov": cov, "lstm_a": list(lstm_a),
+                     "lstm_q": list(lstm_q)}
+            means.append(pred_mean)
+            covs.append(cov)
+        return tf.stack(means, 1), tf.stack(covs, 1)
+
+    def forecast(self, observations, steps: int) -> dict:
+        """State and observation moments 1..``steps`` steps after ``observations``:
+        ``state_means`` [batch, steps, n], ``state_covs``, ``observation_means`` (H x) and
+        ``observation_covs`` (H P H^T, the uncertainty of the signal)."""
+        check_positive_int("steps", steps)
+        z = self._check(observations)
+        state = self.initial_state(tf.shape(z)[0])
+        for t in range(z.shape[1]):
+            state, _ = self.filter_step(state, z[:, t])
+        means, covs = self._roll(state, steps)
+        return {"state_means": means, "state_covs": covs,
+                "observation_means": tf.linalg.matvec(self._h, means),
+                "observation_covs": tf.matmul(tf.matmul(self._h, covs), self._h,
+                                              transpose_b=True)}
+
+    def sample(self, n: int, steps: int, seed: int = 0) -> dict:
+        """``n`` paths of the learned dynamics from x_0 ~ N(m_0, P_0), with
+        x_t = f(x_{t-1}) + sqrt(Q_t) eps_t: ``states`` [n, steps, state_dim] and the noise-free
+        ``observations`` H x_t."""
+        seeds = tf.random.experimental.stateless_split(tf.constant([seed, 0], tf.int64), 2)
+        state = self.initial_state(n)
+        eps0 = tf.random.stateless_normal([n, self.state_dim], seeds[0])
+        state["mean"] = state["mean"] + tf.sqrt(tf.linalg.diag_part(state["cov"])) * eps0
+        noise = tf.random.stateless_normal([steps, n, self.state_dim], seeds[1])
+        states, _ = self._roll(state, steps, noise)
+        return {"states": states, "observations": tf.linalg.matvec(self._h, states)}
 
     def call(self, observations):
         return self.filter(observations)["means"]

@@ -690,6 +690,10 @@ def evaluate_model(model, config: dict, split: str, log=print, num_samples: int 
 
 def _evaluate_supervised(model, config, split, result, observations, states, log):
     result["rmse"] = float(np.sqrt(result["loss"]))
+    if hasattr(model, "filter"):  # the learned model's log-likelihood of the observations
+        log_lik = model.filter(observations)["log_likelihood"].numpy().sum(1)
+        result["log_likelihood"] = float(np.mean(log_lik))
+        result["nll_per_step"] = float(-np.mean(log_lik) / observations.shape[1])
     arrays = _arrays(config, split)
     if all(k in arrays for k in ("A", "H", "Q", "R", "m0", "P0")):
         from layers import kalman_inference as ki
