@@ -89,6 +89,23 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
     np.testing.assert_allclose(json.load(open(out))["loss"], result["loss"], rtol=1e-5)
 
 
+@pytest.mark.parametrize("model, dataset, sets", [
+    ("vae", "digits", ["model.hidden_units=[32]"]),
+    ("dmm", "chorales", ["data.limit=10", "model.rnn_units=16"]),
+    ("kalman_filter", "lgssm", ["data.num_sequences=32"]),
+    ("lstm_kf", "lgssm", ["data.num_sequences=32", "model.lstm_units=8"]),
+])
+def test_mixed_precision_and_jit_runs(model, dataset, sets, tmp_path):
+    jit = ["--jit"] if training.MODELS[model].jit else []
+    args = [model, "--dataset", dataset, "--epochs", "1", "--no-plots", "--mixed-precision",
+            *jit, "--set", "train.eval_samples=5", "--set", "train.eval_examples=4",
+            *sum([["--set", s] for s in sets], []), "--output-dir", str(tmp_path / "run")]
+    assert train_cli.main(args) == 0
+    result = json.load(open(tmp_path / "run" / "evaluation.json"))
+    assert all(np.isfinite(v) for v in result.values() if isinstance(v, float))
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
 def test_export_flag_writes_verified_files(tmp_path):
     run_dir = str(tmp_path / "run")
     code = train_cli.main(["kalman_filter", "--dataset", "lgssm", "--epochs", "1",
@@ -228,6 +245,9 @@ def test_bad_flags_give_the_promised_errors(capsys):
     assert "unknown config section 'optim'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_cli.main(["vae", "--schedule", "cyclic"])
+    with pytest.raises(SystemExit):
+        train_cli.main(["lstm_kf", "--jit"])
+    assert "train.jit is not supported for 'lstm_kf'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_cli.main(["vae", "--resume"])
     assert "--output-dir" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from layers.common import (
     check_choice,
     check_positive,
     check_positive_int,
+    math_dtype,
     register,
     standard_normal,
 )
@@ -275,10 +276,10 @@ class DeepStateSpaceModel(LatentVariableModel):
         x_in = tf.concat([x * observed[..., None], observed[..., None]], -1)
         batch, steps = tf.shape(x)[0], tf.shape(x)[1]
         d = self.latent_dim
+        md = math_dtype(self.posterior)  # float32 under mixed precision
         if noise is None:
-            noise = standard_normal([batch, steps, d], self.posterior.seed_generator,
-                                    self.compute_dtype)
-        noise = tf.cast(noise, self.compute_dtype)
+            noise = standard_normal([batch, steps, d], self.posterior.seed_generator, md)
+        noise = tf.cast(noise, md)
         if self.inference in STRUCTURED:
             states = self._rnn_states(x_in, mask)
             time_major = [tf.transpose(s, [1, 0, 2]) for s in states]
@@ -289,8 +290,8 @@ class DeepStateSpaceModel(LatentVariableModel):
                 out = self.posterior(self.combiner(z_prev, list(rnn_t)), noise=eps_t)
                 return out["z"], out["loc"], out["scale"], out["log_q"]
 
-            init_z = tf.broadcast_to(tf.cast(self.zq0, x.dtype), [batch, d])
-            zeros_b = tf.zeros([batch], x.dtype)
+            init_z = tf.broadcast_to(tf.cast(self.zq0, md), [batch, d])
+            zeros_b = tf.zeros([batch], md)
             scanned = tf.scan(step, (*time_major, tf.transpose(noise, [1, 0, 2])),
                               initializer=(init_z, init_z, init_z, zeros_b))
             z, loc, scale, log_q = [tf.transpose(t, [1, 0, 2] if t.shape.rank == 3 else [1, 0])
@@ -306,8 +307,8 @@ class DeepStateSpaceModel(LatentVariableModel):
         emitted = self.head(apply_with_particles(self.emission, z), x)
         return {"z": z, "loc": loc, "scale": scale, "log_q": log_q, "prior_loc": prior["loc"],
                 "prior_scale": prior["scale"], "kl": kl, "log_prior": log_prior,
-                "log_px": emitted["log_prob"], "mean": emitted["mean"], "mask": mask,
-                "observed": observed}
+                "log_px": emitted["log_prob"], "mean": emitted["mean"],
+                "mask": tf.cast(mask, md), "observed": tf.cast(observed, md)}
 
     # ------------------------------------------------------------------ bounds
     def elbo_terms(self, inputs, training=None):

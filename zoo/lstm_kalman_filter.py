@@ -58,6 +58,7 @@ class LSTMKalmanFilter(keras.Model):
     def __init__(self, state_dim: int, observation_dim: int | None = None,
                  observation_matrix=None, lstm_units: int = 64, min_variance: float = 1e-4,
                  initial_variance: float = 1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # see below: no mixed precision for the filter
         super().__init__(**kwargs)
         check_positive_int("state_dim", state_dim)
         check_positive_int("lstm_units", lstm_units)
@@ -84,12 +85,14 @@ class LSTMKalmanFilter(keras.Model):
         self.initial_variance = float(initial_variance)
         self._h = tf.constant(h, tf.float32)
         n, p, u = state_dim, observation_dim, lstm_units
-        self.lstm_a = keras.layers.LSTMCell(u, name="lstm_A")
-        self.out_a = keras.layers.Dense(n, kernel_initializer="zeros", name="A_out")
-        self.lstm_q = keras.layers.LSTMCell(u, name="lstm_Q")
-        self.out_q = keras.layers.Dense(n, name="Q_out")
-        self.lstm_r = keras.layers.LSTMCell(u, name="lstm_R")
-        self.out_r = keras.layers.Dense(p, name="R_out")
+        # float32 whatever the global policy: the covariance recursion needs it (tiny nets).
+        f32 = dict(dtype="float32")
+        self.lstm_a = keras.layers.LSTMCell(u, name="lstm_A", **f32)
+        self.out_a = keras.layers.Dense(n, kernel_initializer="zeros", name="A_out", **f32)
+        self.lstm_q = keras.layers.LSTMCell(u, name="lstm_Q", **f32)
+        self.out_q = keras.layers.Dense(n, name="Q_out", **f32)
+        self.lstm_r = keras.layers.LSTMCell(u, name="lstm_R", **f32)
+        self.out_r = keras.layers.Dense(p, name="R_out", **f32)
         self.lstm_a.build((None, n))
         self.out_a.build((None, u))
         self.lstm_q.build((None, n))

@@ -43,6 +43,7 @@ class ModelEntry:
         defaults: dict. Default model, data and train settings (merged under the user's).
         describe: str. One line for ``--help``.
         dataset_defaults: dict. Per-dataset settings merged over ``defaults``.
+        jit: bool. Whether ``train.jit`` (XLA) is supported.
     """
 
     factory: Callable
@@ -52,6 +53,7 @@ class ModelEntry:
     defaults: dict
     describe: str
     dataset_defaults: dict = dataclasses.field(default_factory=dict)
+    jit: bool = True
 
 
 def _vae():
@@ -119,6 +121,7 @@ MODELS = {
         "Deep Kalman Filter (Krishnan et al. 2015): q-INDEP/LR/RNN/BRNN, actions, time gaps",
         {"healing_mnist": {"data": _SMALL_HEALING}, "lgssm": _GAUSSIAN_SERIES,
          "pendulum": _GAUSSIAN_SERIES, "nile": _GAUSSIAN_SERIES},
+        jit=False,
     ),
     "dmm": ModelEntry(
         _dmm, "sequence", "chorales", SEQUENCE_DATASETS,
@@ -129,6 +132,7 @@ MODELS = {
         "Deep Markov Model (Krishnan et al. 2017): gated transition, ST-L/R/LR inference",
         {"healing_mnist": {"data": _SMALL_HEALING}, "lgssm": _GAUSSIAN_SERIES,
          "pendulum": _GAUSSIAN_SERIES, "nile": _GAUSSIAN_SERIES},
+        jit=False,
     ),
     "kalman_filter": ModelEntry(
         _kalman, "lgssm", "nile", ("nile", "lgssm", "pendulum"),
@@ -149,6 +153,7 @@ MODELS = {
         {"model": {"lstm_units": 32}, "train": {"batch_size": 50, "epochs": 20,
                                                 "learning_rate": 3e-3}},
         "LSTM Kalman filter (Coskun et al. 2017), supervised on ground-truth states",
+        jit=False,
     ),
 }
 
@@ -288,6 +293,11 @@ def resolve_config(model: str, dataset: str | None = None, config: dict | None =
     for key in ("epochs", "batch_size", "eval_samples", "eval_examples", "decay_epochs"):
         if not isinstance(train[key], int) or train[key] < 1:
             raise ConfigError(f"train.{key} must be a positive integer, got {train[key]!r}")
+    if train["jit"] and not entry.jit:
+        raise ConfigError(
+            f"train.jit is not supported for {model!r}: XLA needs compile-time shapes in the "
+            f"gradient of its time loop (tf.scan over variable-length sequences / per-step "
+            f"Jacobians), which TF 2.21 cannot give it; train without --jit")
     if not (isinstance(train["learning_rate"], (int, float)) and train["learning_rate"] > 0):
         raise ConfigError(f"train.learning_rate must be > 0, got {train['learning_rate']!r}")
     if model in ("vae", "dlgm", "categorical_vae"):
@@ -566,8 +576,17 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
             json.dump(config, f, indent=2)
 
     keras.utils.set_random_seed(train_cfg["seed"])
+    previous_policy = keras.mixed_precision.global_policy()
     if train_cfg["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _run(config, run_dir, resume, plots, log, callbacks, export, state_path)
+    finally:  # the policy is global: leave it as the caller had it
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(config, run_dir, resume, plots, log, callbacks, export, state_path) -> RunResult:
+    train_cfg = config["train"]
     strategy = strategy_for(train_cfg["strategy"])
     replicas = strategy.num_replicas_in_sync
     if train_cfg["strategy"] != "default":
