@@ -649,11 +649,13 @@ def _run(config, run_dir, resume, plots, log, callbacks, export, state_path) -> 
     if nan_stop.message:
         log("Stopped: " + nan_stop.message)
         stopped = "nan"
-    evaluation = {**evaluate_model(model, config, test_split, log=log), "replicas": replicas}
+    test_arrays = _arrays(config, test_split)  # loaded once for evaluation and pictures
+    evaluation = {**evaluate_model(model, config, test_split, log=log, arrays=test_arrays),
+                  "replicas": replicas}
     with open(os.path.join(run_dir, "evaluation.json"), "w") as f:
         json.dump(evaluation, f, indent=2)
     if plots:
-        write_plots(model, config, os.path.join(run_dir, "plots"), log=log)
+        write_plots(model, config, os.path.join(run_dir, "plots"), log=log, arrays=test_arrays)
     if export:
         from export import export_all
 
@@ -664,14 +666,15 @@ def _run(config, run_dir, resume, plots, log, callbacks, export, state_path) -> 
 
 
 def evaluate_model(model, config: dict, split: str, log=print, num_samples: int | None = None,
-                   num_examples: int | None = None) -> dict:
+                   num_examples: int | None = None, arrays: dict | None = None) -> dict:
     """Keras metrics on ``split`` plus the model's log-likelihood: the K-sample
     importance-weighted bound for latent-variable models, the exact one for the Kalman
     filter (per sequence and per step)."""
     from zoo.base import LatentVariableModel
 
     train_cfg = config["train"]
-    x = model_inputs(config, _arrays(config, split))
+    arrays = _arrays(config, split) if arrays is None else arrays
+    x = model_inputs(config, arrays)
     count = len(tf.nest.flatten(x)[0])
     for variable in seed_states(model):  # the same noise for every evaluation of a model
         variable.assign([train_cfg["seed"], 0])
@@ -680,7 +683,7 @@ def evaluate_model(model, config: dict, split: str, log=print, num_samples: int 
                              return_dict=True)
     result = {"split": split, "examples": int(count), **{k: float(v) for k, v in metrics.items()}}
     if fit_y is not None:  # a supervised filter: RMSE against the states, beside the exact KF
-        return _evaluate_supervised(model, config, split, result, fit_x, fit_y, log)
+        return _evaluate_supervised(model, split, result, fit_x, fit_y, arrays, log)
     n = min(count, num_examples or train_cfg["eval_examples"])
     head = tf.nest.map_structure(lambda a: a[:n], x)
     steps = (np.sum(head["mask"], 1) if isinstance(head, dict) and "mask" in head else
@@ -707,13 +710,12 @@ def evaluate_model(model, config: dict, split: str, log=print, num_samples: int 
     return result
 
 
-def _evaluate_supervised(model, config, split, result, observations, states, log):
+def _evaluate_supervised(model, split, result, observations, states, arrays, log):
     result["rmse"] = float(np.sqrt(result["loss"]))
     if hasattr(model, "filter"):  # the learned model's log-likelihood of the observations
         log_lik = model.filter(observations)["log_likelihood"].numpy().sum(1)
         result["log_likelihood"] = float(np.mean(log_lik))
         result["nll_per_step"] = float(-np.mean(log_lik) / observations.shape[1])
-    arrays = _arrays(config, split)
     if all(k in arrays for k in ("A", "H", "Q", "R", "m0", "P0")):
         from layers import kalman_inference as ki
 
@@ -726,7 +728,7 @@ def _evaluate_supervised(model, config, split, result, observations, states, log
     return result
 
 
-def write_plots(model, config: dict, out_dir: str, log=print) -> list:
+def write_plots(model, config: dict, out_dir: str, log=print, arrays: dict | None = None) -> list:
     """PNG pictures a person would look at, by model kind: prior samples and
     reconstructions; healed / clean frames; piano rolls; trajectories with bands."""
     try:
@@ -734,8 +736,8 @@ def write_plots(model, config: dict, out_dir: str, log=print) -> list:
     except ImportError as err:  # matplotlib missing
         log(f"No pictures: {err}")
         return []
-    _, test_split = _splits(config)
-    arrays = _arrays(config, test_split)
+    if arrays is None:
+        arrays = _arrays(config, _splits(config)[1])
     x = tf.nest.map_structure(lambda a: a[:16], model_inputs(config, arrays))
     os.makedirs(out_dir, exist_ok=True)
     path = lambda name: os.path.join(out_dir, name)  # noqa: E731
