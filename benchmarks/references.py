@@ -1,0 +1,371 @@
+"""Plain models written the way the Keras examples write them: the benchmark's references.
+
+``ReferenceVAE`` follows keras.io's "Variational AutoEncoder" example (``Sampling`` layer,
+functional encoder returning ``z_mean, z_log_var, z``, a ``keras.Model`` subclass whose
+``train_step`` computes ``binary_crossentropy * input_dim`` as the summed reconstruction term
+plus the analytic KL) with the MLP widths passed in, so it can mirror the zoo's models.
+``ReferenceDLGM`` and ``ReferenceCategoricalVAE`` are the same kind of code for the other two
+architectures: Rezende et al.'s two-level model with a rank-one-precision recognition model
+(formulas of the paper's appendix, written out here) and Jang et al.'s Gumbel-softmax VAE (the
+structure of the authors' notebook). The module is deliberately independent of the zoo:
+nothing from ``zoo/`` or ``layers/`` is imported, and the ELBO and importance-weighted (IWAE)
+evaluations are written from the equations:
+
+    log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x),
+    IWAE_K(x) = log (1/K) sum_k exp(log w_k)       (Burda, Grosse & Salakhutdinov 2016).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Sampling(layers.Layer):
+    """Uses (z_mean, z_log_var) to sample z, the vector encoding a digit (Keras example)."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def dense_stack(inputs, hidden_units, activation, prefix):
+    h = inputs
+    for i, units in enumerate(hidden_units):
+        h = layers.Dense(units, activation=activation, name=f"{prefix}_{i}")(h)
+    return h
+
+
+def build_encoder(input_dim, hidden_units, latent_dim, activation, seed=None):
+    inputs = keras.Input(shape=(input_dim,))
+    h = dense_stack(inputs, hidden_units, activation, "enc")
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    z = Sampling(seed=seed)([z_mean, z_log_var])
+    return keras.Model(inputs, [z_mean, z_log_var, z], name="encoder")
+
+
+def build_decoder(input_dim, hidden_units, latent_dim, activation):
+    latent_inputs = keras.Input(shape=(latent_dim,))
+    h = dense_stack(latent_inputs, list(reversed(hidden_units)), activation, "dec")
+    outputs = layers.Dense(input_dim, activation="sigmoid", name="x_mean")(h)
+    return keras.Model(latent_inputs, outputs, name="decoder")
+
+
+def bernoulli_log_prob(x, probs):
+    """Summed log p(x | probs) for [n, D] rows, as the Keras example writes it."""
+    return -x.shape[-1] * keras.losses.binary_crossentropy(x, probs)
+
+
+class ReferenceModel(keras.Model):
+    """Training and evaluation loops shared by the references (Keras-example ``train_step``).
+
+    Subclasses define ``losses_per_example(x)`` -> (reconstruction loss, KL) for one posterior
+    sample per example, ``log_weights(x, k, seed)`` -> [b, k] importance log-weights, and may
+    define ``callbacks()`` (schedules run during ``fit``).
+    """
+
+    def __init__(self, input_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+
+    @property
+    def metrics(self):
+        return [self.total_loss_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
+
+    def callbacks(self) -> list:
+        return []
+
+    def flatten(self, data):
+        return ops.reshape(data, (-1, self.input_dim))
+
+    def train_step(self, data):
+        x = self.flatten(data)
+        with tf.GradientTape() as tape:
+            reconstruction_loss, kl_loss = self.losses_per_example(x, training=True)
+            reconstruction_loss = ops.mean(reconstruction_loss)
+            kl_loss = ops.mean(kl_loss)
+            total_loss = reconstruction_loss + kl_loss
+        grads = tape.gradient(total_loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        self.total_loss_tracker.update_state(total_loss)
+        self.reconstruction_loss_tracker.update_state(reconstruction_loss)
+        self.kl_loss_tracker.update_state(kl_loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        reconstruction_loss, kl_loss = self.losses_per_example(self.flatten(data))
+        self.total_loss_tracker.update_state(ops.mean(reconstruction_loss + kl_loss))
+        self.reconstruction_loss_tracker.update_state(ops.mean(reconstruction_loss))
+        self.kl_loss_tracker.update_state(ops.mean(kl_loss))
+        return {m.name: m.result() for m in self.metrics}
+
+    # ------------------------------------------------------------------ evaluation
+    def elbo(self, data, batch_size: int = 500) -> np.ndarray:
+        """Per-example one-sample ELBO, -(reconstruction loss + KL), float64 [n]."""
+        data = np.asarray(data, np.float32)
+        fn = tf.function(lambda x: ops.add(*self.losses_per_example(self.flatten(x))))
+        return np.concatenate([
+            -np.asarray(fn(tf.constant(data[i:i + batch_size])), np.float64)
+            for i in range(0, len(data), batch_size)
+        ])
+
+    def iwae(self, data, num_samples: int = 5000, batch_size: int = 100, chunk_size: int = 500,
+             seed: int = 0):
+        """Per-example (IWAE_K bound, mean log w over the same K samples), float64 arrays."""
+        data = np.asarray(data, np.float32)
+        fn = tf.function(self.log_weights)
+        bounds, elbos = [], []
+        for b, start in enumerate(range(0, len(data), batch_size)):
+            x = tf.constant(self.flatten(data[start:start + batch_size]))
+            chunks = []
+            for c, done in enumerate(range(0, num_samples, chunk_size)):
+                k = min(chunk_size, num_samples - done)
+                chunks.append(np.asarray(fn(x, k, tf.constant([seed + 104729 * b, c])),
+                                         np.float64))
+            log_w = np.concatenate(chunks, axis=1)  # [b, K]
+            top = log_w.max(axis=1)
+            bounds.append(top + np.log(np.mean(np.exp(log_w - top[:, None]), axis=1)))
+            elbos.append(log_w.mean(axis=1))
+        return np.concatenate(bounds), np.concatenate(elbos)
+
+
+class ReferenceVAE(ReferenceModel):
+    """Keras-example VAE: MLP encoder/decoder, diagonal Gaussian q, Bernoulli p(x|z).
+
+    Inputs of any shape ``[batch, ...]`` are flattened to ``[batch, input_dim]``.
+    """
+
+    def __init__(self, input_dim, hidden_units=(500,), latent_dim=20, activation="relu",
+                 seed=None, **kwargs):
+        super().__init__(input_dim, **kwargs)
+        self.hidden_units = tuple(hidden_units)
+        self.latent_dim = int(latent_dim)
+        self.activation = activation
+        self.encoder = build_encoder(self.input_dim, self.hidden_units, self.latent_dim,
+                                     activation, seed)
+        self.decoder = build_decoder(self.input_dim, self.hidden_units, self.latent_dim,
+                                     activation)
+
+    def losses_per_example(self, x, training=False):
+        """Per-example (reconstruction loss, KL) for one z ~ q(z|x): the Keras example's terms."""
+        z_mean, z_log_var, z = self.encoder(x)
+        reconstruction = self.decoder(z)
+        reconstruction_loss = keras.losses.binary_crossentropy(x, reconstruction) * self.input_dim
+        kl_loss = -0.5 * ops.sum(1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
+        return reconstruction_loss, kl_loss
+
+    def call(self, data):
+        return self.decoder(self.encoder(self.flatten(data))[2])
+
+    def log_weights(self, x, num_samples, seed):
+        """[b, k] log p(x, z_k) - log q(z_k | x), z_k = mu + sigma * eps_k."""
+        b, d = tf.shape(x)[0], self.latent_dim
+        z_mean, z_log_var, _ = self.encoder(x)
+        eps = tf.random.stateless_normal([b, num_samples, d], seed)
+        z = z_mean[:, None, :] + tf.exp(0.5 * z_log_var)[:, None, :] * eps
+        probs = self.decoder(tf.reshape(z, [-1, d]))  # [b * k, D], the sigmoid's own output
+        x_rep = tf.repeat(x, num_samples, axis=0)  # row i*k + j is x_i, as z's reshape
+        log_px = bernoulli_log_prob(x_rep, probs)
+        log_pz = -0.5 * tf.reduce_sum(tf.square(z), -1) - 0.5 * d * LOG_2PI
+        log_qz = (-0.5 * tf.reduce_sum(tf.square(eps), -1)
+                  - 0.5 * tf.reduce_sum(z_log_var, -1)[:, None] - 0.5 * d * LOG_2PI)
+        return tf.reshape(log_px, [b, num_samples]) + log_pz - log_qz
+
+
+# ---------------------------------------------------------------------------------- DLGM
+def rank_one_precision_sample(mu, log_d, u, eps):
+    """xi = mu + R eps with R R^T = (D + u u^T)^-1 (Rezende et al. 2014, appendix):
+    R = D^-1/2 - gamma D^-1 u u^T D^-1/2, eta = u^T D^-1 u, gamma = (1 - (1+eta)^-1/2) / eta,
+    written as 1 / (s (s + 1)) with s = (1 + eta)^1/2 (the same number, finite at eta = 0).
+    ``mu, log_d, u``: [b, d]; ``eps``: [b, d] or [b, k, d]."""
+    if eps.shape.rank == 3:
+        mu, log_d, u = mu[:, None], log_d[:, None], u[:, None]
+    inv_sqrt_d = tf.exp(-0.5 * log_d)
+    w = u * inv_sqrt_d  # D^-1/2 u
+    s = tf.sqrt(1.0 + tf.reduce_sum(tf.square(w), -1, keepdims=True))
+    gamma = 1.0 / (s * (s + 1.0))
+    return mu + inv_sqrt_d * (eps - gamma * w * tf.reduce_sum(w * eps, -1, keepdims=True))
+
+
+def rank_one_precision_log_prob(xi, mu, log_d, u):
+    """log N(xi; mu, (D + u u^T)^-1) with det(D + u u^T) = det D (1 + u^T D^-1 u)."""
+    if xi.shape.rank == 3:
+        mu, log_d, u = mu[:, None], log_d[:, None], u[:, None]
+    delta = xi - mu
+    eta = tf.reduce_sum(tf.square(u) * tf.exp(-log_d), -1)
+    quad = tf.reduce_sum(tf.exp(log_d) * tf.square(delta), -1) + tf.square(
+        tf.reduce_sum(u * delta, -1))
+    d = xi.shape[-1]
+    return 0.5 * (tf.reduce_sum(log_d, -1) + tf.math.log1p(eta) - quad - d * LOG_2PI)
+
+
+def rank_one_precision_kl(mu, log_d, u):
+    """KL(N(mu, C) || N(0, I)), C = (D + u u^T)^-1: 0.5 (tr C + mu^T mu - d - log det C) with
+    tr C = tr D^-1 - |D^-1 u|^2 / (1 + eta) (Sherman-Morrison)."""
+    inv_d = tf.exp(-log_d)
+    eta = tf.reduce_sum(tf.square(u) * inv_d, -1)
+    trace = tf.reduce_sum(inv_d, -1) - tf.reduce_sum(tf.square(u * inv_d), -1) / (1.0 + eta)
+    log_det_c = -(tf.reduce_sum(log_d, -1) + tf.math.log1p(eta))
+    return 0.5 * (trace + tf.reduce_sum(tf.square(mu), -1) - mu.shape[-1] - log_det_c)
+
+
+class ReferenceDLGM(ReferenceModel):
+    """Rezende et al.'s deep latent Gaussian model, written plainly.
+
+    Generative: h_L = G_L xi_L, h_l = T_l(h_{l+1}) + G_l xi_l, x ~ Bernoulli(T_0(h_1)), xi_l ~
+    N(0, I); G_l linear maps (``noise_map_initializer``: Keras' default Glorot, or the
+    identity), T_l MLPs of ``hidden_units``. Recognition: one MLP of x gives, for every
+    layer, mu_l, log D_l and u_l of q(xi_l | x) = N(mu_l, (D_l + u_l u_l^T)^-1).
+    """
+
+    def __init__(self, input_dim, hidden_units=(200,), latent_dims=(20, 10), activation="tanh",
+                 noise_map_initializer="glorot_uniform", seed=None, **kwargs):
+        super().__init__(input_dim, **kwargs)
+        self.hidden_units = tuple(hidden_units)
+        self.latent_dims = tuple(int(d) for d in latent_dims)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        inputs = keras.Input(shape=(self.input_dim,))
+        h = dense_stack(inputs, self.hidden_units, activation, "rec")
+        outputs = [layers.Dense(d, name=f"{name}_{l + 1}")(h)
+                   for l, d in enumerate(self.latent_dims) for name in ("mu", "log_d", "u")]
+        self.recognition = keras.Model(inputs, outputs, name="recognition")
+        self.noise_maps = [layers.Dense(d, use_bias=False, name=f"G_{l + 1}",
+                                        kernel_initializer=noise_map_initializer)
+                           for l, d in enumerate(self.latent_dims)]
+        self.transitions = []
+        for l in range(len(self.latent_dims) - 1):
+            h_in = keras.Input(shape=(self.latent_dims[l + 1],))
+            out = layers.Dense(self.latent_dims[l], name=f"T_{l + 1}_out")(
+                dense_stack(h_in, self.hidden_units, activation, f"T_{l + 1}"))
+            self.transitions.append(keras.Model(h_in, out, name=f"T_{l + 1}"))
+        self.decoder = build_decoder(self.input_dim, self.hidden_units, self.latent_dims[0],
+                                     activation)
+
+    def posterior(self, x):
+        out = self.recognition(x)
+        return [tuple(out[3 * l:3 * l + 3]) for l in range(len(self.latent_dims))]
+
+    def generate(self, xis):
+        h = self.noise_maps[-1](xis[-1])
+        for l in reversed(range(len(self.latent_dims) - 1)):
+            h = self.transitions[l](h) + self.noise_maps[l](xis[l])
+        return self.decoder(h)
+
+    def losses_per_example(self, x, training=False):
+        posterior = self.posterior(x)
+        xis = [rank_one_precision_sample(mu, log_d, u, keras.random.normal(
+            ops.shape(mu), seed=self.seed_generator)) for mu, log_d, u in posterior]
+        reconstruction_loss = (keras.losses.binary_crossentropy(x, self.generate(xis))
+                               * self.input_dim)
+        kl_loss = tf.add_n([rank_one_precision_kl(*p) for p in posterior])
+        return reconstruction_loss, kl_loss
+
+    def call(self, data):
+        x = self.flatten(data)
+        return self.generate([mu for mu, _, _ in self.posterior(x)])
+
+    def log_weights(self, x, num_samples, seed):
+        b = tf.shape(x)[0]
+        log_w = 0.0
+        xis = []
+        for l, (d, (mu, log_d, u)) in enumerate(zip(self.latent_dims, self.posterior(x))):
+            eps = tf.random.stateless_normal([b, num_samples, d], seed + [0, 1000 * (l + 1)])
+            xi = rank_one_precision_sample(mu, log_d, u, eps)
+            log_prior = -0.5 * tf.reduce_sum(tf.square(xi), -1) - 0.5 * d * LOG_2PI
+            log_w += log_prior - rank_one_precision_log_prob(xi, mu, log_d, u)
+            xis.append(tf.reshape(xi, [-1, d]))
+        probs = self.generate(xis)  # [b * k, D]
+        log_px = bernoulli_log_prob(tf.repeat(x, num_samples, axis=0), probs)
+        return tf.reshape(log_px, [b, num_samples]) + log_w
+
+
+# ------------------------------------------------------------------------- categorical VAE
+class ReferenceCategoricalVAE(ReferenceModel):
+    """Jang et al.'s Gumbel-softmax VAE, written as the authors' notebook does.
+
+    N x K categorical latents with a uniform prior; training feeds the decoder relaxed samples
+    softmax((logits + g) / tau), g ~ Gumbel(0, 1), and subtracts KL(q(z|x) || p(z)) of the
+    discrete distributions; tau = max(tau_min, tau_0 exp(-r t)) with t updated every
+    ``anneal_every`` steps (``callbacks()``). Evaluation decodes hard one-hot samples of q.
+    """
+
+    def __init__(self, input_dim, hidden_units=(512, 256), num_variables=20, num_classes=10,
+                 activation="relu", temperature=1.0, min_temperature=0.5, anneal_rate=3e-5,
+                 anneal_every=500, seed=None, **kwargs):
+        super().__init__(input_dim, **kwargs)
+        self.num_variables, self.num_classes = int(num_variables), int(num_classes)
+        self.schedule = (float(temperature), float(min_temperature), float(anneal_rate),
+                         int(anneal_every))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        inputs = keras.Input(shape=(self.input_dim,))
+        logits = layers.Dense(self.num_variables * self.num_classes, name="logits")(
+            dense_stack(inputs, hidden_units, activation, "enc"))
+        self.encoder = keras.Model(inputs, logits, name="encoder")
+        self.decoder = build_decoder(self.input_dim, hidden_units,
+                                     self.num_variables * self.num_classes, activation)
+        self.tau = tf.Variable(float(temperature), trainable=False, name="tau")
+
+    def callbacks(self):
+        tau0, tau_min, rate, every = self.schedule
+
+        def anneal(batch, logs=None):
+            step = int(self.optimizer.iterations.numpy())
+            if step % every == 0:
+                self.tau.assign(max(tau_min, tau0 * math.exp(-rate * step)))
+
+        return [keras.callbacks.LambdaCallback(on_train_batch_begin=anneal)]
+
+    def log_q(self, x):
+        logits = tf.reshape(self.encoder(x), [-1, self.num_variables, self.num_classes])
+        return tf.nn.log_softmax(logits)
+
+    def sample(self, log_q, uniform, hard):
+        gumbel = -tf.math.log(-tf.math.log(uniform))
+        if hard:
+            return tf.one_hot(tf.argmax(log_q + gumbel, -1), self.num_classes)
+        return tf.nn.softmax((log_q + gumbel) / self.tau)
+
+    def losses_per_example(self, x, training=False):
+        log_q = self.log_q(x)
+        u = keras.random.uniform(ops.shape(log_q), minval=1e-20, maxval=1.0,
+                                 seed=self.seed_generator)
+        y = self.sample(log_q, u, hard=not training)
+        probs = self.decoder(tf.reshape(y, [-1, self.num_variables * self.num_classes]))
+        reconstruction_loss = keras.losses.binary_crossentropy(x, probs) * self.input_dim
+        kl_loss = tf.reduce_sum(tf.exp(log_q) * (log_q + math.log(self.num_classes)), [1, 2])
+        return reconstruction_loss, kl_loss
+
+    def call(self, data):
+        x = self.flatten(data)
+        mode = tf.one_hot(tf.argmax(self.log_q(x), -1), self.num_classes)
+        return self.decoder(tf.reshape(mode, [-1, self.num_variables * self.num_classes]))
+
+    def log_weights(self, x, num_samples, seed):
+        b, n, k = tf.shape(x)[0], self.num_variables, self.num_classes
+        log_q = self.log_q(x)[:, None]  # [b, 1, N, K]
+        u = tf.random.stateless_uniform([b, num_samples, n, k], seed, minval=1e-20, maxval=1.0)
+        z = self.sample(log_q, u, hard=True)  # [b, k, N, K] one-hot
+        log_qz = tf.reduce_sum(z * log_q, [2, 3])
+        log_pz = -n * math.log(k)
+        probs = self.decoder(tf.reshape(z, [-1, n * k]))
+        log_px = bernoulli_log_prob(tf.repeat(x, num_samples, axis=0), probs)
+        return tf.reshape(log_px, [b, num_samples]) + log_pz - log_qz
