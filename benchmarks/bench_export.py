@@ -6,18 +6,22 @@ Rows:
   bare decoder network (logits only, no probabilistic wrapper) converted the same way, the
   reference of the "within 1.2x of the bare network" target.
 - DLGM (50, 50) and CategoricalVAE (20 x 10) decoders at their MNIST sizes (full run only).
-- Kalman filter step, state 4, observation 2 (target <= 10 us per frame).
+- Kalman filter step, state 4, observation 2 (target <= 10 us per frame): inputs ``state``
+  (mean, covariance and started flag packed in one vector of 21), ``observation``,
+  ``observed``; outputs ``state``, ``estimate``, ``uncertainty``, ``log_likelihood``.
 - LSTM Kalman filter step, state 4, observation 2, three 64-unit LSTMs.
 - DKF (q-RNN) and DMM (ST-L) filter steps at their default sizes: 88 binary values per frame,
   latent 32, GRU 256, emission 100-100 (target <= 50 us per frame).
 
 Latency is timed per call (``perf_counter_ns``), median and p99 over N calls after warm-up
 (N shrinks, to at least 10, where the calls would take more than 5 s).
-"LiteRT frame" copies the inputs in, invokes and copies the outputs out (what an app does per
-frame, :class:`export.runtime.SignatureCall`); "invoke" is the interpreter alone.
+"LiteRT frame" copies every input in, invokes and copies every output out (what an app does
+per frame, :class:`export.runtime.SignatureCall`); "invoke" is the interpreter alone; "runner
+step" is :meth:`export.runtime.StreamingFilter.step` with the state held between frames (the
+previous output state fed back, the frame's inputs checked, every output copied out).
 
 Run: ``python benchmarks/run.py export [--quick] [--write]`` (``--write`` rewrites its
-section of ``benchmarks/README.md``).
+section of ``benchmarks/README.md``: this text and the results).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from benchmarks.common import load_average, machine, markdown_table  # noqa: E40
 from export.exporter import export_spec_of, export_tflite  # noqa: E402
 from export.litert import load_interpreter  # noqa: E402
 from export.protocol import ExportSpec, Signature, spec  # noqa: E402
-from export.runtime import SignatureCall  # noqa: E402
+from export.runtime import SignatureCall, StreamingFilter  # noqa: E402
 
 MODES = (None, "dynamic", "float16", "int8")
 DKF = "DKF q-RNN filter_step 88-32-GRU256"
@@ -92,7 +96,8 @@ def _bench_model(label, model, signature, tmp, n_lite, n_eager, modes, calib=Non
     es = export_spec_of(model, signature)
     sig = es.signatures[signature]
     example = sig.example(np.random.default_rng(0))
-    row = {"label": label, "sizes": {}, "lite": {}, "invoke": None, "parity": None}
+    row = {"label": label, "sizes": {}, "lite": {}, "invoke": None, "parity": None,
+           "runner": None}
     for mode in modes:
         path = os.path.join(tmp, f"{label.replace(' ', '_')}_{mode}.tflite")
         meta = export_tflite(model, path, what=signature, quantize=mode,
@@ -104,6 +109,10 @@ def _bench_model(label, model, signature, tmp, n_lite, n_eager, modes, calib=Non
         if mode is None:
             row["invoke"] = _times(call.invoke, n_lite)
             row["parity"] = max(p["max_rel"] for p in meta["parity"][signature].values())
+            if signature == "filter_step":
+                stream = StreamingFilter(path, num_threads=1)
+                frame = {k: feed[k] for k in stream.frame_inputs}
+                row["runner"] = _times(lambda: stream.step(**frame), n_lite)
     tensors = {k: tf.constant(v) for k, v in example.items()}
     row["eager"] = _times(lambda: _block(sig.fn(**tensors)), n_eager, warmup=3)
     fn = tf.function(lambda kw: sig.fn(**kw), autograph=False)
@@ -167,6 +176,7 @@ def main(quick: bool = False) -> str:
         same_net = r is rows[0] or r["label"].startswith("VAE decode")
         ratio = f"{r['lite'][None][0] / bare[0]:.2f}x" if same_net else ""
         lat_rows.append([r["label"], _fmt(r["lite"][None]), _fmt(r["invoke"]),
+                         "" if r["runner"] is None else _fmt(r["runner"]),
                          *[_fmt(r["lite"].get(m)) for m in MODES[1:]],
                          _fmt(r["eager"]), _fmt(r["function"]), ratio])
 
@@ -185,7 +195,9 @@ def main(quick: bool = False) -> str:
         f"- Kalman step (n=4, p=2) at most {TARGETS['kalman_us']:.0f} us per frame: invoke "
         f"{kf_row['invoke'][0]:.1f} us ({ok(kf_row['invoke'][0] <= TARGETS['kalman_us'])}); "
         f"with the Python copies in and out {kf_row['lite'][None][0]:.1f} us "
-        f"({ok(kf_row['lite'][None][0] <= TARGETS['kalman_us'])}).",
+        f"({ok(kf_row['lite'][None][0] <= TARGETS['kalman_us'])}); through the streaming "
+        f"runner (state held, inputs checked) {kf_row['runner'][0]:.1f} us "
+        f"({ok(kf_row['runner'][0] <= TARGETS['kalman_us'])}).",
         *[f"- {label} at most {TARGETS['dkf_us']:.0f} us per frame: invoke "
           f"{by[label]['invoke'][0]:.1f} us, with copies {by[label]['lite'][None][0]:.1f} us "
           f"({ok(by[label]['lite'][None][0] <= TARGETS['dkf_us'])})." for label in (DKF, DMM)
@@ -199,6 +211,10 @@ def main(quick: bool = False) -> str:
     ]
     gpu = tf.config.list_physical_devices("GPU")
     return "\n".join([
+        __doc__.strip(),
+        "",
+        "### Results",
+        "",
         f"Machine: {machine()}",
         "",
         f"Batch 1 (one frame). Microseconds per call, median / p99 over {n_lite:,} LiteRT calls "
@@ -214,7 +230,8 @@ def main(quick: bool = False) -> str:
         "",
         "Latency per frame, µs (median / p99):",
         "",
-        markdown_table(["exported", "LiteRT f32 frame", "LiteRT f32 invoke", "LiteRT dynamic",
+        markdown_table(["exported", "LiteRT f32 frame", "LiteRT f32 invoke",
+                        "runner step (f32)", "LiteRT dynamic",
                         "LiteRT float16", "LiteRT int8", "Keras eager", "tf.function",
                         "÷ bare (f32)"], lat_rows),
         "",

@@ -13,6 +13,7 @@ import tensorflow as tf
 from export import linalg
 from export.protocol import (
     DECODE,
+    STATE_LAYOUT_DOC,
     ENCODE,
     FILTER_STEP,
     INIT_STATE,
@@ -208,19 +209,66 @@ class CategoricalVAEAdapter(LatentModelAdapter):
         return {"sample": out["sample"], "log_probs": out["log_probs"]}
 
 
+# ---------------------------------------------------------------------------- packed state
+def state_layout(parts) -> dict:
+    """Offsets of named pieces in one flat state vector: ``parts`` is ``[(name, shape), ...]``
+    in order; returns ``{name: {"offset", "size", "shape"}}`` (row-major pieces, no padding).
+
+    One packed ``state`` tensor costs one copy in and one out per frame instead of one per
+    piece (what an app pays in LiteRT), and the app can feed the output buffer back as is.
+    """
+    layout, offset = {}, 0
+    for name, shape in parts:
+        shape = [int(s) for s in shape]
+        size = int(np.prod(shape, dtype=np.int64))
+        layout[name] = {"offset": offset, "size": size, "shape": shape}
+        offset += size
+    return layout
+
+
+def state_size(layout: dict) -> int:
+    return max((v["offset"] + v["size"] for v in layout.values()), default=0)
+
+
+def unpack_state(state, layout: dict) -> dict:
+    """The named pieces of a packed ``state`` [batch, size] (tensors, built-in slices)."""
+    b = state.shape[0]
+    return {k: tf.reshape(state[:, v["offset"]:v["offset"] + v["size"]], [b, *v["shape"]])
+            for k, v in layout.items()}
+
+
+def pack_state(pieces: dict, layout: dict):
+    """Inverse of :func:`unpack_state`: one [batch, size] tensor from the named pieces."""
+    b = next(iter(pieces.values())).shape[0]
+    return tf.concat([tf.reshape(pieces[k], [b, v["size"]]) for k, v in layout.items()], -1)
+
+
 # ---------------------------------------------------------------------------- Kalman filter
 @register_adapter("zoo.kalman_filter.KalmanFilterModel")
 class KalmanFilterAdapter:
     r"""``init_state`` and ``filter_step`` of a linear-Gaussian state-space model, built-in ops.
 
-    State held by the app: ``mean`` [b, n], ``cov`` [b, n, n] (filtered moments of the last
-    frame, or $m_0, P_0$ before the first) and ``started`` [b] (0 before the first frame).
-    One step: predict $m^- = A m + B u + b$, $P^- = A P A^\top + Q$ (skipped on the first
-    frame, where $y_0$ sees $x_0$ directly, as in the full-sequence filter), then update on
-    ``observation`` with :func:`export.linalg.linear_gaussian_update` unless ``observed`` is 0
-    (a missing frame: the prediction is kept, log-likelihood 0). Outputs the new state,
-    ``estimate`` (the filtered mean), ``uncertainty`` (filtered standard deviations),
-    ``predicted_observation`` and ``log_likelihood``. Computed in float32.
+    ``filter_step(state, observation, observed[, action]) -> state, estimate, uncertainty,
+    log_likelihood``; ``init_state() -> state``.
+
+    The state held by the app is one float32 tensor ``state`` [b, n + n*n + 1], packed per
+    batch row as (offsets also in the sidecar's ``state_layout``)::
+
+        state[:, 0 : n]                mean     m_t, the filtered mean (m_0 before frame 0)
+        state[:, n : n + n*n]          cov      P_t, row-major: P[i, j] at n + i*n + j
+        state[:, n + n*n]              started  0.0 before the first frame, then 1.0
+
+    The app feeds the output ``state`` back as the next input unchanged (it never has to
+    read it; one copy in and one out per frame instead of one per piece). One step: predict
+    $m^- = A m + B u + b$, $P^- = A P A^\top + Q$ (skipped on the first frame, where $y_0$
+    sees $x_0$ directly, as in the full-sequence filter), then update on ``observation``
+    with :func:`export.linalg.linear_gaussian_update` unless ``observed`` is 0 (a missing
+    frame, whose observation may hold anything, NaN included: the prediction is kept and the
+    log-likelihood is 0). Outputs: ``state``, ``estimate`` [b, n] (the filtered mean, the same
+    numbers as the state's mean), ``uncertainty`` [b, n] (filtered standard deviations: the
+    square root of the covariance diagonal) and ``log_likelihood`` [b] (log p(y_t | y_<t), for
+    gating outliers). Computed in float32. ``started`` must be exactly 0 or 1 (as
+    ``init_state`` and ``filter_step`` write it).
     """
 
     def __init__(self, model):
@@ -230,53 +278,62 @@ class KalmanFilterAdapter:
         p = self.model.state_space_params()
         return type(p)(*[None if t is None else tf.cast(t, tf.float32) for t in p])
 
+    def layout(self) -> dict:
+        n = self.model.kalman.state_dim
+        return state_layout([("mean", (n,)), ("cov", (n, n)), ("started", ())])
+
     def export_spec(self, batch_size: int = 1) -> ExportSpec:
         m, b = self.model, batch_size
         n, p, k = m.kalman.state_dim, m.kalman.obs_dim, m.kalman.control_dim
-        state = {"mean": spec((b, n), "mean"), "cov": spec((b, n, n), "cov"),
-                 "started": spec((b,), "started")}
+        layout = self.layout()
+        size = state_size(layout)
+        state = {"state": spec((b, size), "state")}
         frame = {"observation": spec((b, p), "observation"), "observed": spec((b,), "observed")}
         if k:
             frame["action"] = spec((b, k), "action")
 
         def init_state():
             par = self._params()
-            return {"mean": tf.tile(par.initial_mean[None], [b, 1]),
-                    "cov": tf.tile(par.initial_cov[None], [b, 1, 1]),
-                    "started": tf.zeros([b], tf.float32)}
+            return {"state": pack_state({"mean": tf.tile(par.initial_mean[None], [b, 1]),
+                                         "cov": tf.tile(par.initial_cov[None], [b, 1, 1]),
+                                         "started": tf.zeros([b], tf.float32)}, layout)}
 
-        def filter_step(mean, cov, started, observation, observed, action=None):
+        def filter_step(state, observation, observed, action=None):
+            # The flags first, from the inputs alone: GREATER / CAST / SELECT are not XNNPACK
+            # ops, and here they run before the delegated part instead of splitting it.
+            seen = observed > 0.5
+            w = tf.cast(seen, tf.float32)[:, None]
+            # A missing frame may hold anything (NaN included): update on a finite stand-in.
+            y = tf.where(seen[:, None], observation, tf.zeros_like(observation))
             par = self._params()
+            s = unpack_state(state, layout)
+            mean, cov, go = s["mean"], s["cov"], s["started"][:, None]
             shift = par.transition_offset
             if action is not None:
                 bu = tf.matmul(action, par.control_matrix, transpose_b=True)
                 shift = bu if shift is None else bu + shift
             pm, pc = linalg.linear_gaussian_predict(mean, cov, par.transition_matrix,
                                                     par.transition_cov, shift)
-            go = started > 0.5
-            pm = tf.where(go[:, None], pm, mean)
-            pc = tf.where(go[:, None, None], pc, cov)
-            # A missing frame may hold anything (NaN included): update on a finite stand-in.
-            seen = observed > 0.5
-            y = tf.where(seen[:, None], observation, tf.zeros_like(observation))
+            # `started` is exactly 0 or 1 and so is w: these blends are exact selections.
+            pm = go * pm + (1.0 - go) * mean
+            pc = go[..., None] * pc + (1.0 - go[..., None]) * cov
             out = linalg.linear_gaussian_update(pm, pc, y, par.observation_matrix,
                                                 par.observation_cov, par.observation_offset)
-            new_mean = tf.where(seen[:, None], out.mean, pm)
-            new_cov = tf.where(seen[:, None, None], out.cov, pc)
+            new_mean = w * out.mean + (1.0 - w) * pm
+            new_cov = w[..., None] * out.cov + (1.0 - w[..., None]) * pc
             diag = linalg.diag_part(new_cov)
-            return {"mean": new_mean, "cov": new_cov, "started": tf.ones_like(started),
+            return {"state": tf.concat([new_mean, tf.reshape(new_cov, [b, n * n]),
+                                        tf.ones_like(go)], -1),
                     "estimate": new_mean, "uncertainty": tf.sqrt(tf.maximum(diag, 0.0)),
-                    "predicted_observation": out.predicted_observation,
-                    "log_likelihood": tf.where(seen, out.log_likelihood,
-                                               tf.zeros_like(out.log_likelihood))}
+                    "log_likelihood": w[:, 0] * out.log_likelihood}
 
         def init_example(rng):
             return {}
 
         def step_example(rng):
-            s = {k_: v.numpy() for k_, v in init_state().items()}
-            s["started"] = np.ones_like(s["started"])
-            ex = {**s, "observation": rng.standard_normal((b, p)).astype("float32"),
+            s = init_state()["state"].numpy()
+            s[:, layout["started"]["offset"]] = 1.0
+            ex = {"state": s, "observation": rng.standard_normal((b, p)).astype("float32"),
                   "observed": np.ones((b,), "float32")}
             if k:
                 ex["action"] = rng.standard_normal((b, k)).astype("float32")
@@ -284,14 +341,15 @@ class KalmanFilterAdapter:
 
         signatures = {
             INIT_STATE: Signature(init_state, {}, init_example,
-                                  "the state before the first frame: m_0, P_0, started = 0"),
+                                  "the state before the first frame: [m_0 | P_0 | 0]"),
             FILTER_STEP: Signature(filter_step, {**state, **frame}, step_example,
                                    "state + observation y_t, observed flag [+ action u_t] -> "
-                                   "new state, "
-                                   "filtered mean and standard deviations of x_t"),
+                                   "new state, filtered mean and standard deviations of x_t"),
         }
         metadata = {"model": type(m).__name__, "config": _config(m), "state_dim": n,
                     "obs_dim": p, "control_dim": k or 0,
+                    "state_layout": {"state": layout},
+                    "state_layout_doc": STATE_LAYOUT_DOC,
                     "estimate": "E[x_t | y_0..y_t]",
                     "uncertainty": "sqrt(diag Cov[x_t | y_0..y_t])"}
         return ExportSpec(signatures, metadata, state=tuple(state))

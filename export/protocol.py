@@ -15,6 +15,13 @@ Signature names used by convention:
   the new state tensors (same names as the inputs) + ``estimate`` + ``uncertainty`` (+ extras).
   An app calls ``init_state`` once and then ``filter_step`` once per frame, feeding each
   output state back as the next input.
+
+Packed state: a filter may hold several pieces in one flat tensor (the Kalman filter's
+``state`` = [mean | cov | started]): every tensor an app passes costs a copy in and out of the
+interpreter per frame, so fewer, larger tensors are cheaper. Its ExportSpec metadata then has
+``state_layout`` = ``{tensor: {piece: {"offset", "size", "shape"}}}`` (offsets and sizes in
+elements along the last axis, pieces row-major; see ``STATE_LAYOUT_DOC``), written to the
+sidecar for app developers and read by :meth:`export.runtime.StreamingFilter.unpack`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ DECODE, SAMPLE, SAMPLE_RANDOM, ENCODE = "decode", "sample", "sample_random", "en
 INIT_STATE, FILTER_STEP = "init_state", "filter_step"
 FRAME_INPUTS = ("observation", "observed", "action", "time_gap", "noise")
 FILTER_OUTPUTS = ("estimate", "uncertainty")
+STATE_LAYOUT_DOC = ("state_layout: {tensor: {piece: {offset, size, shape}}}; offset and size count "
+                    "float32 elements along the tensor's last axis (one batch row), each piece "
+                    "is stored row-major (C order) and reshaped to `shape`.")
 
 
 class Signature(NamedTuple):
@@ -100,6 +110,16 @@ def validate(es: ExportSpec) -> ExportSpec:
         if other:
             raise ValueError(f"`filter_step` inputs {other} are neither state tensors nor one "
                              f"of {FRAME_INPUTS}.")
+        for tensor, pieces in (es.metadata.get("state_layout") or {}).items():
+            if tensor not in es.state:
+                raise ValueError(f"`state_layout` names {tensor!r}, not a state tensor "
+                                 f"{list(es.state)}.")
+            width = int(step_inputs[tensor].shape[-1])
+            for piece, at in pieces.items():
+                if (int(np.prod(at["shape"], dtype=np.int64)) != at["size"] or at["offset"] < 0
+                        or at["offset"] + at["size"] > width):
+                    raise ValueError(f"`state_layout` piece {tensor}.{piece} {at} does not fit "
+                                     f"the last axis ({width}) of {tensor!r}.")
     return es
 
 

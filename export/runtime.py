@@ -9,6 +9,11 @@ Example (after ``export_tflite(model, "kf.tflite")``)::
     f = StreamingFilter("kf.tflite")
     for y in frames:                 # y: [obs_dim] or [batch, obs_dim]
         out = f.step(observation=y)  # {"estimate", "uncertainty", ...}
+    f.unpack()                       # a packed state's pieces: {"mean", "cov", "started"}
+
+Per frame the runner copies each state and frame tensor in (the held state is the previous
+output, fed back as is), invokes, and copies each output out; the Kalman filter's state is one
+packed tensor so that this costs as few copies as possible (``benchmarks/README.md``, export).
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ class SignatureCall:
     """A signature of a LiteRT interpreter called with fixed input shapes, for per-frame use.
 
     ``SignatureRunner.__call__`` resizes and re-allocates every tensor on every call; here that
-    happens once, and a call only copies the inputs in, invokes, and copies the outputs out
-    (the same wrapper calls the runner makes; it falls back to the runner if they are absent).
+    happens once, and a call only copies the inputs in (``SetTensor``, which checks dtype and
+    shape), invokes, and copies the outputs out of numpy views of the output buffers, made
+    once (the same wrapper calls the runner makes; it falls back to the runner if they are
+    absent). The views stay valid because nothing resizes this signature's tensors again:
+    do not resize or re-allocate them through the interpreter while this object lives.
     """
 
     def __init__(self, interpreter, name: str):
@@ -40,27 +48,44 @@ class SignatureCall:
         self._ins = getattr(self.runner, "_inputs", None)
         self._outs = list(getattr(self.runner, "_outputs", []) or [])
         self._fast = None not in (self._wrapper, self._subgraph, self._ins) and bool(self._outs)
+        self._pending, self._last = {}, None  # the runner fallback
         if self._fast:
+            w, g = self._wrapper, self._subgraph
             for name_, d in self.input_details.items():  # allocate once at the exported shapes
-                self._wrapper.ResizeInputTensor(self._ins[name_], np.array(d["shape"], np.int32),
-                                                False, self._subgraph)
-            self._wrapper.AllocateTensors(self._subgraph)
+                w.ResizeInputTensor(self._ins[name_], np.array(d["shape"], np.int32), False, g)
+            w.AllocateTensors(g)
+            # Views of the output buffers, based on this object (not on the interpreter, whose
+            # own invoke() refuses to run while views of it exist); copied out per call.
+            self._views = [(n, w.tensor(self, i, g)) for n, i in self._outs]
+
+    def set_input(self, name: str, value) -> None:
+        """Copy one input in (ValueError on a wrong dtype or shape, KeyError on a bad name)."""
+        if self._fast:
+            self._wrapper.SetTensor(self._ins[name], value, self._subgraph)
+        else:
+            self._pending[name] = value
+
+    def invoke(self) -> None:
+        """Only the interpreter's work, on the inputs last set."""
+        if self._fast:
+            self._wrapper.Invoke(self._subgraph)
+        else:
+            self._last = self.runner(**self._pending)
+
+    def outputs(self) -> dict:
+        """Copies of every output of the last invoke."""
+        if self._fast:
+            return {name: view.copy() for name, view in self._views}
+        return {k: np.array(v) for k, v in self._last.items()}
 
     def __call__(self, **inputs) -> dict:
         if not self._fast:
             return self.runner(**inputs)
-        w, g = self._wrapper, self._subgraph
+        w, g, ins = self._wrapper, self._subgraph, self._ins
         for name, value in inputs.items():
-            w.SetTensor(self._ins[name], value, g)
+            w.SetTensor(ins[name], value, g)
         w.Invoke(g)
-        return {name: w.GetTensor(i, g) for name, i in self._outs}
-
-    def invoke(self) -> None:
-        """Only the interpreter's work, on the inputs last set (for timing)."""
-        if self._fast:
-            self._wrapper.Invoke(self._subgraph)
-        else:
-            raise RuntimeError("invoke() needs the fast path")
+        return {name: view.copy() for name, view in self._views}
 
 
 class StreamingFilter:
@@ -68,8 +93,13 @@ class StreamingFilter:
 
     Args:
         path: str. The ``.tflite`` file (its ``PATH.json`` sidecar, when present, names the
-            state tensors; otherwise they are the inputs that are also outputs).
+            state tensors and the layout of packed ones; otherwise the state is the inputs
+            that are also outputs).
         num_threads: int. Interpreter threads (XNNPACK).
+
+    A frame given as float32 arrays of the exported shapes goes straight into the
+    interpreter; anything else (float64, no batch axis for batch 1, a list) is converted
+    first, or refused with an error naming the input.
     """
 
     def __init__(self, path: str, num_threads: int = 1):
@@ -90,7 +120,11 @@ class StreamingFilter:
         self.metadata = json.load(open(sidecar)) if os.path.exists(sidecar) else {}
         self.state_names = tuple(self.metadata.get("state") or
                                  sorted(set(self.inputs) & outputs))
+        self.state_layout = self.metadata.get("state_layout") or {}
         self.frame_inputs = tuple(k for k in self.inputs if k not in self.state_names)
+        self._frame_keys = frozenset(self.frame_inputs)
+        self._observed = (np.ones(self.inputs["observed"][0], np.float32)
+                          if "observed" in self.inputs else None)
         self.state = None
         self.reset()
 
@@ -99,6 +133,25 @@ class StreamingFilter:
         out = self._init()
         self.state = {k: np.array(out[k]) for k in self.state_names}
         return dict(self.state)
+
+    def unpack(self, values: dict | None = None) -> dict:
+        """The named pieces of packed state tensors, per the sidecar's ``state_layout``.
+
+        ``values``: a dict holding the packed tensors, shaped ``[..., size]`` (the held state
+        by default, or the output of :meth:`step` or :meth:`run`); returns e.g. ``{"mean":
+        [..., n], "cov": [..., n, n], "started": [...]}`` for the Kalman filter (views).
+        """
+        values = self.state if values is None else values
+        if not self.state_layout:
+            raise ValueError(f"{self.path} has no packed state (no `state_layout` in its "
+                             f"sidecar); its state tensors are {list(self.state_names)}.")
+        pieces = {}
+        for tensor, layout in self.state_layout.items():
+            x = np.asarray(values[tensor])
+            for piece, at in layout.items():
+                o = at["offset"]
+                pieces[piece] = x[..., o:o + at["size"]].reshape(*x.shape[:-1], *at["shape"])
+        return pieces
 
     def _check(self, name, value):
         shape, dtype = self.inputs[name]
@@ -111,36 +164,58 @@ class StreamingFilter:
         if value.shape != shape:
             raise ValueError(f"`{name}` must have shape {list(shape)} (or {list(shape[1:])} "
                              f"for batch 1), got {list(value.shape)}.")
-        return value.astype(dtype, copy=False)
+        return np.ascontiguousarray(value, dtype)
+
+    def _feed_checked(self, state, frame):
+        """Copy the state and frame in, converting what needs it; errors name the input."""
+        lost = [k for k in self.state_names if k not in state]
+        if lost:
+            raise ValueError(f"The state misses {lost}; it must hold {list(self.state_names)} "
+                             f"(the outputs of init_state / the previous filter_step).")
+        for k in self.state_names:
+            self._step.set_input(k, self._check(k, state[k]))
+        for k, v in frame.items():
+            self._step.set_input(k, self._check(k, v))
 
     def step(self, state: dict | None = None, **frame) -> dict:
         """One frame: ``observation`` (+ ``observed``, ``action``, ``time_gap``, ``noise`` as
         exported; ``observed`` defaults to 1, a present frame).
 
         Uses and updates the held state, or the given ``state`` dict (then the held state is
-        left alone). Returns every output of ``filter_step`` (new state included).
+        left alone). Returns copies of every output of ``filter_step`` (new state included).
         """
-        if "observed" in self.frame_inputs and "observed" not in frame:
-            frame["observed"] = np.ones(self.inputs["observed"][0], np.float32)
-        unknown = sorted(set(frame) - set(self.frame_inputs))
-        if unknown:
-            raise ValueError(f"Unknown input(s) {unknown}; this filter takes "
-                             f"{list(self.frame_inputs)} per frame.")
-        absent = [k for k in self.frame_inputs if k not in frame]
-        if absent:
+        if self._observed is not None and "observed" not in frame:
+            frame["observed"] = self._observed
+        if frame.keys() != self._frame_keys:
+            unknown = sorted(set(frame) - self._frame_keys)
+            if unknown:
+                raise ValueError(f"Unknown input(s) {unknown}; this filter takes "
+                                 f"{list(self.frame_inputs)} per frame.")
+            absent = [k for k in self.frame_inputs if k not in frame]
             raise ValueError(f"Missing input(s) {absent}; this filter takes "
                              f"{list(self.frame_inputs)} per frame.")
         held = state is None
         state = self.state if held else state
         if state is None:
             raise ValueError("No filter state: call reset() (or pass `state`).")
-        lost = [k for k in self.state_names if k not in state]
-        if lost:
-            raise ValueError(f"The state misses {lost}; it must hold {list(self.state_names)} "
-                             f"(the outputs of init_state / the previous filter_step).")
-        feed = {k: self._check(k, state[k]) for k in self.state_names}
-        feed.update({k: self._check(k, v) for k, v in frame.items()})
-        out = self._step(**feed)  # GetTensor returns copies
+        call = self._step
+        if call._fast:
+            # Float32 arrays of the exported shapes go straight in (the interpreter checks
+            # dtype and shape itself); on any refusal, feed again with conversion and errors.
+            w, g, ins = call._wrapper, call._subgraph, call._ins
+            try:
+                for k in self.state_names:
+                    w.SetTensor(ins[k], state[k], g)
+                for k, v in frame.items():
+                    w.SetTensor(ins[k], v, g)
+            except (ValueError, TypeError, KeyError):
+                self._feed_checked(state, frame)
+            w.Invoke(g)
+            out = {name: view.copy() for name, view in call._views}
+        else:
+            self._feed_checked(state, frame)
+            call.invoke()
+            out = call.outputs()
         if held:
             self.state = {k: out[k] for k in self.state_names}
         return out
