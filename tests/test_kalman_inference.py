@@ -367,3 +367,109 @@ def test_bad_input_gives_clear_errors():
         ki.kalman_filter(params, y, method="fast")
     with pytest.raises(ValueError, match="control_matrix"):
         ki.kalman_filter(params, y, controls=np.zeros((2, 5, 1)))
+
+
+# ----------------------------------------------------------------------------- fast loop path
+@pytest.mark.parametrize("p", [1, 2, 3, 4])
+def test_unrolled_cholesky_and_solves_match_numpy(p):
+    """The filter loop factors S_t (p <= 4) and solves with it by unrolled substitution."""
+    rng = np.random.default_rng(20 + p)
+    x = rng.normal(size=(5, p, p))
+    s = x @ np.swapaxes(x, -1, -2) + 0.1 * np.eye(p)
+    b = rng.normal(size=(5, p, 3))
+    low = ki._chol_small(tf.constant(s)).numpy()
+    np.testing.assert_allclose(low, np.linalg.cholesky(s), rtol=1e-12, atol=1e-14)
+    fwd = ki._tri_solve_small(tf.constant(low), tf.constant(b)).numpy()
+    np.testing.assert_allclose(fwd, np.linalg.solve(low, b), rtol=1e-12, atol=1e-13)
+    back = ki._tri_solve_small(tf.constant(low), tf.constant(fwd), adjoint=True).numpy()
+    np.testing.assert_allclose(back, np.linalg.solve(s, b), rtol=1e-10, atol=1e-12)
+    seen = []  # the filter takes this path exactly when XLA compiles it
+    tf.function(lambda: seen.append(ki._in_xla()) or tf.constant(0), jit_compile=True)()
+    tf.function(lambda: seen.append(ki._in_xla()) or tf.constant(0))()
+    assert seen == [True, False] and not ki._in_xla()
+    a, c = rng.normal(size=(3, p, p)), rng.normal(size=(p, 2))
+    np.testing.assert_allclose(ki._mm(tf.constant(a), tf.constant(c)).numpy(), a @ c,
+                               rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(ki._mm(tf.constant(a), tf.constant(a), transpose_b=True).numpy(),
+                               a @ np.swapaxes(a, -1, -2), rtol=1e-13, atol=1e-14)
+
+
+def _plain_filter(params, y, u=None):
+    """The filter as a Python loop over the public steps (tf.matmul, tf.linalg.cholesky)."""
+    mean = tf.constant(np.tile(params.initial_mean, (y.shape[0], 1)))
+    cov = tf.constant(params.initial_cov)
+    d = 0.0 if params.observation_offset is None else params.observation_offset
+    lls, means, covs = [], [], []
+    for t in range(y.shape[1]):
+        if t == 0:
+            mean, cov, ll = ki.update_step(mean, cov, y[:, 0] - d, None,
+                                           params.observation_matrix, params.observation_cov)
+        else:
+            shift = 0.0 if params.transition_offset is None else params.transition_offset
+            if u is not None:
+                shift = shift + u[:, t] @ params.control_matrix.T
+            step = ki.filter_step(mean, cov, y[:, t], None, params.transition_matrix,
+                                  params.transition_cov, params.observation_matrix,
+                                  params.observation_cov, shift + 0 * mean,
+                                  params.observation_offset)
+            mean, cov, ll = step.filtered_mean, step.filtered_cov, step.log_likelihood
+        lls.append(ll.numpy())
+        means.append(mean.numpy())
+        covs.append(cov.numpy())
+    return np.stack(lls, 1), np.stack(means, 1), np.stack(covs, 0)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 101])
+@pytest.mark.parametrize("n,p,controls", [(4, 2, False), (3, 3, True), (2, 5, False)])
+def test_compiled_filter_loop_equals_plain_steps_to_rounding(steps, n, p, controls):
+    """Under XLA the loop takes its fast path (fused small products, unrolled Cholesky of S_t
+    for p <= 4; p = 5 keeps tf.linalg); it gives the plain step-by-step numbers to 1e-12,
+    with and without the steady-state shortcut (taken by 101 steps, checked below)."""
+    rng = np.random.default_rng(100 * n + steps)
+    params = random_system(rng, n, p, k=2 if controls else None, offsets=controls)
+    y = rng.normal(size=(3, steps, p))
+    u = rng.normal(size=(3, steps, 2)) if controls else None
+    lls, means, covs = _plain_filter(params, y, u)
+    fn = tf.function(lambda y, ss: ki.kalman_filter(params, y, controls=u, steady_state=ss,
+                                                    validate_args=False), jit_compile=True)
+    for steady in (True, False):
+        runs = [fn(tf.constant(y), steady)]
+        if steps == 7:  # and eager (the plain arithmetic)
+            runs.append(ki.kalman_filter(params, y, controls=u, steady_state=steady))
+        for res in runs:
+            np.testing.assert_allclose(res.log_likelihoods, lls, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(res.log_likelihood, lls.sum(1), rtol=1e-12)
+            np.testing.assert_allclose(res.filtered_means, means, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(res.filtered_covs[0], covs, rtol=1e-12, atol=1e-13)
+    if steps == 101:  # the shortcut was taken: the last covariances are reused exactly
+        fc = fn(tf.constant(y), True).filtered_covs.numpy()[0]
+        assert np.array_equal(fc[-1], fc[-2])
+
+
+def test_compiled_filter_loop_gradients_equal_plain_steps():
+    rng = np.random.default_rng(30)
+    params = random_system(rng, 4, 2)
+    y = tf.constant(rng.normal(size=(2, 9, 2)))
+    a = tf.Variable(params.transition_matrix)
+    r = tf.Variable(params.observation_cov)
+
+    @tf.function(jit_compile=True)
+    def fast():
+        with tf.GradientTape() as tape:
+            p = params._replace(transition_matrix=a, observation_cov=r)
+            ll = tf.reduce_sum(ki.kalman_filter(p, y, steady_state=False,
+                                                validate_args=False).log_likelihood)
+        return tape.gradient(ll, [a, r])
+
+    with tf.GradientTape() as tape:
+        cov, mean, total = tf.constant(params.initial_cov), tf.constant(
+            np.tile(params.initial_mean, (2, 1))), 0.0
+        for t in range(9):
+            if t:
+                mean, cov = ki.predict_step(mean, cov, a, params.transition_cov)
+            mean, cov, step_ll = ki.update_step(mean, cov, y[:, t], None,
+                                                params.observation_matrix, r)
+            total = total + tf.reduce_sum(step_ll)
+    plain = tape.gradient(total, [a, r])
+    for g_fast, g_plain in zip(fast(), plain):
+        np.testing.assert_allclose(g_fast, g_plain, rtol=1e-10, atol=1e-12)
