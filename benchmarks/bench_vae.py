@@ -91,8 +91,8 @@ class Budget(NamedTuple):
     seeds: tuple
 
 
-FULL = {"mnist5k": Budget(30, 500, 5000, 5, (0, 1, 2)),
-        "digits": Budget(60, None, 5000, 5, (0, 1, 2))}
+FULL = {"mnist5k": Budget(30, 500, 5000, 5, (0, 1, 2, 3, 4)),
+        "digits": Budget(60, None, 5000, 5, (0, 1, 2, 3, 4))}
 QUICK = {"digits": Budget(1, 24, 200, 1, (0,))}
 
 
