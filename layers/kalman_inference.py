@@ -43,6 +43,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from layers import small_linalg
+
 METHODS = ("sequential", "parallel")
 _SMALL = 8  # contraction sizes up to this use broadcast-and-sum instead of matmul
 _SMALL_CHOL = 4  # inside the filter loop, S_t of at most this size is factored unrolled
@@ -144,39 +146,6 @@ def _mm(a, b, transpose_b=False):
     if transpose_b:
         return tf.reduce_sum(a[..., :, None, :] * b[..., None, :, :], -1)
     return tf.reduce_sum(a[..., :, :, None] * b[..., None, :, :], -2)
-
-
-def _chol_small(s):
-    """Lower Cholesky factor of an SPD matrix [..., p, p] with a small static p, unrolled
-    (the column-by-column algorithm of ``tf.linalg.cholesky``, without its XLA loops)."""
-    p = s.shape[-1]
-    low = [[None] * p for _ in range(p)]
-    for j in range(p):
-        d = s[..., j, j]
-        for k in range(j):
-            d = d - tf.square(low[j][k])
-        low[j][j] = tf.sqrt(d)
-        for i in range(j + 1, p):
-            v = s[..., i, j]
-            for k in range(j):
-                v = v - low[i][k] * low[j][k]
-            low[i][j] = v / low[j][j]
-    zero = tf.zeros_like(s[..., 0, 0])
-    return tf.stack([tf.stack([low[i][j] if j <= i else zero for j in range(p)], -1)
-                     for i in range(p)], -2)
-
-
-def _tri_solve_small(low, b, adjoint=False):
-    """Solve L X = B (L^T X = B with ``adjoint``) by substitution, unrolled: L [..., p, p]
-    lower triangular with a small static p, B [..., p, m]."""
-    p = low.shape[-1]
-    x = [None] * p
-    for i in (range(p - 1, -1, -1) if adjoint else range(p)):
-        v = b[..., i, :]
-        for k in (range(i + 1, p) if adjoint else range(i)):
-            v = v - (low[..., k, i] if adjoint else low[..., i, k])[..., None] * x[k]
-        x[i] = v / low[..., i, i][..., None]
-    return tf.stack(x, -2)
 
 
 def _gaussian_log_lik(chol_s, innovation):
@@ -286,8 +255,8 @@ def _covariance_update(cov, observation_matrix, observation_cov, square_root, sm
     hp = matmul(h, cov)  # [.., p, n]
     s = _sym(matmul(hp, h, transpose_b=True) + r)
     if small and p is not None and p <= _SMALL_CHOL:
-        chol_s = _chol_small(s)
-        gain = _t(_tri_solve_small(chol_s, _tri_solve_small(chol_s, hp), adjoint=True))
+        chol_s = small_linalg.small_cholesky(s)
+        gain = _t(small_linalg.cholesky_solve(chol_s, hp))
     else:
         chol_s = tf.linalg.cholesky(s)
         gain = _t(tf.linalg.cholesky_solve(chol_s, hp))  # K = P- H^T S^-1

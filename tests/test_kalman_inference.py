@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from layers import kalman_inference as ki
+from layers import small_linalg
 from tests.test_case import assert_mc_mean, check_gradients
 
 tfd = tfp.distributions
@@ -377,11 +378,11 @@ def test_unrolled_cholesky_and_solves_match_numpy(p):
     x = rng.normal(size=(5, p, p))
     s = x @ np.swapaxes(x, -1, -2) + 0.1 * np.eye(p)
     b = rng.normal(size=(5, p, 3))
-    low = ki._chol_small(tf.constant(s)).numpy()
+    low = small_linalg.small_cholesky(tf.constant(s)).numpy()
     np.testing.assert_allclose(low, np.linalg.cholesky(s), rtol=1e-12, atol=1e-14)
-    fwd = ki._tri_solve_small(tf.constant(low), tf.constant(b)).numpy()
+    fwd = small_linalg.forward_substitution(tf.constant(low), tf.constant(b)).numpy()
     np.testing.assert_allclose(fwd, np.linalg.solve(low, b), rtol=1e-12, atol=1e-13)
-    back = ki._tri_solve_small(tf.constant(low), tf.constant(fwd), adjoint=True).numpy()
+    back = small_linalg.back_substitution(tf.constant(low), tf.constant(fwd)).numpy()
     np.testing.assert_allclose(back, np.linalg.solve(s, b), rtol=1e-10, atol=1e-12)
     seen = []  # the filter takes this path exactly when XLA compiles it
     tf.function(lambda: seen.append(ki._in_xla()) or tf.constant(0), jit_compile=True)()
