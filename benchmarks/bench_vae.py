@@ -338,11 +338,16 @@ def fmt(v) -> str:
     return f"{m:.2f} ± {s:.2f}"
 
 
-def over_seeds(per_seed: list[np.ndarray]) -> str:
-    """Mean over seeds ± its standard error across seeds; with one seed, ± over examples."""
+def seed_summary(per_seed: list[np.ndarray]) -> tuple[float, float]:
+    """Mean over seeds and its standard error across seeds; with one seed, over examples."""
     if len(per_seed) == 1:
-        return fmt(per_seed[0])
-    return fmt([np.mean(v) for v in per_seed])
+        return mean_se(per_seed[0])
+    return mean_se([np.mean(v) for v in per_seed])
+
+
+def over_seeds(per_seed: list[np.ndarray]) -> str:
+    m, s = seed_summary(per_seed)
+    return f"{m:.2f} ± {s:.2f}"
 
 
 def per_seed(per_seed: list[np.ndarray]) -> str:
@@ -378,11 +383,7 @@ def paired(ours: list[Result], other: list[Result]):
     """Per seed, the paired mean differences (test ELBO, IWAE), and their summaries."""
     d_elbo = [o.test_elbo - r.test_elbo for o, r in zip(ours, other)]
     d_iwae = [o.iwae - r.iwae for o, r in zip(ours, other)]
-    m_elbo, s_elbo = mean_se(d_elbo[0]) if len(d_elbo) == 1 else mean_se(
-        [d.mean() for d in d_elbo])
-    m_iwae, s_iwae = mean_se(d_iwae[0]) if len(d_iwae) == 1 else mean_se(
-        [d.mean() for d in d_iwae])
-    return d_elbo, d_iwae, (m_elbo, s_elbo), (m_iwae, s_iwae)
+    return d_elbo, d_iwae, seed_summary(d_elbo), seed_summary(d_iwae)
 
 
 def comparison_table(dataset: str, results: dict) -> tuple[str, list]:
@@ -394,8 +395,8 @@ def comparison_table(dataset: str, results: dict) -> tuple[str, list]:
         no_worse = m_iwae > -2 * s_iwae and m_elbo > -2 * s_elbo
         tighter = all(mean_se(r.iwae - r.iwae_elbo)[0] > 2 * mean_se(r.iwae - r.iwae_elbo)[1]
                       and np.all(r.iwae >= r.iwae_elbo - 1e-6) for r in (*ours, *ref))
-        rows.append([model, per_seed(d_elbo), f"{m_elbo:.2f} ± {s_elbo:.2f}", per_seed(d_iwae),
-                     f"{m_iwae:.2f} ± {s_iwae:.2f}", "yes" if no_worse else "**no**",
+        rows.append([model, per_seed(d_elbo), over_seeds(d_elbo), per_seed(d_iwae),
+                     over_seeds(d_iwae), "yes" if no_worse else "**no**",
                      "yes" if tighter else "**no**"])
         verdicts.append((model, no_worse, tighter, m_iwae, s_iwae, m_elbo, s_elbo))
     table = markdown_table(
@@ -412,9 +413,8 @@ def context_table(dataset: str, results: dict) -> str:
     for model in MODELS:
         if "context" not in roles_of(dataset, model):
             continue
-        _, _, (m_elbo, s_elbo), (m_iwae, s_iwae) = paired(
-            results[model], results[system_name(model, "context")])
-        rows.append([model, f"{m_elbo:.2f} ± {s_elbo:.2f}", f"{m_iwae:.2f} ± {s_iwae:.2f}"])
+        d_elbo, d_iwae, _, _ = paired(results[model], results[system_name(model, "context")])
+        rows.append([model, over_seeds(d_elbo), over_seeds(d_iwae)])
     return markdown_table(["model", "Δ test ELBO (ours − Keras VAE)", "Δ IWAE K"], rows)
 
 
