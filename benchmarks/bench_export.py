@@ -42,10 +42,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import load_average, machine, markdown_table  # noqa: E402
-from export.exporter import export_spec_of, export_tflite  # noqa: E402
-from export.litert import load_interpreter  # noqa: E402
-from export.protocol import ExportSpec, Signature, spec  # noqa: E402
-from export.runtime import SignatureCall, StreamingFilter  # noqa: E402
+from zoo.export.exporter import export_spec_of, export_tflite  # noqa: E402
+from zoo.export.litert import load_interpreter  # noqa: E402
+from zoo.export.protocol import ExportSpec, Signature, spec  # noqa: E402
+from zoo.export.runtime import SignatureCall, StreamingFilter  # noqa: E402
 
 MODES = (None, "dynamic", "float16", "int8")
 DKF = "DKF q-RNN filter_step 88-32-GRU256"

@@ -41,7 +41,7 @@ from benchmarks.common import (  # noqa: E402
     markdown_table,
     measure,
 )
-from layers import kalman_inference as ki  # noqa: E402
+from zoo.layers import kalman_inference as ki  # noqa: E402
 
 tfd = tfp.distributions
 N, P = 4, 2

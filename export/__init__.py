@@ -6,17 +6,17 @@ and ai-edge-litert.
 """
 
 _LAZY = {
-    "export_all": "export.exporter",
-    "export_saved_model": "export.exporter",
-    "export_tflite": "export.exporter",
-    "verify": "export.exporter",
-    "read_sidecar": "export.exporter",
-    "Exportable": "export.protocol",
-    "ExportSpec": "export.protocol",
-    "Signature": "export.protocol",
-    "as_exportable": "export.protocol",
-    "StreamingFilter": "export.runtime",
-    "list_ops": "export.litert",
+    "export_all": "zoo.export.exporter",
+    "export_saved_model": "zoo.export.exporter",
+    "export_tflite": "zoo.export.exporter",
+    "verify": "zoo.export.exporter",
+    "read_sidecar": "zoo.export.exporter",
+    "Exportable": "zoo.export.protocol",
+    "ExportSpec": "zoo.export.protocol",
+    "Signature": "zoo.export.protocol",
+    "as_exportable": "zoo.export.protocol",
+    "StreamingFilter": "zoo.export.runtime",
+    "list_ops": "zoo.export.litert",
 }
 
 __all__ = sorted(_LAZY)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from export import linalg
-from export.protocol import (
+from zoo.export import linalg
+from zoo.export.protocol import (
     DECODE,
     STATE_LAYOUT_DOC,
     ENCODE,

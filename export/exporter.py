@@ -26,8 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.litert import OpAudit, list_ops, load_interpreter
-from export.protocol import ExportSpec, as_exportable, validate
+from zoo.export.litert import OpAudit, list_ops, load_interpreter
+from zoo.export.protocol import ExportSpec, as_exportable, validate
 
 FORMAT_VERSION = 1
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from layers.small_linalg import (  # noqa: F401 - part of this module's interface
+from zoo.layers.small_linalg import (  # noqa: F401 - part of this module's interface
     _size,
     back_substitution,
     cholesky_solve,

@@ -127,6 +127,6 @@ def as_exportable(model) -> Exportable:
     """The model itself when it implements the protocol, else its adapter."""
     if isinstance(model, Exportable):
         return model
-    from export.adapters import adapter_for
+    from zoo.export.adapters import adapter_for
 
     return adapter_for(model)

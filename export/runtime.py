@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from export.litert import load_interpreter
+from zoo.export.litert import load_interpreter
 
 INIT_STATE, FILTER_STEP = "init_state", "filter_step"
 

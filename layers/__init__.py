@@ -3,17 +3,17 @@
 Each layer builds ``tfp.distributions`` objects inside ``call`` and returns tensors.
 """
 
-from layers.common import check_backend  # noqa: F401  (fails fast on a non-TF backend)
-from layers.annealing import KLAnnealing, TemperatureAnnealing
-from layers.bernoulli_likelihood import BernoulliLikelihood
-from layers.categorical_likelihood import CategoricalLikelihood
-from layers.combiner import Combiner
-from layers.gaussian_likelihood import GaussianLikelihood
-from layers.gaussian_posterior import GaussianPosterior
-from layers.kalman_filter import KalmanFilter
-from layers.relaxed_categorical import RelaxedCategorical
-from layers.state_transition import StateTransition
-from layers import kalman_inference, sampling
+from zoo.layers.common import check_backend  # noqa: F401  (fails fast on a non-TF backend)
+from zoo.layers.annealing import KLAnnealing, TemperatureAnnealing
+from zoo.layers.bernoulli_likelihood import BernoulliLikelihood
+from zoo.layers.categorical_likelihood import CategoricalLikelihood
+from zoo.layers.combiner import Combiner
+from zoo.layers.gaussian_likelihood import GaussianLikelihood
+from zoo.layers.gaussian_posterior import GaussianPosterior
+from zoo.layers.kalman_filter import KalmanFilter
+from zoo.layers.relaxed_categorical import RelaxedCategorical
+from zoo.layers.state_transition import StateTransition
+from zoo.layers import kalman_inference, sampling
 
 __all__ = [
     "BernoulliLikelihood",

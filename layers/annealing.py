@@ -10,7 +10,7 @@ import math
 
 import keras
 
-from layers.common import check_positive, check_positive_int, register
+from zoo.layers.common import check_positive, check_positive_int, register
 
 
 class _VariableSchedule(keras.callbacks.Callback):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers.common import register
-from layers.likelihood_base import LikelihoodHead
+from zoo.layers.common import register
+from zoo.layers.likelihood_base import LikelihoodHead
 
 tfd = tfp.distributions
 

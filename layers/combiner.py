@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from layers.common import check_positive_int, register
+from zoo.layers.common import check_positive_int, register
 
 
 @register

@@ -8,8 +8,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers.common import check_choice, check_positive, register
-from layers.likelihood_base import LikelihoodHead
+from zoo.layers.common import check_choice, check_positive, register
+from zoo.layers.likelihood_base import LikelihoodHead
 
 tfd = tfp.distributions
 

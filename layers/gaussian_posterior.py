@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers.common import (
+from zoo.layers.common import (
     assert_finite,
     check_choice,
     check_min_rank,

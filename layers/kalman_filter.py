@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers import kalman_inference as ki
-from layers.common import (
+from zoo.layers import kalman_inference as ki
+from zoo.layers.common import (
     check_choice,
     check_positive,
     check_positive_int,

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers import small_linalg
+from zoo.layers import small_linalg
 
 METHODS = ("sequential", "parallel")
 _SMALL = 8  # contraction sizes up to this use broadcast-and-sum instead of matmul

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from layers.common import assert_finite, math_dtype, sum_rightmost
+from zoo.layers.common import assert_finite, math_dtype, sum_rightmost
 
 
 class LikelihoodHead(keras.layers.Layer):

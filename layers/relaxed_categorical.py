@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from layers.common import (
+from zoo.layers.common import (
     assert_finite,
     check_choice,
     check_min_rank,
@@ -15,7 +15,7 @@ from layers.common import (
     register,
     standard_uniform,
 )
-from layers.sampling import gumbel
+from zoo.layers.sampling import gumbel
 
 PRIORS = ("uniform", "learned")
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layers.common import check_choice, check_positive, check_positive_int, math_dtype, register
+from zoo.layers.common import check_choice, check_positive, check_positive_int, math_dtype, register
 
 KINDS = ("gated", "mlp", "linear")
 

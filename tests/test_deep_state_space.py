@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers import Combiner, StateTransition
+from zoo.layers import Combiner, StateTransition
 from zoo import DeepKalmanFilter, DeepMarkovModel
 from tests.test_case import run_fit_test, run_layer_test, run_saving_test
 

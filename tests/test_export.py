@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import adapters, exporter, linalg
-from export.exporter import export_saved_model, export_tflite, read_sidecar, verify
-from export.protocol import ExportSpec, Signature, spec
-from export.runtime import StreamingFilter
+from zoo.export import adapters, exporter, linalg
+from zoo.export.exporter import export_saved_model, export_tflite, read_sidecar, verify
+from zoo.export.protocol import ExportSpec, Signature, spec
+from zoo.export.runtime import StreamingFilter
 from zoo.categorical_vae import CategoricalVAE
 from zoo.deep_state_space import DeepKalmanFilter, DeepMarkovModel
 from zoo.dlgm import DLGM
@@ -92,7 +92,7 @@ def test_vae_family_tflite_matches_keras_with_builtin_ops(family, name, tmp_path
     assert side["signatures"]["encode"]["inputs"]["x"] == {
         "shape": [1, *model.data_shape], "dtype": "float32"}
     # Independently of the adapter: the file's decoder against model.decode itself.
-    from export.litert import load_interpreter
+    from zoo.export.litert import load_interpreter
 
     interp = load_interpreter(path)
     ex = adapters.adapter_for(model).export_spec().signatures["decode"].example(
@@ -111,8 +111,8 @@ def test_sample_signatures_draw_from_the_likelihood(family, name, tmp_path):
     model = family[name]
     path = str(tmp_path / "s.tflite")
     export_tflite(model, path, what=["sample", "sample_random"])
-    from export.litert import list_ops, load_interpreter
-    from export.runtime import SignatureCall
+    from zoo.export.litert import list_ops, load_interpreter
+    from zoo.export.runtime import SignatureCall
 
     assert {"RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL"} & set(list_ops(path).builtin)
     interp = load_interpreter(path)
@@ -174,7 +174,7 @@ def test_quantized_decoders_keep_held_out_log_likelihood_and_shrink(digits_vae, 
     z = model.encode(test)["loc"].numpy()
 
     def held_out_log_lik(path):
-        from export.litert import load_interpreter
+        from zoo.export.litert import load_interpreter
 
         run = load_interpreter(path).get_signature_runner("decode")
         p = np.concatenate([run(z=z[i:i + 1])["probs"] for i in range(len(z))])
@@ -516,7 +516,7 @@ def test_flex_ops_are_refused_unless_allowed(tmp_path):
     open(path, "wb").write(raw)
     with pytest.raises(ValueError, match="FlexCholesky"):
         verify(path, model)
-    from export.litert import list_ops
+    from zoo.export.litert import list_ops
 
     assert list_ops(path).flex == ("FlexCholesky",)
 
@@ -543,7 +543,7 @@ def test_docstring_example_runs():
 
 
 def test_missing_litert_names_the_extra(monkeypatch):
-    from export import litert
+    from zoo.export import litert
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     with pytest.raises(ImportError, match=r"pip install -e \.\[litert\]"):
@@ -551,13 +551,8 @@ def test_missing_litert_names_the_extra(monkeypatch):
 
 
 def test_cli_exports_a_keras_file_and_prints_the_report(tmp_path, capsys):
-    import importlib.util
+    from zoo.cli import export as cli
 
-    # tools/ is not a package and its export.py would shadow ours: load it by path.
-    loader = importlib.util.spec_from_file_location("export_cli",
-                                                    os.path.join(ROOT, "tools", "export.py"))
-    cli = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(cli)
     model = VAE(input_shape=(8,), latent_dim=2, hidden_units=(16,), seed=0)
     model.save(tmp_path / "vae.keras")
     out = tmp_path / "out"

@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers import GaussianPosterior, KLAnnealing
-from layers.gaussian_posterior import family_sample
+from zoo.layers import GaussianPosterior, KLAnnealing
+from zoo.layers.gaussian_posterior import family_sample
 from tests.test_case import (
     assert_mc_mean,
     check_gradients,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from layers import kalman_inference as ki
-from layers.kalman_filter import KalmanFilter
+from zoo.layers import kalman_inference as ki
+from zoo.layers.kalman_filter import KalmanFilter
 from tests.test_case import run_fit_test, run_layer_test, run_saving_test
 from zoo.kalman_filter import KalmanFilterModel
 
@@ -198,7 +198,7 @@ def test_nile_local_level_matches_durbin_koopman_and_statsmodels():
     assert ll_at(eps2, eta2) >= ll_at(15099.0, 1469.1) - 1e-3
 
 
-@pytest.mark.parametrize("module", ["layers.kalman_filter", "zoo.kalman_filter"])
+@pytest.mark.parametrize("module", ["zoo.layers.kalman_filter", "zoo.kalman_filter"])
 def test_docstring_examples_run(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)

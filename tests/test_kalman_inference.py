@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers import kalman_inference as ki
-from layers import small_linalg
+from zoo.layers import kalman_inference as ki
+from zoo.layers import small_linalg
 from tests.test_case import assert_mc_mean, check_gradients
 
 tfd = tfp.distributions

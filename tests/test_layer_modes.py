@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from layers import (BernoulliLikelihood, CategoricalLikelihood, Combiner, GaussianLikelihood,
+from zoo.layers import (BernoulliLikelihood, CategoricalLikelihood, Combiner, GaussianLikelihood,
                     GaussianPosterior, RelaxedCategorical, StateTransition)
 
 RNG = np.random.RandomState(0)

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 from scipy import special, stats
 
-from layers import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood
+from zoo.layers import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood
 from tests.test_case import check_gradients, run_layer_test
 
 RNG = np.random.RandomState(0)

@@ -98,7 +98,7 @@ def _random_walk_model():
 
 
 def _exact_params(model, out, steps):
-    from layers import kalman_inference as ki
+    from zoo.layers import kalman_inference as ki
 
     q = out["process_variance"].numpy().astype(np.float64)  # [b, T, n]
     r = out["observation_variance"].numpy().astype(np.float64)
@@ -114,7 +114,7 @@ def _exact_params(model, out, steps):
 
 
 def test_smoother_and_missing_frames_match_the_exact_kalman_smoother():
-    from layers import kalman_inference as ki
+    from zoo.layers import kalman_inference as ki
 
     obs, _ = _data(n=3, steps=8)
     observed = np.ones((3, 8), "float32")

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from layers import RelaxedCategorical, TemperatureAnnealing
+from zoo.layers import RelaxedCategorical, TemperatureAnnealing
 from tests.test_case import assert_mc_mean, run_fit_test, run_layer_test, run_saving_test
 
 LOGITS = np.log(np.array([0.05, 0.1, 0.15, 0.3, 0.4]))

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from layers import sampling
+from zoo.layers import sampling
 from tests.test_case import assert_mc_mean
 
 N = 20000

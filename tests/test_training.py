@@ -13,9 +13,8 @@ import pytest
 from zoo import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import evaluate as evaluate_cli  # noqa: E402
-import train as train_cli  # noqa: E402
+from zoo.cli import evaluate as evaluate_cli  # noqa: E402
+from zoo.cli import train as train_cli  # noqa: E402
 
 TINY = {
     "vae": {"hidden_units": [32], "latent_dim": 4},

@@ -1,20 +1,53 @@
-"""The model zoo: `from zoo import VAE, DLGM, CategoricalVAE, ...`."""
+"""The model zoo: `from zoo import VAE, DLGM, CategoricalVAE, ...`.
 
-from layers.common import check_backend  # noqa: F401  (fails fast on a non-TF backend)
-from zoo.categorical_vae import CategoricalVAE
-from zoo.deep_state_space import DeepKalmanFilter, DeepMarkovModel
-from zoo.dlgm import DLGM
-from zoo.kalman_filter import KalmanFilter, KalmanFilterModel
-from zoo.lstm_kalman_filter import LSTMKalmanFilter
-from zoo.vae import VAE
+One import package, ``zoo``: the repository's ``layers/`` and ``export/`` folders install as
+``zoo.layers`` and ``zoo.export``. Model classes load on first use, so
+``from zoo.export.runtime import StreamingFilter`` needs only numpy and ai-edge-litert.
+"""
 
-__all__ = [
-    "CategoricalVAE",
-    "DLGM",
-    "DeepKalmanFilter",
-    "DeepMarkovModel",
-    "KalmanFilter",
-    "KalmanFilterModel",
-    "LSTMKalmanFilter",
-    "VAE",
-]
+import importlib
+import os
+
+__version__ = "0.2.0"
+
+# In a source checkout (or a `pip install -e .`), layers/ and export/ sit beside zoo/ rather
+# than inside it; let the `zoo` package find them there. An installed copy has them inside.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+if (not os.path.isdir(os.path.join(_HERE, "layers"))
+        and os.path.isfile(os.path.join(_ROOT, "layers", "__init__.py"))
+        and os.path.isfile(os.path.join(_ROOT, "export", "__init__.py"))):
+    __path__.append(_ROOT)  # noqa: F821  (the package's own search path)
+
+# Public class -> module defining it, imported on first attribute access.
+_LAZY = {
+    "CategoricalVAE": "zoo.categorical_vae",
+    "DLGM": "zoo.dlgm",
+    "DeepKalmanFilter": "zoo.deep_state_space",
+    "DeepMarkovModel": "zoo.deep_state_space",
+    "KalmanFilter": "zoo.kalman_filter",
+    "KalmanFilterModel": "zoo.kalman_filter",
+    "LSTMKalmanFilter": "zoo.lstm_kalman_filter",
+    "VAE": "zoo.vae",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def load_all() -> None:
+    """Import every model module, registering each class for Keras deserialization."""
+    for module in sorted(set(_LAZY.values())):
+        importlib.import_module(module)

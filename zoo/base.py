@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layers.common import assert_finite, register
+from zoo.layers.common import assert_finite, register
 from zoo.bounds import ImportanceWeightedBound, active_units, chunked_importance_bound
 
 

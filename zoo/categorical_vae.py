@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from layers import RelaxedCategorical, TemperatureAnnealing
-from layers.common import check_positive, check_positive_int, register
+from zoo.layers import RelaxedCategorical, TemperatureAnnealing
+from zoo.layers.common import check_positive, check_positive_int, register
 from zoo.base import LatentVariableModel
 from zoo.vae import apply_with_particles, data_decoder, data_encoder, likelihood_head
 

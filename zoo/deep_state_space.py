@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior, KLAnnealing
-from layers.combiner import Combiner
-from layers.common import (
+from zoo.layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior, KLAnnealing
+from zoo.layers.combiner import Combiner
+from zoo.layers.common import (
     assert_finite,
     check_choice,
     check_positive,
@@ -20,9 +20,9 @@ from layers.common import (
     register,
     standard_normal,
 )
-from layers.gaussian_posterior import gaussian_kl_to_diag
-from layers.state_transition import KINDS as TRANSITIONS
-from layers.state_transition import StateTransition
+from zoo.layers.gaussian_posterior import gaussian_kl_to_diag
+from zoo.layers.state_transition import KINDS as TRANSITIONS
+from zoo.layers.state_transition import StateTransition
 from zoo.base import LatentVariableModel
 from zoo.networks import flat_size, mlp
 from zoo.vae import apply_with_particles

@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from layers import kalman_inference as ki
-from layers.common import register
-from layers.kalman_filter import KalmanFilter as KalmanFilterLayer
+from zoo.layers import kalman_inference as ki
+from zoo.layers.common import register
+from zoo.layers.kalman_filter import KalmanFilter as KalmanFilterLayer
 
 
 @register

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layers import kalman_inference as ki
-from layers.common import check_positive, check_positive_int, register
+from zoo.layers import kalman_inference as ki
+from zoo.layers.common import check_positive, check_positive_int, register
 
 
 @register

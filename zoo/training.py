@@ -657,7 +657,7 @@ def _run(config, run_dir, resume, plots, log, callbacks, export, state_path) -> 
     if plots:
         write_plots(model, config, os.path.join(run_dir, "plots"), log=log, arrays=test_arrays)
     if export:
-        from export import export_all
+        from zoo.export import export_all
 
         best = os.path.join(run_dir, "best.keras")
         exported = keras.saving.load_model(best) if os.path.exists(best) else model
@@ -717,7 +717,7 @@ def _evaluate_supervised(model, split, result, observations, states, arrays, log
         result["log_likelihood"] = float(np.mean(log_lik))
         result["nll_per_step"] = float(-np.mean(log_lik) / observations.shape[1])
     if all(k in arrays for k in ("A", "H", "Q", "R", "m0", "P0")):
-        from layers import kalman_inference as ki
+        from zoo.layers import kalman_inference as ki
 
         params = ki.LGSSMParams(arrays["m0"], arrays["P0"], arrays["A"], arrays["Q"],
                                 arrays["H"], arrays["R"])
@@ -796,7 +796,7 @@ def load_run(run_dir: str, which: str = "best"):
         raise FileNotFoundError(f"{path} does not exist; is {run_dir!r} a training run?")
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    import zoo  # noqa: F401  (registers the model classes)
+    import zoo; zoo.load_all()  # registers the model classes for load_model
     return config, keras.saving.load_model(path)
 
 

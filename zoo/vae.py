@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior
-from layers.common import check_choice, check_positive, check_positive_int, register
+from zoo.layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior
+from zoo.layers.common import check_choice, check_positive, check_positive_int, register
 from zoo.base import LatentVariableModel
 from zoo.networks import ARCHITECTURES, conv_decoder, conv_encoder, flat_size, mlp
 

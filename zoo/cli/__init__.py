@@ -1,0 +1,1 @@
+"""Command-line entry points: `zoo-train`, `zoo-evaluate`, `zoo-export` (and tools/*.py)."""
