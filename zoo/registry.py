@@ -1,0 +1,109 @@
+"""The models ``zoo-train`` knows: one entry each. A new family adds its entries here.
+
+An entry names the model's class (imported on first use), the datasets it trains on, and its
+default settings; everything else the trainer needs is the model's contract
+(:class:`zoo.contract.ZooModel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One trainable model.
+
+    Args:
+        module: module defining the class (imported lazily, so ``--help`` stays fast).
+        cls: the class name in ``module``.
+        default_dataset: dataset used when ``--dataset`` is not given.
+        datasets: datasets the model can train on.
+        defaults: default ``model``, ``data`` and ``train`` settings (under the user's).
+        describe: one line for ``--help``.
+        dataset_defaults: per-dataset settings merged over ``defaults``.
+    """
+
+    module: str
+    cls: str
+    default_dataset: str
+    datasets: tuple
+    defaults: dict
+    describe: str
+    dataset_defaults: dict = dataclasses.field(default_factory=dict)
+
+    def load(self):
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+IMAGES = ("mnist5k", "digits", "mnist", "fashion_mnist", "binarized_mnist")
+SEQUENCES = ("healing_mnist", "chorales", "lgssm", "pendulum", "nile")
+_SMALL_HEALING = {"num_sequences": 1000}
+_GAUSSIAN_SERIES = {"model": {"likelihood": "gaussian", "emission_units": [32]}}
+_SERIES_DEFAULTS = {"healing_mnist": {"data": _SMALL_HEALING}, "lgssm": _GAUSSIAN_SERIES,
+                    "pendulum": _GAUSSIAN_SERIES, "nile": _GAUSSIAN_SERIES}
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register(name: str, entry: ModelEntry) -> ModelEntry:
+    """Add a model under ``name`` (a new family calls this for each of its models)."""
+    if name in MODELS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    MODELS[name] = entry
+    return entry
+
+
+register("vae", ModelEntry(
+    "zoo.vae", "VAE", "mnist5k", IMAGES,
+    {"model": {"latent_dim": 20, "hidden_units": [500]}, "data": {"binarize": "dynamic"}},
+    "Variational autoencoder (Kingma & Welling 2014), any Gaussian posterior family"))
+register("dlgm", ModelEntry(
+    "zoo.dlgm", "DLGM", "mnist5k", IMAGES,
+    {"model": {"latent_dims": [50, 50], "hidden_units": [200]},
+     "data": {"binarize": "dynamic"}, "train": {"optimizer": "rmsprop"}},
+    "Deep latent Gaussian model (Rezende et al. 2014), rank-one precision posteriors"))
+register("categorical_vae", ModelEntry(
+    "zoo.categorical_vae", "CategoricalVAE", "mnist5k", IMAGES,
+    {"model": {"num_variables": 20, "num_classes": 10}, "data": {"binarize": "dynamic"}},
+    "Categorical VAE with Gumbel-softmax latents (Jang et al. 2017)"))
+register("dkf", ModelEntry(
+    "zoo.deep_state_space", "DeepKalmanFilter", "healing_mnist", SEQUENCES,
+    {"model": {"latent_dim": 16, "rnn_units": 128, "emission_units": [200]},
+     "train": {"batch_size": 50, "epochs": 10, "eval_samples": 20, "eval_examples": 100}},
+    "Deep Kalman Filter (Krishnan et al. 2015): q-INDEP/LR/RNN/BRNN, actions, time gaps",
+    _SERIES_DEFAULTS))
+register("dmm", ModelEntry(
+    "zoo.deep_state_space", "DeepMarkovModel", "chorales", SEQUENCES,
+    {"model": {"latent_dim": 32, "rnn_units": 128, "emission_units": [100, 100],
+               "transition_units": 100, "kl_annealing_steps": 1000},
+     "train": {"batch_size": 20, "epochs": 10, "learning_rate": 3e-4, "eval_samples": 20,
+               "eval_examples": 74}},
+    "Deep Markov Model (Krishnan et al. 2017): gated transition, ST-L/R/LR inference",
+    _SERIES_DEFAULTS))
+register("kalman_filter", ModelEntry(
+    "zoo.kalman_filter", "KalmanFilterModel", "nile", ("nile", "lgssm", "pendulum"),
+    {"model": {"state_dim": 4}, "train": {"batch_size": 100, "epochs": 50,
+                                          "learning_rate": 0.05}},
+    "Linear-Gaussian state-space model fitted by maximum likelihood (exact Kalman filter)",
+    # Local level model (Durbin & Koopman ch. 2), started at sensible scales.
+    {"nile": {"model": {"state_dim": 1, "transition": "identity", "observation": "identity",
+                        "observation_scale": 100.0, "transition_scale": 30.0,
+                        "initial_scale": 1e4, "trainable_initial": False, "dtype": "float64"},
+              "train": {"epochs": 200, "learning_rate": 3.0, "schedule": "cosine",
+                        "batch_size": 1, "jit": True}},
+     "pendulum": {"model": {"state_dim": 2}}}))
+register("lstm_kf", ModelEntry(
+    "zoo.lstm_kalman_filter", "LSTMKalmanFilter", "lgssm", ("lgssm",),
+    {"model": {"lstm_units": 32}, "train": {"batch_size": 50, "epochs": 20,
+                                            "learning_rate": 3e-3}},
+    "LSTM Kalman filter (Coskun et al. 2017), supervised on ground-truth states"))
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        from zoo.training.config import ConfigError
+
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
