@@ -5,17 +5,20 @@ Each layer builds ``tfp.distributions`` objects inside ``call`` and returns tens
 
 from zoo.layers.common import check_backend  # noqa: F401  (fails fast on a non-TF backend)
 from zoo.layers.annealing import KLAnnealing, TemperatureAnnealing
+from zoo.layers.autoregressive_network import AutoregressiveNetwork
 from zoo.layers.bernoulli_likelihood import BernoulliLikelihood
 from zoo.layers.categorical_likelihood import CategoricalLikelihood
 from zoo.layers.combiner import Combiner
 from zoo.layers.gaussian_likelihood import GaussianLikelihood
 from zoo.layers.gaussian_posterior import GaussianPosterior
 from zoo.layers.kalman_filter import KalmanFilter
+from zoo.layers.masked_dense import MaskedDense
 from zoo.layers.relaxed_categorical import RelaxedCategorical
 from zoo.layers.state_transition import StateTransition
 from zoo.layers import kalman_inference, sampling
 
 __all__ = [
+    "AutoregressiveNetwork",
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "Combiner",
@@ -23,6 +26,7 @@ __all__ = [
     "GaussianPosterior",
     "KalmanFilter",
     "KLAnnealing",
+    "MaskedDense",
     "RelaxedCategorical",
     "StateTransition",
     "TemperatureAnnealing",

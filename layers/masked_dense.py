@@ -1,0 +1,99 @@
+"""Dense layer whose kernel is multiplied by one of a stack of fixed binary masks."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo.layers.common import check_positive_int, register
+
+
+@register
+class MaskedDense(keras.layers.Layer):
+    r"""$y = a\big(x\,(W \odot M_k) + b\big)$ with $M_k$ one of ``num_masks`` binary masks.
+
+    The building block of MADE (Germain, Gregor, Murray & Larochelle, "MADE: Masked
+    Autoencoder for Distribution Estimation", 2015): the masks cut the connections that would
+    let an output see inputs it must not depend on. The masks are a non-trainable weight
+    ``masks`` [num_masks, input_dim, units] (all ones until :meth:`set_masks`), so they are
+    saved with the weights; ``call(x, mask_index=k)`` picks one (a tensor index is fine, e.g.
+    a random draw per batch for connectivity-agnostic training).
+
+    Args:
+        units: int. Output width.
+        num_masks: int. Number of masks held (mask ensembles, resampled connectivity).
+        activation: str or None. Activation applied to the output.
+        use_bias: bool. Whether to add a bias.
+        kernel_initializer: str. Initializer of the (unmasked) kernel.
+        bias_initializer: str. Initializer of the bias.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = MaskedDense(2)
+    >>> _ = layer(np.zeros((1, 2), "float32"))
+    >>> layer.set_masks(np.array([[[1, 1], [0, 1]]]))  # output 0 sees input 0 only
+    >>> layer.kernel.assign(np.ones((2, 2), "float32"))
+    >>> np.asarray(layer(np.array([[1.0, 10.0]], "float32"))).tolist()
+    [[1.0, 11.0]]
+    """
+
+    def __init__(self, units: int, num_masks: int = 1, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("units", units)
+        check_positive_int("num_masks", num_masks)
+        self.units = units
+        self.num_masks = num_masks
+        self.activation = activation
+        self.use_bias = use_bias
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self._activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        input_dim = int(input_shape[-1])
+        self.kernel = self.add_weight(name="kernel", shape=(input_dim, self.units),
+                                      initializer=self.kernel_initializer)
+        self.bias = (self.add_weight(name="bias", shape=(self.units,),
+                                     initializer=self.bias_initializer)
+                     if self.use_bias else None)
+        self.masks = self.add_weight(name="masks", shape=(self.num_masks, input_dim, self.units),
+                                     initializer="ones", trainable=False, dtype="float32",
+                                     autocast=False)
+
+    def set_masks(self, masks) -> None:
+        """Replace the masks: ``masks`` [num_masks, input_dim, units] (or [input_dim, units]
+        when ``num_masks`` is 1) of 0/1 values."""
+        masks = np.asarray(masks, np.float32)
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.shape != tuple(self.masks.shape):
+            raise ValueError(f"`masks` must have shape {tuple(self.masks.shape)}, got "
+                             f"{masks.shape}.")
+        if not np.all((masks == 0) | (masks == 1)):
+            raise ValueError("`masks` must hold only 0 and 1.")
+        self.masks.assign(masks)
+
+    def masked_kernel(self, mask_index=0):
+        """The kernel with mask ``mask_index`` applied, in the compute dtype."""
+        mask = self.masks[0] if self.num_masks == 1 else tf.gather(self.masks, mask_index)
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        return kernel * tf.cast(mask, kernel.dtype)
+
+    def call(self, inputs, mask_index=0):
+        y = tf.matmul(inputs, self.masked_kernel(mask_index))
+        if self.bias is not None:
+            y = y + tf.cast(self.bias, y.dtype)
+        return self._activation(y)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, num_masks=self.num_masks, activation=self.activation,
+                      use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
+                      bias_initializer=self.bias_initializer)
+        return config
