@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from zoo.layers.common import assert_finite, register
 from zoo.bounds import ImportanceWeightedBound, active_units, chunked_importance_bound
+from zoo.contract import EvalSettings, ZooModel
 
 
 def scale_loss_for_distribution(loss):
@@ -56,7 +57,7 @@ def _batches(x, batch_size: int):
         yield start, tf.nest.map_structure(lambda a: a[start:start + batch_size], x)
 
 
-class LatentVariableModel(keras.Model):
+class LatentVariableModel(ZooModel, keras.Model):
     """A model trained by maximizing an ELBO with ``model.fit(x)``.
 
     ``call(x)`` returns per-example terms: ``elbo``, ``reconstruction`` (E_q log p(x|z)),
@@ -122,6 +123,13 @@ class LatentVariableModel(keras.Model):
         """Callbacks that training needs by default (annealing schedules); none here."""
         return []
 
+    def evaluation(self, x, y, arrays: dict, settings: EvalSettings) -> dict:
+        """The K-sample importance-weighted log-likelihood (mean over the examples ``x``)."""
+        k = settings.num_samples
+        bound = self.log_likelihood(x, num_samples=k, seed=settings.seed)
+        return {f"iwae_log_likelihood_k{k}": float(np.mean(bound.log_likelihood)),
+                "likelihood_examples": int(len(bound.log_likelihood))}
+
     # ------------------------------------------------------------------ evaluation
     def log_likelihood(self, x, num_samples: int = 5000, batch_size: int = 100,
                        chunk_size: int = 500, seed: int = 0) -> ImportanceWeightedBound:
@@ -168,3 +176,41 @@ class LatentVariableModel(keras.Model):
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
         return tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed
+
+
+class ImageLatentModel(LatentVariableModel):
+    """A latent-variable model of images: fed ``arrays["image"]``, pictured by samples from the
+    prior and reconstructions, exported by the ``latent`` adapter (decode, encode, sample)."""
+
+    export_adapter = "latent"
+    binarizes_inputs = True
+
+    @classmethod
+    def data_kwargs(cls, arrays: dict) -> dict:
+        return {"input_shape": tuple(int(s) for s in arrays["image"].shape[1:])}
+
+    @classmethod
+    def fit_inputs(cls, arrays: dict):
+        return arrays["image"], None
+
+    @classmethod
+    def data_defaults(cls, model_config: dict, data_config: dict, user_data: dict) -> dict:
+        """A Gaussian likelihood models grey levels: no binarization unless the user asks."""
+        data = dict(data_config)
+        if model_config.get("likelihood", "bernoulli") != "bernoulli":
+            if "binarize" not in user_data:
+                data["binarize"] = None
+        return data
+
+    def pictures(self, x, arrays: dict, out_dir: str, settings: EvalSettings) -> list:
+        import os
+
+        from zoo import plots
+
+        path = lambda name: os.path.join(out_dir, name)  # noqa: E731
+        return [
+            plots.image_grid(np.asarray(self.sample(16, seed=settings.seed)),
+                             path("samples.png"), title="Samples from the prior"),
+            plots.image_rows([x, np.asarray(self.reconstruct(x))], ["data", "reconstruction"],
+                             path("reconstructions.png")),
+        ]

@@ -7,12 +7,12 @@ import tensorflow as tf
 
 from zoo.layers import RelaxedCategorical, TemperatureAnnealing
 from zoo.layers.common import check_positive, check_positive_int, register
-from zoo.base import LatentVariableModel
+from zoo.base import ImageLatentModel
 from zoo.vae import apply_with_particles, data_decoder, data_encoder, likelihood_head
 
 
 @register
-class CategoricalVAE(LatentVariableModel):
+class CategoricalVAE(ImageLatentModel):
     r"""VAE whose latent is N categorical variables with K classes, relaxed by Gumbel-softmax.
 
     Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax" (2017). Prior

@@ -7,13 +7,13 @@ import tensorflow as tf
 
 from zoo.layers import GaussianPosterior
 from zoo.layers.common import check_positive, check_positive_int, register
-from zoo.base import LatentVariableModel
+from zoo.base import ImageLatentModel
 from zoo.networks import mlp
 from zoo.vae import apply_with_particles, data_decoder, data_encoder, likelihood_head
 
 
 @register
-class DLGM(LatentVariableModel):
+class DLGM(ImageLatentModel):
     r"""Deep latent Gaussian model with L stochastic layers.
 
     Rezende, Mohamed & Wierstra, "Stochastic Backpropagation and Approximate Inference in Deep

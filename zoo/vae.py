@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from zoo.layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior
 from zoo.layers.common import check_choice, check_positive, check_positive_int, register
-from zoo.base import LatentVariableModel
+from zoo.base import ImageLatentModel
 from zoo.networks import ARCHITECTURES, conv_decoder, conv_encoder, flat_size, mlp
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -53,7 +53,7 @@ def apply_with_particles(network, z):
 
 
 @register
-class VAE(LatentVariableModel):
+class VAE(ImageLatentModel):
     r"""Variational autoencoder: Kingma & Welling, "Auto-Encoding Variational Bayes" (2014).
 
     Generative model $p(z) = N(0, I)$, $p_\theta(x|z)$ Bernoulli (binary or grey-level data in

@@ -21,18 +21,24 @@ def main(argv=None):
     parser.add_argument("--split", default=None, help="default: test (or valid)")
     parser.add_argument("--which", choices=["best", "last"], default="best")
     parser.add_argument("--num-samples", type=int, default=None, help="K of the IWAE bound")
-    parser.add_argument("--num-examples", type=int, default=None)
+    parser.add_argument("--num-examples", type=int, default=None,
+                        help="a seeded random subset of this many examples (0: the whole "
+                             "split; default: the run's train.eval_examples)")
     parser.add_argument("--output", help="write the metrics as JSON here")
     args = parser.parse_args(argv)
     from zoo import training
 
-    config, model = training.load_run(args.run_dir, args.which)
-    split = args.split or training._splits(config)[1]
-    result = training.evaluate_model(model, config, split, num_samples=args.num_samples,
-                                     num_examples=args.num_examples)
+    try:
+        config, model = training.load_run(args.run_dir, args.which)
+        split = args.split or training.split_names(config)[1]
+        result = training.evaluate_model(model, config, split, num_samples=args.num_samples,
+                                         num_examples=args.num_examples)
+    except (training.ConfigError, FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        from zoo.training.checkpoint import atomic_write_json
+
+        atomic_write_json(args.output, result)
     return 0
 
 

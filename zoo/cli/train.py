@@ -88,10 +88,26 @@ def main(argv=None):
         parser.error("--resume needs --output-dir naming the run to continue")
     run_dir = args.output_dir or os.path.join(
         "runs", f"{args.model}-{config['data']['name']}-{training.timestamp()}")
-    export = () if args.export is None else (tuple(args.export) or ("float32",))
-    result = training.train(config, run_dir, resume=args.resume, plots=not args.no_plots,
-                            export=export)
+    explicit = dict(overrides)  # what this command line asks for, for --resume's check
+    for section, values in (file_config or {}).items():
+        if isinstance(values, dict):
+            explicit.update({f"{section}.{k}": v for k, v in values.items()})
+    if args.dataset:
+        explicit["data.name"] = args.dataset
+    try:
+        result = training.train(config, run_dir, resume=args.resume, plots=not args.no_plots,
+                                overrides=explicit)
+    except (training.ConfigError, FileNotFoundError) as err:
+        parser.error(str(err))
     print(f"Run directory: {result.run_dir}")
+    if args.export is not None and result.model is not None:
+        from zoo.export import export_all
+
+        best = os.path.join(run_dir, "best.keras")
+        exported = (training.load_run(run_dir, "best")[1] if os.path.exists(best)
+                    else result.model)
+        export_all(exported, os.path.join(run_dir, "export"),
+                   quantize=tuple(args.export) or ("float32",))
     return 0 if result.stopped is None else 1
 
 

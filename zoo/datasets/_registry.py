@@ -137,6 +137,8 @@ def load(
     drop_remainder: bool = False,
     keys: str | Sequence[str] | None = None,
     pad: str = "batch",
+    start_epoch: int = 0,
+    epochs: int | None = None,
     **options,
 ) -> "tf.data.Dataset":
     """A ``tf.data.Dataset`` of dataset ``name``.
@@ -156,6 +158,10 @@ def load(
             for ``fit``).
         pad: str. For variable-length sequence datasets: "batch" trims each batch to its
             longest sequence, "fixed" keeps the padded length of the arrays.
+        start_epoch, epochs: with ``epochs``, the pipeline holds epochs ``start_epoch ..
+            epochs - 1`` back to back, each a stateless function of (seed, epoch), so a
+            resumed run sees the same batches (use with ``fit(steps_per_epoch=...)``); by
+            default it holds one epoch, a new one at every iteration.
         **options: the dataset's own options (see ``load_arrays``), including
             ``binarize="dynamic"`` where the dataset has images.
     """
@@ -178,59 +184,18 @@ def load(
                 f"Dataset {name!r} has no array(s) {', '.join(missing)}. "
                 f"It has: {', '.join(arrays)}."
             )
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    from zoo.datasets.pipeline import epoch_stream
 
-    num_examples = len(next(iter(arrays.values())))
-    ds = tf.data.Dataset.from_tensor_slices(arrays)
     if shuffle is None:
         shuffle = split == "train"
-    if shuffle:
-        ds = ds.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
-    if batch_size is not None:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if dynamic:
-        ds = _dynamic_binarization(ds, spec.binarize_key, seed)
-    if spec.mask_key is not None and pad == "batch":
-        ds = ds.map(
-            lambda e: _trim_to_longest(e, spec.mask_key, spec.time_keys, batch_size is not None),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-        )
+    ds = epoch_stream(
+        arrays, batch_size, seed, start_epoch, epochs, shuffle=shuffle,
+        binarize_key=spec.binarize_key if dynamic else None,
+        mask_key=spec.mask_key if pad == "batch" else None, time_keys=spec.time_keys,
+        drop_remainder=drop_remainder)
     if keys is not None:
         if isinstance(keys, str):
             ds = ds.map(lambda e: e[keys])
         else:
             ds = ds.map(lambda e: tuple(e[k] for k in keys))
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _dynamic_binarization(ds, key: str, seed: int | None):
-    """Resample ``e[key] ~ Bernoulli(e[key])`` with fresh noise every epoch (Burda et al. 2016).
-
-    The noise seeds come from ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``
-    zipped with the data, so each epoch (each new iterator) draws new pixels while a rebuilt
-    pipeline with the same seed repeats the same sequence of epochs.
-    """
-    import tensorflow as tf
-
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-    def sample(element, pair):
-        probs = element[key]
-        uniform = tf.random.stateless_uniform(tf.shape(probs), seed=pair, dtype=probs.dtype)
-        return {**element, key: tf.cast(uniform < probs, probs.dtype)}
-
-    return tf.data.Dataset.zip((ds, seeds)).map(sample, num_parallel_calls=tf.data.AUTOTUNE,
-                                                 deterministic=True)
-
-
-def _trim_to_longest(element: dict, mask_key: str, time_keys: tuple, batched: bool):
-    """Cut the time axis of padded sequences to the longest valid length present."""
-    import tensorflow as tf
-
-    mask = element[mask_key]
-    length = tf.cast(tf.reduce_max(tf.reduce_sum(tf.cast(mask > 0, tf.int32), axis=-1)), tf.int32)
-    out = dict(element)
-    for key in time_keys:
-        out[key] = element[key][:, :length] if batched else element[key][:length]
-    return out

@@ -1,0 +1,97 @@
+"""The one input pipeline: seeded epochs of batches from NumPy arrays.
+
+``zoo.datasets.load``, the trainer (``zoo.training``), the test harness and the benchmarks all
+read data through :func:`epoch_stream`. Each epoch's order (and dynamic binarization) is a
+stateless function of ``(seed, epoch)``, so a run resumed at epoch ``e`` sees exactly the
+batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
+                 start_epoch: int = 0, epochs: int | None = None, *,
+                 shuffle: bool = True, binarize_key: str | None = None,
+                 mask_key: str | None = None, time_keys: tuple = (),
+                 drop_remainder: bool = False):
+    """A ``tf.data.Dataset`` of batches of ``arrays`` (a dict, examples on axis 0).
+
+    Args:
+        arrays: dict of arrays with equal first dimension.
+        batch_size: int, or None for single examples.
+        seed: int. Seeds the order and the binarization noise; None draws one.
+        start_epoch, epochs: with ``epochs`` given, the stream holds epochs
+            ``start_epoch .. epochs - 1`` back to back (use it with ``steps_per_epoch``);
+            with ``epochs=None`` it holds one epoch, a new one each time it is iterated.
+        shuffle: bool. Shuffle each epoch (else the arrays' order).
+        binarize_key: str or None. The array resampled as Bernoulli(value) every epoch
+            (dynamic binarization, Burda et al. 2016).
+        mask_key, time_keys: for padded sequences, the padding mask (1 = real step) and the
+            arrays with time on axis 1: each batch is cut to its longest sequence.
+        drop_remainder: bool. Drop the last incomplete batch.
+    """
+    import tensorflow as tf
+
+    if not arrays:
+        raise ValueError("epoch_stream needs at least one array.")
+    sizes = {k: len(v) for k, v in arrays.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"arrays must have equal first dimensions, got {sizes}.")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                   or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    n = next(iter(sizes.values()))
+    if n == 0:
+        raise ValueError("the arrays hold no examples.")
+    tensors = {k: tf.constant(v) for k, v in arrays.items()}
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    seed_t = tf.constant(int(seed), tf.int64)
+
+    def one_epoch(epoch):
+        epoch = tf.cast(epoch, tf.int64)
+        index = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            index = tf.random.experimental.stateless_shuffle(index,
+                                                             seed=tf.stack([seed_t, epoch]))
+
+        def gather(i):
+            example = {k: tf.gather(t, i) for k, t in tensors.items()}
+            if binarize_key is not None:
+                grey = example[binarize_key]
+                u = tf.random.stateless_uniform(
+                    tf.shape(grey), seed=tf.stack([epoch + 1000003 * seed_t, i]),
+                    dtype=grey.dtype)
+                example[binarize_key] = tf.cast(u < grey, grey.dtype)
+            return example
+
+        ds = tf.data.Dataset.from_tensor_slices(index).map(gather)
+        if batch_size is not None:
+            ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+        if mask_key is not None:
+            ds = ds.map(lambda e: trim_to_longest(e, mask_key, time_keys,
+                                                  batch_size is not None))
+        return ds
+
+    if epochs is None:  # one epoch, a new index at each iteration
+        ids = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).take(1)
+        ids = ids.map(lambda r: tf.math.floormod(r, 2**31))
+    else:
+        ids = tf.data.Dataset.range(int(start_epoch), int(epochs))
+    return ids.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def trim_to_longest(element: dict, mask_key: str, time_keys: tuple, batched: bool = True):
+    """Cut the time axis of padded sequences to the longest valid length present."""
+    import tensorflow as tf
+
+    mask = element[mask_key]
+    length = tf.cast(tf.reduce_max(tf.reduce_sum(tf.cast(mask > 0, tf.int32), axis=-1)),
+                     tf.int32)
+    out = dict(element)
+    for key in time_keys:
+        if key in out:
+            out[key] = element[key][:, :length] if batched else element[key][:length]
+    return out
