@@ -13,6 +13,7 @@ from zoo.layers.gaussian_likelihood import GaussianLikelihood
 from zoo.layers.gaussian_posterior import GaussianPosterior
 from zoo.layers.kalman_filter import KalmanFilter
 from zoo.layers.masked_dense import MaskedDense
+from zoo.layers.persistent_chains import PersistentChains
 from zoo.layers.relaxed_categorical import RelaxedCategorical
 from zoo.layers.state_transition import StateTransition
 from zoo.layers import kalman_inference, sampling
@@ -26,6 +27,7 @@ __all__ = [
     "GaussianPosterior",
     "KalmanFilter",
     "KLAnnealing",
+    "PersistentChains",
     "MaskedDense",
     "RelaxedCategorical",
     "StateTransition",

@@ -1,0 +1,181 @@
+"""Boltzmann machines' math against exact enumeration: energies, Gibbs, mean field, AIS."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from zoo.layers import ais
+from zoo.layers.boltzmann_energy import (
+    DBMParams,
+    RBMParams,
+    binary_states,
+    dbm_energy,
+    dbm_exact_log_partition,
+    dbm_free_energy,
+    dbm_mean_field_bound,
+    gaussian_rbm_energy,
+    gaussian_rbm_free_energy,
+    gaussian_rbm_hidden_marginal,
+    rbm_energy,
+    rbm_exact_log_partition,
+    rbm_exact_log_partition_hidden,
+    rbm_free_energy,
+    rbm_pseudo_log_likelihood,
+)
+from zoo.layers.gibbs import dbm_mean_field, rbm_gibbs_step
+
+
+def random_rbm(rng, v, h, scale=0.5):
+    return RBMParams(tf.constant(rng.normal(0, scale, (v, h))),
+                     tf.constant(rng.normal(0, scale, v)), tf.constant(rng.normal(0, scale, h)))
+
+
+def random_dbm(rng, v, h1, h2, scale=0.5):
+    n = lambda *s: tf.constant(rng.normal(0, scale, s))  # noqa: E731
+    return DBMParams(n(v, h1), n(h1, h2), n(v), n(h1), n(h2))
+
+
+def test_free_energies_sum_out_the_hidden_units():
+    rng = np.random.default_rng(0)
+    p = random_rbm(rng, 5, 4)
+    v, h = binary_states(5, tf.float64), binary_states(4, tf.float64)
+    energies = rbm_energy(tf.repeat(v, 16, 0), tf.tile(h, [32, 1]), p)  # [32 * 16]
+    brute = -tf.reduce_logsumexp(-tf.reshape(energies, [32, 16]), 1)
+    np.testing.assert_allclose(rbm_free_energy(v, p), brute, rtol=1e-12)
+    # DBM: h1 summed out
+    d = random_dbm(rng, 3, 4, 2)
+    v3, h1, h2 = binary_states(3, tf.float64), binary_states(4, tf.float64), binary_states(2,
+                                                                                        tf.float64)
+    for a in range(8):
+        for c in range(4):
+            e = dbm_energy(tf.repeat(v3[a:a + 1], 16, 0), h1, tf.repeat(h2[c:c + 1], 16, 0), d)
+            np.testing.assert_allclose(dbm_free_energy(v3[a:a + 1], h2[c:c + 1], d)[0],
+                                       -tf.reduce_logsumexp(-e), rtol=1e-12)
+    # Gaussian-Bernoulli: free energy and log Z against quadrature (V = 1)
+    g = random_rbm(rng, 1, 3)
+    log_var = tf.constant([np.log(0.7)])
+    grid = tf.constant(np.linspace(-15, 15, 60001)[:, None])
+    e = gaussian_rbm_energy(tf.repeat(grid[:3], 8, 0), tf.tile(binary_states(3, tf.float64),
+                                                               [3, 1]), g, log_var)
+    np.testing.assert_allclose(gaussian_rbm_free_energy(grid[:3], g, log_var),
+                               -tf.reduce_logsumexp(-tf.reshape(e, [3, 8]), 1), rtol=1e-12)
+    density = np.exp(-gaussian_rbm_free_energy(grid, g, log_var).numpy())
+    np.testing.assert_allclose(np.log(np.trapezoid(density, grid[:, 0])),
+                               gaussian_rbm_hidden_marginal(g, log_var).log_z, rtol=1e-9)
+
+
+def test_exact_partition_two_ways_and_pseudo_likelihood():
+    rng = np.random.default_rng(1)
+    p = random_rbm(rng, 7, 5)
+    exact = rbm_exact_log_partition(p)
+    np.testing.assert_allclose(exact.log_z, rbm_exact_log_partition_hidden(p), rtol=1e-12)
+    np.testing.assert_allclose(np.exp(exact.log_marginal).sum(), 1.0, rtol=1e-12)
+    # pseudo-likelihood from the exact p(v): sum_i log p(v_i | v_-i)
+    v = exact.states.numpy()
+    log_p = exact.log_marginal.numpy()
+    index = (v * (2 ** np.arange(7))).sum(1).astype(int)
+    expected = np.zeros(len(v))
+    for i in range(7):
+        flipped = index ^ (1 << i)
+        expected += log_p[index] - np.logaddexp(log_p[index], log_p[flipped])
+    np.testing.assert_allclose(rbm_pseudo_log_likelihood(exact.states, p), expected, rtol=1e-10)
+
+
+def test_ais_equals_exact_log_partition_within_its_error():
+    """The key number: AIS log Z of a 64 x 16 RBM against enumerating 2^16 hidden states."""
+    rng = np.random.default_rng(2)
+    p = random_rbm(rng, 64, 16, scale=0.25)
+    exact = float(rbm_exact_log_partition_hidden(p))
+    data_mean = rng.uniform(0.1, 0.9, 64)
+    result = ais.rbm_ais(p, ais.base_rate_bias(data_mean), num_chains=200, num_betas=3000,
+                         seed=(3, 4))
+    error = float(result.log_z_std_err)
+    assert 0 < error < 0.05, error  # informative, not a wide interval
+    assert abs(float(result.log_z) - exact) < 3 * error, (float(result.log_z), exact, error)
+    assert float(result.log_z_low) < exact < float(result.log_z_high)
+    # Too few temperatures: a visibly worse estimate with a larger reported error.
+    rough = ais.rbm_ais(p, ais.base_rate_bias(data_mean), num_chains=200, num_betas=30,
+                        seed=(3, 4))
+    assert float(rough.log_z_std_err) > 3 * error
+
+
+def test_dbm_ais_equals_exact_log_partition():
+    rng = np.random.default_rng(3)
+    d = random_dbm(rng, 10, 6, 4)
+    exact = float(dbm_exact_log_partition(d).log_z)
+    result = ais.dbm_ais(d, np.zeros(10), num_chains=200, num_betas=2000, seed=(5, 6))
+    error = float(result.log_z_std_err)
+    assert 0 < error < 0.05, error
+    assert abs(float(result.log_z) - exact) < 3 * error, (float(result.log_z), exact, error)
+
+
+def test_gibbs_chain_reaches_the_boltzmann_distribution():
+    """Chi-square of 20,000 independent chains after 40 sweeps against exact p(v), 8 x 4."""
+    rng = np.random.default_rng(4)
+    p = random_rbm(rng, 8, 4, scale=0.8)
+    exact = np.exp(rbm_exact_log_partition(p).log_marginal.numpy())
+    n = 20000
+    seed = tf.constant([7, 8])
+    v = tf.cast(tf.random.stateless_uniform([n, 8], seed, dtype=tf.float64) < 0.5, tf.float64)
+
+    @tf.function
+    def run(v):
+        for k in range(40):
+            s = tf.random.experimental.stateless_fold_in(seed, k)
+            v = rbm_gibbs_step(v, p, tf.random.stateless_uniform([n, 4], s, dtype=tf.float64),
+                               tf.random.stateless_uniform([n, 8], s + 1, dtype=tf.float64)
+                               ).visible
+        return v
+
+    index = (run(v).numpy() * (2 ** np.arange(8))).sum(1).astype(int)
+    counts = np.bincount(index, minlength=256)
+
+    def p_value(probs):
+        expected = n * probs
+        keep = expected >= 5  # pool the rare states into one bin
+        obs = np.append(counts[keep], counts[~keep].sum())
+        exp = np.append(expected[keep], expected[~keep].sum())
+        return stats.chisquare(obs, exp).pvalue
+
+    assert p_value(exact) > 1e-3
+    # The test can fail: the same samples against the model at inverse temperature 0.8.
+    hot = np.exp(rbm_exact_log_partition(RBMParams(*(0.8 * t for t in p))).log_marginal.numpy())
+    assert p_value(hot) < 1e-6
+
+
+def test_mean_field_fixed_point_and_the_bound_below_the_exact_likelihood():
+    rng = np.random.default_rng(5)
+    d = random_dbm(rng, 6, 5, 3, scale=1.0)
+    exact = dbm_exact_log_partition(d)
+    v = exact.states
+    mf = dbm_mean_field(v, d, iterations=200)
+    assert float(mf.change) < 1e-12
+    mu1 = tf.sigmoid(v @ d.weights1 + tf.transpose(d.weights2 @ tf.transpose(mf.hidden2))
+                     + d.hidden1_bias)
+    mu2 = tf.sigmoid(mf.hidden1 @ d.weights2 + d.hidden2_bias)
+    np.testing.assert_allclose(mf.hidden1, mu1, atol=1e-12)
+    np.testing.assert_allclose(mf.hidden2, mu2, atol=1e-12)
+    bound = dbm_mean_field_bound(v, mf.hidden1, mf.hidden2, d) - exact.log_z
+    gap = exact.log_marginal.numpy() - bound.numpy()
+    assert np.all(gap > 0), gap.min()
+    # and it is the exact KL(q || p(h|v)): recompute log p(v) - bound by enumerating h
+    h1, h2 = binary_states(5, tf.float64), binary_states(3, tf.float64)
+    hh1, hh2 = tf.repeat(h1, 8, 0), tf.tile(h2, [32, 1])
+    for a in (0, 17, 63):
+        va = tf.repeat(v[a:a + 1], 256, 0)
+        log_joint = -dbm_energy(va, hh1, hh2, d) - exact.log_z
+        log_post = log_joint - exact.log_marginal[a]
+        q1, q2 = mf.hidden1[a], mf.hidden2[a]
+        log_q = (tf.reduce_sum(tf.math.xlogy(hh1, q1) + tf.math.xlogy(1 - hh1, 1 - q1), -1)
+                 + tf.reduce_sum(tf.math.xlogy(hh2, q2) + tf.math.xlogy(1 - hh2, 1 - q2), -1))
+        kl = tf.reduce_sum(tf.exp(log_q) * (log_q - log_post))
+        np.testing.assert_allclose(gap[a], kl, rtol=1e-9)
+
+
+def test_ais_rejects_bad_arguments():
+    p = random_rbm(np.random.default_rng(0), 3, 2)
+    with pytest.raises(ValueError, match="num_chains"):
+        ais.rbm_ais(p, np.zeros(3), num_chains=1)
+    with pytest.raises(ValueError, match="num_betas"):
+        ais.ais_betas(2)
