@@ -24,10 +24,13 @@ _LAZY = {
     "CategoricalVAE": "zoo.categorical_vae",
     "DLGM": "zoo.dlgm",
     "DeepKalmanFilter": "zoo.deep_state_space",
+    "FVSBN": "zoo.autoregressive",
     "DeepMarkovModel": "zoo.deep_state_space",
     "KalmanFilter": "zoo.kalman_filter",
     "KalmanFilterModel": "zoo.kalman_filter",
     "LSTMKalmanFilter": "zoo.lstm_kalman_filter",
+    "MADE": "zoo.autoregressive",
+    "NADE": "zoo.autoregressive",
     "VAE": "zoo.vae",
 }
 

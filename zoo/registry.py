@@ -107,3 +107,22 @@ def model_entry(name: str) -> ModelEntry:
 
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     return MODELS[name]
+
+
+# Autoregressive models (issue 14).
+AUTOREGRESSIVE_IMAGES = ("mnist5k", "digits", "binarized_mnist", "mnist")
+register("fvsbn", ModelEntry(
+    "zoo.autoregressive", "FVSBN", "mnist5k", AUTOREGRESSIVE_IMAGES,
+    {"model": {}, "data": {"binarize": "dynamic"},
+     "train": {"learning_rate": 3e-3, "batch_size": 100}},
+    "Fully visible sigmoid belief net (Frey 1998): exact log-likelihood, samples, inpainting"))
+register("nade", ModelEntry(
+    "zoo.autoregressive", "NADE", "mnist5k", AUTOREGRESSIVE_IMAGES,
+    {"model": {"hidden_units": 500}, "data": {"binarize": "dynamic"},
+     "train": {"learning_rate": 1e-3, "batch_size": 100}},
+    "NADE (Larochelle & Murray 2011): exact log-likelihood, samples, inpainting"))
+register("made", ModelEntry(
+    "zoo.autoregressive", "MADE", "mnist5k", AUTOREGRESSIVE_IMAGES,
+    {"model": {"hidden_units": [500], "num_masks": 1}, "data": {"binarize": "dynamic"},
+     "train": {"learning_rate": 1e-3, "batch_size": 100}},
+    "MADE (Germain et al. 2015): masked MLP, connectivity-agnostic training, mask ensembles"))

@@ -1,0 +1,9 @@
+"""Autoregressive models of binary data: FVSBN, NADE, MADE, order-agnostic NADE (and RNADE
+for real-valued data). Each gives the exact log-likelihood, samples and inpainting."""
+
+from zoo.autoregressive.base import BinaryAutoregressiveModel
+from zoo.autoregressive.fvsbn import FVSBN
+from zoo.autoregressive.made import MADE
+from zoo.autoregressive.nade import NADE
+
+__all__ = ["BinaryAutoregressiveModel", "FVSBN", "MADE", "NADE"]
