@@ -4,6 +4,11 @@
   rebuilt layer with the same weights in a deterministic call.
 - ``run_saving_test``: ``.keras`` save and reload, equal outputs in a deterministic call.
 - ``run_fit_test``: a few ``fit`` steps lower the loss.
+- ``run_model_test``: the model contract end to end, as the trainer uses it (config round
+  trip, the trainer's input pipeline, fit lowers the loss, evaluate, the model's own
+  evaluation report, predict, ``.keras`` reload with equal outputs, bad input named).
+- ``run_export_test``: SavedModel + TFLite through ``zoo.export``: built-in ops only, float32
+  and dynamic-range parity, and for filters streaming frame by frame equals batch filtering.
 - ``check_gradients``: autodiff gradients against central finite differences (float64).
 - ``assert_mc_mean`` / ``assert_mc_equal``: Monte Carlo assertions in standard errors.
 """
@@ -138,3 +143,100 @@ def assert_mc_equal(samples_a, samples_b, n_se: float = 4.0, axis: int = 0):
         f"Monte Carlo means differ by more than {n_se} standard errors: "
         f"max |diff|/se = {np.max(err / (se + 1e-30)):.2f}"
     )
+
+
+def run_model_test(model_fn: Callable, arrays: dict, *, deterministic: Callable, tmp_path,
+                   bad_inputs=(), epochs: int = 3, batch_size: int = 32,
+                   learning_rate: float = 1e-2, fit_kwargs: dict | None = None,
+                   eval_samples: int = 4, eval_examples: int = 8, rtol: float = 1e-5):
+    """The model contract (``zoo.contract.ZooModel``) as ``zoo-train`` exercises it.
+
+    Args:
+        model_fn: builds the model (a fresh one each call).
+        arrays: one split of a dataset as ``zoo.datasets.load_arrays`` gives it.
+        deterministic: ``(model, x) -> tensors`` with no randomness (explicit noise or a
+            fixed seed); compared before and after a ``.keras`` round trip.
+        bad_inputs: ``(fn(model), exception type, regex)`` triples that must raise.
+    Returns the trained model and its evaluation report.
+    """
+    from zoo.contract import EvalSettings
+    from zoo.training import data as run_data
+
+    model = model_fn()
+    cls = type(model)
+    config = model.get_config()
+    assert cls.from_config(config).get_config() == config, "from_config(get_config()) differs"
+    model.validate_data(arrays)
+    x, y = cls.fit_inputs(arrays)
+    run_config = {"train": {"batch_size": batch_size, "seed": 0, "epochs": epochs},
+                  "data": {}}
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), **model.compile_kwargs())
+    n = len(tf.nest.flatten(x)[0])
+    steps = -(-n // batch_size)
+    stream = run_data.train_stream(cls, x, y, run_config, 0)
+    history = model.fit(stream, epochs=epochs, steps_per_epoch=steps, verbose=0,
+                        callbacks=model.default_callbacks(), **(fit_kwargs or {}))
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)), f"non-finite loss during fit: {losses}"
+    assert losses[-1] < losses[0], f"fit did not lower the loss: {losses}"
+    metrics = model.evaluate(run_data.eval_stream(cls, x, y, batch_size), verbose=0,
+                             return_dict=True)
+    assert metrics and all(np.isfinite(v) for v in metrics.values()), metrics
+    picked = {k: np.asarray(v)[:eval_examples] if np.ndim(v) and len(v) == n else v
+              for k, v in arrays.items()}
+    px, py = cls.fit_inputs(picked)
+    report = model.evaluation(px, py, picked, EvalSettings(num_samples=eval_samples, seed=0,
+                                                           batch_size=batch_size))
+    for key, value in report.items():
+        if isinstance(value, float):
+            assert np.isfinite(value), f"evaluation {key} = {value}"
+    predicted = model.predict(run_data.eval_stream(cls, x, y, batch_size).map(
+        lambda *b: b[0]), verbose=0)
+    assert all(np.all(np.isfinite(np.asarray(p))) for p in tf.nest.flatten(predicted)
+               if np.asarray(p).dtype.kind == "f"), "predict gave non-finite values"
+    run_saving_test(model, lambda m: deterministic(m, px), tmp_path, rtol=rtol)
+    for fn, error, match in bad_inputs:
+        try:
+            fn(model)
+        except error as err:
+            import re
+
+            assert re.search(match, str(err)), f"{error.__name__} {err!r} does not match {match!r}"
+        else:
+            raise AssertionError(f"expected {error.__name__} matching {match!r}")
+    return model, report
+
+
+def run_export_test(model, tmp_path, *, quantize=("float32", "dynamic"), what=None,
+                    streaming: Callable | None = None, float32_rtol: float = 1e-4,
+                    dynamic_rtol: float = 0.1):
+    """Export ``model`` through ``zoo.export`` and check every file as an app would get it.
+
+    The SavedModel and one TFLite file per mode are written; each file's ops must be TFLite
+    built-ins only; parity against the Keras model within ``float32_rtol`` (float32) or
+    ``dynamic_rtol`` (dynamic range) relative to each output's scale, and finite. ``streaming``:
+    ``(tflite_path) -> None`` asserting that frame-by-frame use equals batch filtering.
+    Returns ``{mode: VerifyReport}``.
+    """
+    from zoo.export import export_saved_model, export_tflite, verify
+    from zoo.export.litert import list_ops
+
+    out = str(tmp_path)
+    export_saved_model(model, os.path.join(out, "saved_model"), what=what)
+    reports = {}
+    for mode in quantize:
+        path = os.path.join(out, f"model_{mode}.tflite")
+        export_tflite(model, path, what=what, quantize=None if mode == "float32" else mode)
+        ops = list_ops(path)
+        assert ops.builtin_only, f"{mode}: non-built-in ops {ops.custom}"
+        report = verify(path, model)
+        bound = float32_rtol if mode == "float32" else dynamic_rtol
+        for signature, outputs in report.parity.items():
+            for key, parity in outputs.items():
+                assert np.isfinite(parity.max_rel), f"{mode} {signature}.{key}: non-finite"
+                assert parity.max_rel <= bound, (
+                    f"{mode} {signature}.{key}: relative error {parity.max_rel:.3g} > {bound}")
+        reports[mode] = report
+        if streaming is not None:
+            streaming(path)
+    return reports
