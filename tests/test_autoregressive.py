@@ -1,0 +1,168 @@
+"""FVSBN, NADE, MADE (and order-agnostic NADE): normalization over all 2^d binary vectors,
+equality with NumPy loops, exact samples and inpainting by enumeration, the model contract."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from tests.test_case import run_model_test
+from zoo.autoregressive import FVSBN, MADE, NADE
+
+D = 10
+ALL = np.array(list(itertools.product([0.0, 1.0], repeat=D)), np.float32)  # 2^10 vectors
+
+
+def _randomize(model, seed, scale=1.0):
+    rng = np.random.RandomState(seed)
+    for w in model.trainable_weights:
+        w.assign(scale * rng.randn(*w.shape).astype("float32"))
+    return model
+
+
+MODELS = {
+    "fvsbn": lambda d=D: FVSBN((d,), input_order="random", seed=1),
+    "nade": lambda d=D: NADE((d,), hidden_units=7, input_order="random", seed=2),
+    "made": lambda d=D: MADE((d,), hidden_units=(16, 16), input_order="random",
+                             hidden_degrees="random", num_masks=3, seed=3),
+}
+
+
+def _log_total(model, member):
+    return float(tf.reduce_logsumexp(tf.cast(model.log_prob(ALL, member=member), tf.float64)))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_probabilities_of_all_binary_vectors_sum_to_one(name):
+    model = _randomize(MODELS[name](), seed=0)
+    for member in range(model.num_members):
+        assert abs(_log_total(model, member)) < 1e-5, f"member {member}"
+    if model.num_members > 1:  # the mask ensemble is a mixture: normalized too
+        assert abs(_log_total(model, None)) < 1e-5
+        members = np.stack([model.log_prob(ALL, member=k) for k in range(3)])
+        assert np.max(np.abs(members[0] - members[1])) > 0.1  # the draws differ
+
+
+def test_leaky_masks_break_normalization():
+    """The sum-to-one check can fail: MADE with its masks all ones is not normalized."""
+    model = _randomize(MODELS["made"](), seed=0)
+    for layer in model.network.masked:
+        layer.set_masks(np.ones(layer.masks.shape))
+    assert abs(_log_total(model, 0)) > 0.1
+
+
+def test_nade_equals_a_numpy_loop():
+    model = _randomize(MODELS["nade"](), seed=4, scale=0.5)
+    w, c, v, b = (model.w.numpy(), model.c.numpy(), model.v.numpy(), model.b.numpy())
+    order = np.argsort(model.degrees.numpy()[0])
+    x = ALL[::37]
+    expected = np.zeros(len(x))
+    for n, xn in enumerate(x.astype(np.float64)):
+        a = c.astype(np.float64).copy()
+        for i in order:  # Larochelle & Murray's running sum
+            p = 1 / (1 + np.exp(-(b[i] + v[i] @ (1 / (1 + np.exp(-a))))))
+            expected[n] += np.log(p if xn[i] else 1 - p)
+            a += w[i] * xn[i]
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_fvsbn_equals_logistic_regressions_on_the_preceding_pixels():
+    model = _randomize(MODELS["fvsbn"](), seed=5, scale=0.5)
+    kernel = model.network.masked[0].kernel.numpy()
+    bias = model.network.masked[0].bias.numpy()
+    deg = model.network.degrees.numpy()[0]
+    x = ALL[::41].astype(np.float64)
+    logits = bias + x @ (kernel * (deg[:, None] < deg[None, :]))
+    expected = np.sum(x * logits - np.logaddexp(0, logits), -1)
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["nade", "made"])
+def test_samples_follow_the_exact_distribution(name):
+    d, n = 4, 4000
+    model = _randomize(MODELS[name](d), seed=6)
+    grid = ALL[:16, -d:]
+    probs = np.exp(np.asarray(model.log_prob(grid, member=0), np.float64))
+    draws = np.asarray(model.sample(n, seed=1, member=0)).reshape(n, d)
+    index = draws @ (2 ** np.arange(d - 1, -1, -1))
+    counts = np.bincount(index.astype(int), minlength=16)
+    chi2 = stats.chisquare(counts, probs / probs.sum() * n)
+    assert chi2.pvalue > 1e-3, chi2
+
+
+def test_inpainting_draws_from_the_exact_conditional():
+    """SIR over sequential proposals: observed pixels that come *after* missing ones in the
+    ordering are accounted for by the weights, so the draws follow p(x_missing | x_observed)."""
+    d, reps = 4, 3000
+    model = _randomize(MADE((d,), hidden_units=(12,), input_order="left-to-right", seed=7),
+                       seed=8)
+    x = np.array([[0.0, 1.0, 0.0, 1.0]], np.float32)
+    observed = np.array([[0.0, 1.0, 0.0, 1.0]], np.float32)  # x_1, x_3 seen; x_0, x_2 drawn
+    grid = ALL[:16, -d:]
+    consistent = np.all(grid[:, [1, 3]] == x[0, [1, 3]], -1)
+    joint = np.exp(np.asarray(model.log_prob(grid), np.float64)) * consistent
+    target = joint / joint.sum()
+    draws, ess = model.inpaint(np.repeat(x, reps, 0), np.repeat(observed, reps, 0), seed=3,
+                               num_proposals=200)
+    draws = np.asarray(draws)
+    np.testing.assert_array_equal(draws[:, [1, 3]], np.repeat(x[:, [1, 3]], reps, 0))
+    index = draws @ (2 ** np.arange(d - 1, -1, -1))
+    counts = np.bincount(index.astype(int), minlength=16)[consistent]
+    chi2 = stats.chisquare(counts, target[consistent] * reps)
+    assert chi2.pvalue > 1e-3, (counts, target[consistent] * reps)
+    # The proposal alone (no weights) draws from the wrong distribution: the test can fail.
+    naive = np.asarray(model.inpaint(np.repeat(x, reps, 0), np.repeat(observed, reps, 0),
+                                     seed=4, num_proposals=1)[0])
+    naive_counts = np.bincount((naive @ (2 ** np.arange(d - 1, -1, -1))).astype(int),
+                               minlength=16)[consistent]
+    assert stats.chisquare(naive_counts, target[consistent] * reps).pvalue < 1e-3
+
+
+def _digits():
+    from zoo.datasets import load_arrays
+
+    arrays = load_arrays("digits", "train", binarize="static")
+    pick = np.random.RandomState(0).choice(len(arrays["image"]), 256, replace=False)
+    return {k: v[pick] for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize("name,make", [
+    ("fvsbn", lambda: FVSBN((8, 8, 1), seed=0)),
+    ("nade", lambda: NADE((8, 8, 1), hidden_units=32, seed=0)),
+    ("made", lambda: MADE((8, 8, 1), hidden_units=(64,), num_masks=2, seed=0)),
+])
+def test_model_contract(name, make, tmp_path):
+    arrays = _digits()
+    bad = [(lambda m: m.log_prob(np.zeros((2, 63), "float32")), ValueError, "`x`"),
+           (lambda m: m.validate_data({"image": np.full((2, 8, 8, 1), 2.0, "float32")}),
+            ValueError, r"\[0, 1\]"),
+           (lambda m: m.validate_data({"image": np.full((2, 8, 8, 1), np.nan, "float32")}),
+            ValueError, "NaN")]
+    model, report = run_model_test(make, arrays, deterministic=lambda m, x: m.log_prob(x),
+                                   tmp_path=tmp_path, bad_inputs=bad, epochs=3,
+                                   learning_rate=1e-2)
+    x = arrays["image"][:8]
+    np.testing.assert_allclose(report["test_nll"], -np.mean(model.log_prob(x, member=0)),
+                               rtol=1e-5)
+    if model.num_members > 1:
+        np.testing.assert_allclose(report["test_nll_ensemble"], -np.mean(model.log_prob(x)),
+                                   rtol=1e-5)
+    paths = model.pictures(x, arrays, str(tmp_path), _settings())
+    assert len(paths) == 2
+
+
+def _settings():
+    from zoo.contract import EvalSettings
+
+    return EvalSettings(num_samples=1, seed=0, batch_size=8)
+
+
+def test_fit_honours_sample_weight():
+    model = MADE((4,), hidden_units=(8,), seed=0)
+    x = ALL[:16, -4:]
+    out = model(x)
+    w = np.r_[np.ones(8), np.zeros(8)].astype("float32")
+    loss = model.compute_loss(x, None, out, sample_weight=w)
+    np.testing.assert_allclose(loss, -np.mean(np.asarray(out["log_prob"])[:8]), rtol=1e-6)
