@@ -11,8 +11,11 @@ from zoo.layers.categorical_likelihood import CategoricalLikelihood
 from zoo.layers.combiner import Combiner
 from zoo.layers.gaussian_likelihood import GaussianLikelihood
 from zoo.layers.gaussian_posterior import GaussianPosterior
+from zoo.layers.iaf import IAF
 from zoo.layers.kalman_filter import KalmanFilter
+from zoo.layers.maf import MAF
 from zoo.layers.masked_dense import MaskedDense
+from zoo.layers.planar_flow import PlanarFlow
 from zoo.layers.persistent_chains import PersistentChains
 from zoo.layers.relaxed_categorical import RelaxedCategorical
 from zoo.layers.state_transition import StateTransition
@@ -25,10 +28,13 @@ __all__ = [
     "Combiner",
     "GaussianLikelihood",
     "GaussianPosterior",
+    "IAF",
     "KalmanFilter",
     "KLAnnealing",
     "PersistentChains",
+    "MAF",
     "MaskedDense",
+    "PlanarFlow",
     "RelaxedCategorical",
     "StateTransition",
     "TemperatureAnnealing",

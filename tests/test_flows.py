@@ -1,0 +1,144 @@
+"""Flow layers (IAF, MAF, PlanarFlow): log-determinants equal slogdet of the autodiff
+Jacobian, inverse(forward(z)) = z, serialization, compiled / float64 / mixed precision."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.test_case import run_layer_test
+from zoo.layers import IAF, MAF, PlanarFlow
+
+D, C = 5, 3
+RNG = np.random.RandomState(0)
+
+FLOWS = {
+    "iaf_gated": lambda **kw: IAF(D, hidden_units=(16,), **kw),
+    "iaf_affine_context": lambda **kw: IAF(D, hidden_units=(16,), transform="affine",
+                                           context_size=C, input_order="random", seed=1, **kw),
+    "maf_affine": lambda **kw: MAF(D, hidden_units=(16, 16), **kw),
+    "maf_gated_context": lambda **kw: MAF(D, hidden_units=(16,), transform="gated",
+                                          context_size=C, input_order="right-to-left", **kw),
+    "planar": lambda **kw: PlanarFlow(D, **kw),
+    "planar_context": lambda **kw: PlanarFlow(D, context_size=C, **kw),
+}
+
+
+def _context(flow, n, dtype="float64"):
+    return RNG.randn(n, C).astype(dtype) if flow.context_size else None
+
+
+def _scramble(flow, seed, scale=0.7):
+    """Weights far from the identity start, so the test sees a real Jacobian."""
+    rng = np.random.RandomState(seed)
+    for w in flow.trainable_weights:
+        w.assign(scale * rng.randn(*w.shape))
+    return flow
+
+
+def _build(name, dtype="float64"):
+    flow = FLOWS[name](dtype=dtype)
+    flow(np.zeros((1, D), dtype), context=_context(flow, 1, dtype))
+    return _scramble(flow, seed=len(name))
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+def test_log_det_is_slogdet_of_the_jacobian_and_inverse_inverts(name):
+    flow = _build(name)
+    z = tf.constant(RNG.randn(4, D))
+    ctx = _context(flow, 4)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        y, log_det = flow.forward(z, ctx)
+    jac = tape.batch_jacobian(y, z).numpy()
+    sign, logabs = np.linalg.slogdet(jac)
+    np.testing.assert_allclose(log_det, logabs, rtol=1e-9, atol=1e-9)
+    if name.startswith("planar"):  # u_hat keeps the step orientation-preserving
+        assert np.all(sign > 0)
+    back, inv_log_det = flow.inverse(y, ctx)
+    np.testing.assert_allclose(back, z, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(inv_log_det, -log_det, rtol=1e-9, atol=1e-9)
+    # ... and the inverse's own Jacobian has the inverse's log-determinant.
+    with tf.GradientTape() as tape:
+        tape.watch(y)
+        back, inv_log_det = flow.inverse(y, ctx)
+    np.testing.assert_allclose(np.linalg.slogdet(tape.batch_jacobian(back, y).numpy())[1],
+                               inv_log_det, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["iaf_gated", "maf_affine"])
+def test_autoregressive_flows_are_triangular_in_their_ordering(name):
+    flow = _build(name)
+    z = tf.constant(RNG.randn(3, D))
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        y, _ = flow.forward(z)
+    jac = np.abs(tape.batch_jacobian(y, z).numpy()).max(0)
+    deg = flow.network.degrees.numpy()[0]
+    assert np.all(jac[deg[None, :] > deg[:, None]] == 0)
+
+
+def test_planar_constraint_holds_for_an_adversarial_u():
+    flow = PlanarFlow(D, dtype="float64")
+    flow(np.zeros((1, D)))
+    w = RNG.randn(D)
+    flow.w.assign(w)
+    flow.u.assign(-5.0 * w / np.dot(w, w))  # w.u = -5: not invertible without u_hat
+    u_hat, w_, _ = flow.parameters(dtype="float64")
+    assert float(tf.reduce_sum(u_hat * w_)) > -1.0
+    z = RNG.randn(200, D) * 3
+    y, log_det = flow.forward(z)
+    assert np.all(np.isfinite(log_det))
+    np.testing.assert_allclose(flow.inverse(y)[0], z, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["iaf_affine_context", "maf_gated_context", "planar_context"])
+def test_config_round_trip(name):
+    flow = FLOWS[name]()
+    init = {k: v for k, v in flow.get_config().items()
+            if k in ("event_size", "context_size", "transform", "hidden_units")}
+    x = RNG.randn(2, D).astype("float32")
+    run_layer_test(type(flow), init, x, call_kwargs={"context": _context(flow, 2, "float32")},
+                   rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["iaf_affine_context", "planar_context"])
+def test_compiled_float64_and_mixed_precision(name):
+    flow = _build(name, "float32")
+    z = RNG.randn(3, D).astype("float32")
+    ctx = _context(flow, 3, "float32")
+    eager = flow.forward(z, ctx)
+    for jit in (False, True):
+        compiled = tf.function(lambda: (flow.forward(z, ctx), flow.inverse(z, ctx)),
+                               jit_compile=jit)()
+        np.testing.assert_allclose(compiled[0][0], eager[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(compiled[0][1], eager[1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(compiled[1][0], flow.inverse(z, ctx)[0], rtol=1e-4,
+                                   atol=1e-4)
+    twin = _build(name, "float64")
+    twin.set_weights(flow.get_weights())
+    out = twin.forward(z.astype("float64"), None if ctx is None else ctx.astype("float64"))
+    assert out[0].dtype == tf.float64
+    np.testing.assert_allclose(out[1], eager[1], rtol=1e-4, atol=1e-4)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        half = FLOWS[name]()
+        half(z, context=ctx)
+        half.set_weights(flow.get_weights())
+        y, log_det = half.forward(z, ctx)
+        assert y.dtype == tf.float32 and log_det.dtype == tf.float32
+        np.testing.assert_allclose(log_det, eager[1], rtol=5e-2, atol=5e-2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="transform"):
+        IAF(3, transform="spline")
+    with pytest.raises(ValueError, match="event_size"):
+        PlanarFlow(0)
+    flow = IAF(3, hidden_units=(4,))
+    with pytest.raises(ValueError, match="`z`"):
+        flow.forward(np.zeros((2, 4), "float32"))
+    with pytest.raises(ValueError, match="context"):
+        PlanarFlow(3, context_size=2).forward(np.zeros((2, 3), "float32"))
