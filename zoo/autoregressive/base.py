@@ -91,10 +91,10 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
     def training_log_prob(self, x):
         """Per-example objective of ``fit`` (log-likelihood of a random member)."""
         if self.num_members == 1:
-            return self.log_prob(x, member=0)
+            return self.log_prob_flat(x, member=0)
         member = tf.random.stateless_uniform([], self.seed_generator.next(), 0,
                                              self.num_members, dtype=tf.int32)
-        return self.log_prob(x, member=member)
+        return self.log_prob_flat(x, member=member)
 
     # ------------------------------------------------------------------ contract
     @classmethod
@@ -125,24 +125,31 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
                 f"{type(self).__name__} expects `x` of shape [batch, "
                 f"{', '.join(map(str, self.data_shape))}] or [batch, {self.event_size}] "
                 f"(input_shape={self.data_shape}), got {tuple(x.shape)}.")
-        x = tf.cast(tf.reshape(x, [-1, self.event_size]), self.compute_dtype)
+        x = self.as_flat(x)
         with tf.control_dependencies([assert_finite(x, "x")]):
             return tf.identity(x)
+
+    def as_flat(self, x):
+        """x as [batch, D] in the compute dtype, unchecked (exported graphs use this)."""
+        return tf.cast(tf.reshape(x, [-1, self.event_size]), self.compute_dtype)
 
     # ------------------------------------------------------------------ likelihood
     def log_prob(self, x, member=None):
         """Exact log p(x) per example [batch]: member ``member``, or (None) the ensemble."""
-        x = self.flat_input(x)
+        return self.log_prob_flat(self.flat_input(x), member)
+
+    def log_prob_flat(self, x, member=None):
+        """:meth:`log_prob` of a [batch, D] tensor, without the input checks."""
         if member is not None or self.num_members == 1:
             member = 0 if member is None else member
             logits = tf.cast(self.conditional_logits(x, member), tf.float32)
             return tf.reduce_sum(bernoulli_log_prob(tf.cast(x, tf.float32), logits), -1)
-        per = tf.stack([self.log_prob(x, member=k) for k in range(self.num_members)], -1)
+        per = tf.stack([self.log_prob_flat(x, member=k) for k in range(self.num_members)], -1)
         return tf.reduce_logsumexp(per, -1) - tf.math.log(float(self.num_members))
 
     def call(self, x, training=None):
         x = self.flat_input(x)
-        return {"log_prob": self.training_log_prob(x) if training else self.log_prob(x)}
+        return {"log_prob": self.training_log_prob(x) if training else self.log_prob_flat(x)}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         log_prob = y_pred["log_prob"]
@@ -173,9 +180,10 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
         of ``degrees`` [batch, D] (1-based), each from its conditional given everything
         before it, using ``uniform`` [batch, D] noise (x_i = 1 when u_i < p_i). The
         conditionals are member ``member``'s (whose ordering ``degrees`` must be), or with
-        ``any_order`` those of the ordering ``degrees`` itself. Returns the completed x and
-        the log-weight sum_{observed i} log p(x_i | x_<i)."""
-        x = tf.cast(self.flat_input(x), tf.float32)
+        ``any_order`` those of the ordering ``degrees`` itself. Returns the completed x, the
+        log-weight sum_{observed i} log p(x_i | x_<i) and the probability p_i each drawn
+        dimension was drawn with (0 where observed). Built-in TFLite ops only."""
+        x = tf.cast(self.as_flat(x), tf.float32)
         observed = tf.cast(tf.reshape(observed, [-1, self.event_size]), tf.float32)
         uniform = tf.cast(tf.reshape(uniform, [-1, self.event_size]), tf.float32)
         degrees = tf.cast(tf.reshape(degrees, [-1, self.event_size]), tf.float32)
@@ -189,16 +197,17 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
             return tf.cast(self.conditional_logits(tf.cast(x, self.compute_dtype), member),
                            tf.float32)
 
-        def body(t, x):
+        def body(t, x, drawn_with):
             position = tf.one_hot(order[:, t], self.event_size, dtype=tf.float32)
             p = tf.sigmoid(logits_of(x))
             draw = tf.cast(uniform < p, tf.float32)
             step = position * (1.0 - observed)
-            return t + 1, x + step * (draw - x)
+            return t + 1, x + step * (draw - x), drawn_with + step * p
 
-        _, x = tf.while_loop(lambda t, x: t < self.event_size, body, [tf.constant(0), x])
+        _, x, drawn_with = tf.while_loop(lambda t, x, q: t < self.event_size, body,
+                                         [tf.constant(0), x, tf.zeros_like(x)])
         log_weight = tf.reduce_sum(observed * bernoulli_log_prob(x, logits_of(x)), -1)
-        return x, log_weight
+        return x, log_weight, drawn_with
 
     def sample(self, n: int, seed: int = 0, member: int = 0):
         """n exact draws from member ``member`` (images [n, *input_shape], values 0/1)."""
@@ -206,7 +215,7 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
         zeros = tf.zeros([n, self.event_size])
         degrees = tf.gather(self.member_degrees(), member)
         fn = self._function("fill", self._fill_member)
-        x, _ = fn(zeros, zeros, rng, tf.tile(degrees[None], [n, 1]), tf.constant(member))
+        x, _, _ = fn(zeros, zeros, rng, tf.tile(degrees[None], [n, 1]), tf.constant(member))
         return tf.reshape(x, [n, *self.data_shape])
 
     def _fill_member(self, x, observed, uniform, degrees, member):
@@ -230,7 +239,7 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
         degrees = self.inpainting_degrees(obs, member)
         uniform = tf.random.stateless_uniform(tf.shape(xs), [seed, 2])
         fn = self._function("inpaint", self._inpaint_fill)
-        filled, log_w = fn(xs, obs, uniform, degrees, tf.constant(member))
+        filled, log_w, _ = fn(xs, obs, uniform, degrees, tf.constant(member))
         filled, log_w = tf.reshape(filled, [b, m, -1]), tf.reshape(log_w, [b, m])
         pick = tf.random.stateless_categorical(log_w, 1, [seed, 3])[:, 0]
         chosen = tf.gather(filled, pick, batch_dims=1)
