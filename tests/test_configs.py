@@ -11,6 +11,7 @@ import yaml
 
 from zoo.registry import model_entry
 from zoo.training.config import resolve_config
+from zoo.training.data import split_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -52,6 +53,10 @@ def test_burda_configs_state_the_papers_setup():
     assert resolved["train"]["epochs"] == sum(3**i for i in range(8)) == 3280
     assert resolved["train"]["eval_samples"] == 5000 and resolved["train"]["eval_examples"] == 0
     assert resolved["data"] == {"name": "mnist", "split_scheme": "60k", "binarize": "dynamic"}
+    # The 60,000 training images include the validation part: no validation split.
+    assert split_names(resolved) == (None, "test")
+    with open(os.path.join(ROOT, "configs", "burda2016_vae_1layer_k1_fixed.yaml")) as f:
+        assert split_names(resolve_config("vae", config=yaml.safe_load(f))) == ("valid", "test")
     # Appendix C's networks, weight for weight: encoder 784-200-200-(50 means, 50 scales),
     # decoder 50-200-200-784.
     model = model_entry("vae").load()(input_shape=(28, 28, 1), **resolved["model"])

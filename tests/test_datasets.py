@@ -276,6 +276,10 @@ def test_mnist_60k_scheme_joins_train_and_valid_in_order():
         datasets.load_arrays("mnist", "test")["label"])
     with pytest.raises(ValueError, match="no 'valid' split"):
         datasets.load_arrays("mnist", "valid", split_scheme="60k")
+    for name in ("mnist", "binarized_mnist"):  # what the trainer asks before loading
+        spec = datasets.get_spec(name)
+        assert spec.available_splits({"split_scheme": "60k"}) == ("train", "test")
+        assert spec.available_splits({}) == spec.splits == ("train", "valid", "test")
     with pytest.raises(ValueError, match="split_scheme must be one of"):
         datasets.load_arrays("mnist", "train", split_scheme="55k")
     with pytest.raises(ValueError, match="source must be one of"):

