@@ -29,23 +29,6 @@ def _config(model, epochs=1, **train):
                                                           "eval_samples": 5, **train}})
 
 
-SMOKE = {  # model: (dataset, config, pictures)
-    "vae": ("digits", {"model": TINY["vae"]}, ["samples.png", "reconstructions.png"]),
-    "dlgm": ("digits", {"model": TINY["dlgm"]}, ["samples.png", "reconstructions.png"]),
-    "categorical_vae": ("digits", {"model": TINY["categorical_vae"]},
-                        ["samples.png", "reconstructions.png"]),
-    "dkf": ("healing_mnist", {"model": {"latent_dim": 4, "rnn_units": 16,
-                                        "emission_units": [32]},
-                              "data": {"num_sequences": 40}}, ["healing.png"]),
-    "dmm": ("chorales", {"model": {"latent_dim": 4, "rnn_units": 16, "emission_units": [16],
-                                   "transition_units": 16},
-                         "data": {"limit": 15}}, ["piano_rolls.png"]),
-    "kalman_filter": ("lgssm", {"data": {"num_sequences": 64}}, ["filter.png"]),
-    "lstm_kf": ("lgssm", {"model": {"lstm_units": 8}, "data": {"num_sequences": 64}},
-                ["filter.png"]),
-}
-
-
 def _sets(config):
     return sum([["--set", f"{section}.{k}={json.dumps(v)}"] for section, values in config.items()
                 for k, v in values.items()], [])
@@ -53,8 +36,9 @@ def _sets(config):
 
 @pytest.mark.parametrize("model", sorted(training.MODELS))
 def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
-    assert set(SMOKE) == set(training.MODELS)  # every model of the zoo has a smoke run
-    dataset, config, pictures = SMOKE[model]
+    smoke = training.MODELS[model].smoke
+    assert smoke, f"registry entry {model!r} needs smoke={{dataset, config, pictures}}"
+    dataset, config, pictures = smoke["dataset"], smoke["config"], smoke["pictures"]
     run_dir = str(tmp_path / "run")
     code = train_cli.main([model, "--dataset", dataset, "--epochs", "1", "--batch-size", "32",
                            "--set", "train.eval_samples=5", "--set", "train.eval_examples=8",
@@ -65,15 +49,17 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
     result = json.load(open(os.path.join(run_dir, "evaluation.json")))
-    if "rmse" in result:  # a supervised filter, beside the exact Kalman filter
+    assert "evaluation_examples" in result or not any(
+        k.startswith(("iwae", "log_likelihood", "rmse")) for k in result)
+    if "rmse" in result:  # a supervised filter
         assert result["rmse"] == pytest.approx(np.sqrt(result["loss"]))
-        assert 0 < result["exact_kalman_rmse"] < result["rmse"] * 1.5
-    elif "elbo" in result:
+    elif "elbo" in result and "reconstruction" in result:
         np.testing.assert_allclose(result["elbo"], result["reconstruction"] - result["kl"],
                                    rtol=1e-4)
         # The importance-weighted bound (K=5) is at least the ELBO, up to Monte Carlo noise.
         assert result["iwae_log_likelihood_k5"] > result["elbo"] - 0.05 * abs(result["elbo"])
-    else:  # the Kalman filter: exact log-likelihood (8 sequences of 50 steps); loss = NLL/T
+    elif "log_likelihood" in result and "parameters" in result:
+        # the Kalman filter: exact log-likelihood (8 sequences of 50 steps); loss = NLL/T
         assert result["nll_per_step"] == pytest.approx(-result["log_likelihood"] / 50, rel=1e-6)
         assert result["nll_per_step"] == pytest.approx(result["loss"], rel=0.1)
     # The resolved config reproduces the run.
@@ -95,7 +81,7 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
     ("lstm_kf", "lgssm", ["data.num_sequences=32", "model.lstm_units=8"]),
 ])
 def test_mixed_precision_and_jit_runs(model, dataset, sets, tmp_path):
-    jit = ["--jit"] if training.MODELS[model].jit else []
+    jit = ["--jit"] if training.MODELS[model].load().supports_jit else []
     args = [model, "--dataset", dataset, "--epochs", "1", "--no-plots", "--mixed-precision",
             *jit, "--set", "train.eval_samples=5", "--set", "train.eval_examples=4",
             *sum([["--set", s] for s in sets], []), "--output-dir", str(tmp_path / "run")]
@@ -117,24 +103,54 @@ def test_export_flag_writes_verified_files(tmp_path):
     assert os.path.exists(os.path.join(run_dir, "export", "saved_model", "saved_model.pb"))
 
 
+def _same_weights(dir_a, dir_b, name="last.keras"):
+    a = keras.saving.load_model(os.path.join(dir_a, name))
+    b = keras.saving.load_model(os.path.join(dir_b, name))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     straight = training.train(_config("vae", epochs=3), str(tmp_path / "a"), plots=False)
     split = _config("vae", epochs=2)
     training.train(split, str(tmp_path / "b"), plots=False)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(training.ConfigError, match="--resume"):
         training.train(split, str(tmp_path / "b"), plots=False)
-    path = tmp_path / "b" / "config.json"
-    config = json.load(open(path))
-    config["train"]["epochs"] = 3
-    json.dump(config, open(path, "w"))
-    resumed = training.train(config, str(tmp_path / "b"), resume=True, plots=False)
-    a = keras.saving.load_model(str(tmp_path / "a" / "last.keras"))
-    b = keras.saving.load_model(str(tmp_path / "b" / "last.keras"))
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_array_equal(wa, wb)
+    # A finished run: --resume without more epochs says what to do.
+    with pytest.raises(training.ConfigError, match="already trained 2 epochs"):
+        training.train(split, str(tmp_path / "b"), resume=True, plots=False)
+    # --epochs 3 on resume is honoured and recorded in the run's config.
+    resumed = training.train(_config("vae", epochs=3), str(tmp_path / "b"), resume=True,
+                             plots=False, overrides={"train.epochs": 3})
+    _same_weights(str(tmp_path / "a"), str(tmp_path / "b"))
     assert resumed.evaluation["elbo"] == pytest.approx(straight.evaluation["elbo"], rel=1e-6)
     rows = training.read_metrics(str(tmp_path / "b"))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    saved = training.read_config(str(tmp_path / "b"))
+    assert saved["train"]["epochs"] == 3
+    assert saved["resumes"] == [{"at_epoch": 2, "changes": {"train.epochs": {"from": 2,
+                                                                              "to": 3}}}]
+
+
+def test_resume_refuses_changes_it_cannot_honour(tmp_path):
+    run = str(tmp_path / "run")
+    training.train(_config("vae", epochs=1), run, plots=False)
+    for key, value, config in [
+            ("model.latent_dim", 7, _config("vae", epochs=2)),
+            ("train.batch_size", 8, _config("vae", epochs=2, batch_size=8))]:
+        if key.startswith("model"):
+            config["model"]["latent_dim"] = value
+        with pytest.raises(training.ConfigError, match=f"cannot change {key}"):
+            training.train(config, run, resume=True, plots=False,
+                           overrides={key: value, "train.epochs": 2})
+    with pytest.raises(training.ConfigError, match="'vae' run, not 'dlgm'"):
+        training.train(_config("dlgm", epochs=2), run, resume=True, plots=False)
+    # A new learning rate is accepted and used.
+    result = training.train(_config("vae", epochs=2, learning_rate=1e-4), run, resume=True,
+                            plots=False, overrides={"train.epochs": 2,
+                                                    "train.learning_rate": 1e-4})
+    assert result.stopped is None
+    assert float(result.model.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
 
 
 class _InterruptAt(keras.callbacks.Callback):
@@ -151,29 +167,132 @@ class _InterruptAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_ctrl_c_leaves_a_checkpoint_that_resume_picks_up(tmp_path):
-    run_dir = str(tmp_path / "run")
+def test_ctrl_c_then_resume_equals_the_uninterrupted_run(tmp_path):
+    training.train(_config("vae", epochs=2), str(tmp_path / "a"), plots=False)
+    run_dir = str(tmp_path / "b")
     result = training.train(_config("vae", epochs=2), run_dir, plots=False,
                             callbacks=[_InterruptAt(1, 3)])
     assert result.stopped == "interrupted"
     state = json.load(open(os.path.join(run_dir, "checkpoints", "state.json")))
-    assert state["partial"] and state["epoch"] == 1 and state["step"] == 23 + 3
+    assert state["epoch"] == 1 and state["step"] == 23  # the end of epoch 1: 23 batches
     resumed = training.train(_config("vae", epochs=2), run_dir, resume=True, plots=False)
-    assert resumed.stopped is None and np.isfinite(resumed.evaluation["elbo"])
+    assert resumed.stopped is None
+    _same_weights(str(tmp_path / "a"), run_dir)
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+TINY_CLI = ["vae", "--dataset", "digits", "--batch-size", "16", "--set",
+            "model.hidden_units=[32]", "--set", "model.latent_dim=4", "--set",
+            "train.eval_samples=2", "--set", "train.eval_examples=4", "--no-plots"]
+
+
+def _cli(*args, **popen):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "train.py"), *args],
+                            cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, **popen)
+
+
+def test_a_real_sigint_then_resume_equals_the_uninterrupted_run(tmp_path):
+    import signal
+
+    epochs = "8"
+    proc = _cli(*TINY_CLI, "--epochs", epochs, "--output-dir", str(tmp_path / "b"))
+    state = tmp_path / "b" / "checkpoints" / "state.json"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out[-2000:]
+    assert "Interrupted during epoch" in out and "--resume" in out
+    stopped_at = json.load(open(state))["epoch"]
+    assert 1 <= stopped_at < 8
+    resume = _cli(*TINY_CLI, "--output-dir", str(tmp_path / "b"), "--resume")
+    out = resume.communicate(timeout=600)[0]
+    assert resume.returncode == 0, out[-2000:]
+    straight = _cli(*TINY_CLI, "--epochs", epochs, "--output-dir", str(tmp_path / "a"))
+    out = straight.communicate(timeout=600)[0]
+    assert straight.returncode == 0, out[-2000:]
+    _same_weights(str(tmp_path / "a"), str(tmp_path / "b"))
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, not even `except Exception`."""
+
+
+def test_a_kill_during_any_file_write_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from zoo.training import checkpoint
+
+    reference = str(tmp_path / "reference")
+    training.train(_config("vae", epochs=2), reference, plots=False)
+    real_replace = os.replace
+    # The resumed run writes config.json, then at the end of epoch 2 metrics.csv, last.keras,
+    # best.keras, the weights and state.json, then evaluation.json, each by a rename: kill
+    # the run just before each of them in turn.
+    import shutil
+
+    base = str(tmp_path / "base")
+    training.train(_config("vae", epochs=1), base, plots=False)
+    for kill_at in range(7):
+        run_dir = str(tmp_path / f"run{kill_at}")
+        shutil.copytree(base, run_dir)
+        calls = []
+
+        def replace(src, dst, kill_at=kill_at):
+            calls.append(os.path.basename(dst))
+            if len(calls) == kill_at + 1:
+                open(src, "ab").close()  # the temporary file is left half-written
+                raise _Killed(os.path.basename(dst))
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(checkpoint.os, "replace", replace)
+        with pytest.raises(_Killed):
+            training.train(_config("vae", epochs=2), run_dir, resume=True, plots=False,
+                           overrides={"train.epochs": 2})
+        monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+        # Whatever was being written, the committed checkpoint is consistent and loads.
+        state = training.checkpoint.read_state(run_dir)
+        assert state["epoch"] in (1, 2)
+        for name in ("best.keras", "last.keras"):
+            keras.saving.load_model(os.path.join(run_dir, name))
+        json.load(open(os.path.join(run_dir, "config.json")))
+        training.read_metrics(run_dir)
+        if state["epoch"] == 1:  # killed before the commit: resume redoes epoch 2 exactly
+            training.train(_config("vae", epochs=2), run_dir, resume=True, plots=False,
+                           overrides={"train.epochs": 2})
+            _same_weights(reference, run_dir)
+        else:
+            _same_weights(reference, run_dir, "last.keras")
+
+
+def test_nan_loss_stops_and_evaluates_the_last_good_checkpoint(tmp_path):
     messages = []
     run_dir = str(tmp_path / "run")
-    result = training.train(_config("vae", epochs=3, learning_rate=1e12, optimizer="sgd"),
-                            run_dir, plots=False, log=messages.append)
+    # One good epoch at a normal rate, then a rate that diverges.
+    training.train(_config("vae", epochs=1), run_dir, plots=False)
+    result = training.train(_config("vae", epochs=3, learning_rate=1e12), run_dir, plots=False,
+                            resume=True, log=messages.append,
+                            overrides={"train.epochs": 3, "train.learning_rate": 1e12})
     assert result.stopped == "nan"
     stop = [m for m in messages if m.startswith("Stopped")][0]
-    assert "optimizer step" in stop and "learning_rate" in stop
-    last = os.path.join(run_dir, "last.keras")
-    if os.path.exists(last):  # a finite epoch finished before the NaN
-        weights = keras.saving.load_model(last).get_weights()
-        assert all(np.all(np.isfinite(w)) for w in weights)
+    assert "optimizer step" in stop and "learning_rate" in stop and "data" in stop
+    evaluation = json.load(open(os.path.join(run_dir, "evaluation.json")))
+    assert evaluation["stopped"] == "nan"
+    assert np.isfinite(evaluation["elbo"]) and np.isfinite(evaluation["iwae_log_likelihood_k5"])
+    weights = keras.saving.load_model(os.path.join(run_dir, "last.keras")).get_weights()
+    assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+def test_nan_in_the_first_epoch_evaluates_and_exports_nothing(tmp_path):
+    run_dir = str(tmp_path / "run")
+    code = train_cli.main([*TINY_CLI, "--epochs", "2", "--learning-rate", "1e30", "--set",
+                           "train.optimizer=sgd", "--export", "float32",
+                           "--output-dir", run_dir])
+    assert code == 1
+    assert json.load(open(os.path.join(run_dir, "evaluation.json")))["stopped"] == "nan"
+    assert not os.path.exists(os.path.join(run_dir, "export"))
+    assert not os.path.exists(os.path.join(run_dir, "best.keras"))
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(tmp_path):
@@ -246,7 +365,7 @@ def test_bad_flags_give_the_promised_errors(capsys):
         train_cli.main(["vae", "--schedule", "cyclic"])
     with pytest.raises(SystemExit):
         train_cli.main(["lstm_kf", "--jit"])
-    assert "train.jit is not supported for 'lstm_kf'" in capsys.readouterr().err
+    assert "train.jit is not supported for LSTMKalmanFilter" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_cli.main(["vae", "--resume"])
     assert "--output-dir" in capsys.readouterr().err
@@ -278,3 +397,88 @@ def test_config_file_and_overrides(tmp_path):
     with pytest.raises(training.ConfigError, match="does not exist"):
         training.read_config_file(str(tmp_path / "missing.yaml"))
     assert training.parse_value("[1, 2]") == [1, 2] and training.parse_value("relu") == "relu"
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.mixed_precision=maybe"], "train.mixed_precision must be true or false"),
+    (["train.learning_rate=inf"], "train.learning_rate must be a finite number > 0"),
+    (["train.epochs=true"], "train.epochs must be a positive integer"),
+    (["train.decay_rate=-0.5"], "train.decay_rate must be a finite number > 0"),
+    (["train.eval_examples=-1"], "train.eval_examples must be an integer >= 0"),
+    (["data.binarize=bogus"], "data.binarize must be one of"),
+    (["data.colour=red"], "data.colour"),
+    (["model.latent_dim=0"], "model settings for 'vae' are invalid"),
+])
+def test_bad_config_values_are_one_line_errors_that_leave_nothing(sets, message, tmp_path,
+                                                                  capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main([*TINY_CLI, *sum([["--set", s] for s in sets], []),
+                        "--output-dir", str(run_dir)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+    assert not run_dir.exists()  # nothing half-made
+
+
+def test_yes_no_on_off_are_booleans():
+    assert training.parse_value("off") is False and training.parse_value("on") is True
+    assert training.parse_value("no") is False and training.parse_value("yes") is True
+    config = training.resolve_config("vae", "digits", None, {
+        "train.mixed_precision": training.parse_value("off"),
+        "train.jit": training.parse_value("no")})
+    assert config["train"]["mixed_precision"] is False and config["train"]["jit"] is False
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    ("model: [1, 2", ".yaml", "is not valid YAML"),
+    ("{bad json", ".json", "is not valid JSON"),
+    ("- 1\n- 2\n", ".yaml", "must hold a mapping"),
+    ("model: 3\n", ".yaml", "config section 'model' must be a mapping"),
+])
+def test_bad_config_files_are_named(content, suffix, message, tmp_path, capsys):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main([*TINY_CLI, "--config", str(path), "--output-dir", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_directory_faults_are_named(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(SystemExit):
+        train_cli.main([*TINY_CLI, "--epochs", "1", "--output-dir", str(afile)])
+    assert "is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nothing to resume
+        train_cli.main([*TINY_CLI, "--resume", "--output-dir", str(tmp_path / "none")])
+    assert "no checkpoint" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert train_cli.main([*TINY_CLI, "--epochs", "1", "--output-dir", str(run)]) == 0
+    (run / "checkpoints" / "state.json").write_text("{trunc")
+    with pytest.raises(SystemExit):
+        train_cli.main([*TINY_CLI, "--epochs", "2", "--resume", "--output-dir", str(run)])
+    assert "unreadable" in capsys.readouterr().err
+    (run / "checkpoints" / "state.json").write_text(json.dumps(
+        {"epoch": 1, "weights": "epoch-0009.weights.h5", "best": 1.0, "seed_generators": []}))
+    with pytest.raises(SystemExit):
+        train_cli.main([*TINY_CLI, "--epochs", "2", "--resume", "--output-dir", str(run)])
+    assert "is missing" in capsys.readouterr().err
+    (run / "best.keras").write_bytes(b"not a zip file")
+    with pytest.raises(SystemExit):
+        evaluate_cli.main([str(run)])
+    assert "not a loadable .keras model file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_cli.main([str(run), "--which", "last", "--num-samples", "0"])
+    assert "num_samples must be >= 1" in capsys.readouterr().err
+
+
+def test_multiworker_without_tf_config_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(SystemExit):
+        train_cli.main([*TINY_CLI, "--strategy", "multiworker", "--output-dir",
+                        str(tmp_path / "r")])
+    assert "TF_CONFIG" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -17,6 +17,8 @@ import os
 
 import keras
 
+from zoo.training.config import ConfigError
+
 STATE = "state.json"
 
 
@@ -72,11 +74,11 @@ def read_state(run_dir: str) -> dict | None:
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"checkpoint state {path} is unreadable ({err}); the run cannot be "
+        raise ConfigError(f"checkpoint state {path} is unreadable ({err}); the run cannot be "
                          f"resumed") from None
     weights = state.get("weights", "latest.weights.h5")
     if not os.path.exists(os.path.join(run_dir, "checkpoints", weights)):
-        raise ValueError(f"checkpoint {path} names {weights}, which is missing; the run "
+        raise ConfigError(f"checkpoint {path} names {weights}, which is missing; the run "
                          f"cannot be resumed")
     return state
 
@@ -87,7 +89,7 @@ def restore(model, run_dir: str, state: dict) -> None:
     try:
         model.load_weights(path)
     except Exception as err:  # h5py / Keras raise many types for a damaged file
-        raise ValueError(f"checkpoint weights {path} cannot be loaded into the model: "
+        raise ConfigError(f"checkpoint weights {path} cannot be loaded into the model: "
                          f"{type(err).__name__}: {err}") from None
     for variable, value in zip(seed_states(model), state["seed_generators"]):
         variable.assign(value)
@@ -103,7 +105,7 @@ def load_model_file(path: str):
     try:
         return keras.saving.load_model(path)
     except Exception as err:
-        raise ValueError(f"{path} is not a loadable .keras model file ({type(err).__name__}: "
+        raise ConfigError(f"{path} is not a loadable .keras model file ({type(err).__name__}: "
                          f"{err})") from None
 
 
