@@ -23,6 +23,8 @@ class ModelEntry:
         defaults: default ``model``, ``data`` and ``train`` settings (under the user's).
         describe: one line for ``--help``.
         dataset_defaults: per-dataset settings merged over ``defaults``.
+        smoke: ``{"dataset": ..., "config": {...}, "pictures": [...]}``: a tiny run that the
+            test suite trains from the command line (every registered model has one).
     """
 
     module: str
@@ -32,6 +34,7 @@ class ModelEntry:
     defaults: dict
     describe: str
     dataset_defaults: dict = dataclasses.field(default_factory=dict)
+    smoke: dict | None = None
 
     def load(self):
         return getattr(importlib.import_module(self.module), self.cls)
@@ -58,22 +61,34 @@ def register(name: str, entry: ModelEntry) -> ModelEntry:
 register("vae", ModelEntry(
     "zoo.vae", "VAE", "mnist5k", IMAGES,
     {"model": {"latent_dim": 20, "hidden_units": [500]}, "data": {"binarize": "dynamic"}},
-    "Variational autoencoder (Kingma & Welling 2014), any Gaussian posterior family"))
+    "Variational autoencoder (Kingma & Welling 2014), any Gaussian posterior family",
+    smoke={"dataset": "digits", "config": {"model": {"hidden_units": [32], "latent_dim": 4}},
+           "pictures": ["samples.png", "reconstructions.png"]}))
 register("dlgm", ModelEntry(
     "zoo.dlgm", "DLGM", "mnist5k", IMAGES,
     {"model": {"latent_dims": [50, 50], "hidden_units": [200]},
      "data": {"binarize": "dynamic"}, "train": {"optimizer": "rmsprop"}},
-    "Deep latent Gaussian model (Rezende et al. 2014), rank-one precision posteriors"))
+    "Deep latent Gaussian model (Rezende et al. 2014), rank-one precision posteriors",
+    smoke={"dataset": "digits",
+           "config": {"model": {"hidden_units": [32], "latent_dims": [4, 3]}},
+           "pictures": ["samples.png", "reconstructions.png"]}))
 register("categorical_vae", ModelEntry(
     "zoo.categorical_vae", "CategoricalVAE", "mnist5k", IMAGES,
     {"model": {"num_variables": 20, "num_classes": 10}, "data": {"binarize": "dynamic"}},
-    "Categorical VAE with Gumbel-softmax latents (Jang et al. 2017)"))
+    "Categorical VAE with Gumbel-softmax latents (Jang et al. 2017)",
+    smoke={"dataset": "digits", "config": {"model": {"hidden_units": [32], "num_variables": 4,
+                                                     "num_classes": 3}},
+           "pictures": ["samples.png", "reconstructions.png"]}))
 register("dkf", ModelEntry(
     "zoo.deep_state_space", "DeepKalmanFilter", "healing_mnist", SEQUENCES,
     {"model": {"latent_dim": 16, "rnn_units": 128, "emission_units": [200]},
      "train": {"batch_size": 50, "epochs": 10, "eval_samples": 20, "eval_examples": 100}},
     "Deep Kalman Filter (Krishnan et al. 2015): q-INDEP/LR/RNN/BRNN, actions, time gaps",
-    _SERIES_DEFAULTS))
+    _SERIES_DEFAULTS,
+    smoke={"dataset": "healing_mnist",
+           "config": {"model": {"latent_dim": 4, "rnn_units": 16, "emission_units": [32]},
+                      "data": {"num_sequences": 40}},
+           "pictures": ["healing.png"]}))
 register("dmm", ModelEntry(
     "zoo.deep_state_space", "DeepMarkovModel", "chorales", SEQUENCES,
     {"model": {"latent_dim": 32, "rnn_units": 128, "emission_units": [100, 100],
@@ -81,7 +96,11 @@ register("dmm", ModelEntry(
      "train": {"batch_size": 20, "epochs": 10, "learning_rate": 3e-4, "eval_samples": 20,
                "eval_examples": 74}},
     "Deep Markov Model (Krishnan et al. 2017): gated transition, ST-L/R/LR inference",
-    _SERIES_DEFAULTS))
+    _SERIES_DEFAULTS,
+    smoke={"dataset": "chorales",
+           "config": {"model": {"latent_dim": 4, "rnn_units": 16, "emission_units": [16],
+                                "transition_units": 16}, "data": {"limit": 15}},
+           "pictures": ["piano_rolls.png"]}))
 register("kalman_filter", ModelEntry(
     "zoo.kalman_filter", "KalmanFilterModel", "nile", ("nile", "lgssm", "pendulum"),
     {"model": {"state_dim": 4}, "train": {"batch_size": 100, "epochs": 50,
@@ -93,12 +112,17 @@ register("kalman_filter", ModelEntry(
                         "initial_scale": 1e4, "trainable_initial": False, "dtype": "float64"},
               "train": {"epochs": 200, "learning_rate": 3.0, "schedule": "cosine",
                         "batch_size": 1, "jit": True}},
-     "pendulum": {"model": {"state_dim": 2}}}))
+     "pendulum": {"model": {"state_dim": 2}}},
+    smoke={"dataset": "lgssm", "config": {"data": {"num_sequences": 64}},
+           "pictures": ["filter.png"]}))
 register("lstm_kf", ModelEntry(
     "zoo.lstm_kalman_filter", "LSTMKalmanFilter", "lgssm", ("lgssm",),
     {"model": {"lstm_units": 32}, "train": {"batch_size": 50, "epochs": 20,
                                             "learning_rate": 3e-3}},
-    "LSTM Kalman filter (Coskun et al. 2017), supervised on ground-truth states"))
+    "LSTM Kalman filter (Coskun et al. 2017), supervised on ground-truth states",
+    smoke={"dataset": "lgssm", "config": {"model": {"lstm_units": 8},
+                                          "data": {"num_sequences": 64}},
+           "pictures": ["filter.png"]}))
 
 
 def model_entry(name: str) -> ModelEntry:
@@ -107,6 +131,23 @@ def model_entry(name: str) -> ModelEntry:
 
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     return MODELS[name]
+
+
+# Boltzmann machines (issue 16).
+BOLTZMANN_IMAGES = ("mnist5k", "digits", "binarized_mnist", "mnist")
+register("rbm", ModelEntry(
+    "zoo.boltzmann", "RBM", "mnist5k", BOLTZMANN_IMAGES,
+    {"model": {"hidden_dim": 500, "training": "cd", "cd_steps": 1},
+     "data": {"binarize": "static"},
+     "train": {"optimizer": "sgd", "learning_rate": 0.05, "batch_size": 100, "epochs": 10}},
+    "Restricted Boltzmann machine (CD-k / PCD), AIS test log-likelihood (Salakhutdinov & "
+    "Murray 2008)"))
+register("gbrbm", ModelEntry(
+    "zoo.boltzmann", "GaussianBernoulliRBM", "digits", BOLTZMANN_IMAGES,
+    {"model": {"hidden_dim": 64, "training": "pcd", "initial_log_variance": -2.0},
+     "data": {"binarize": None},
+     "train": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 50, "epochs": 20}},
+    "Gaussian-Bernoulli RBM with learned visible variances (Cho et al. 2011), real-valued data"))
 
 
 # Autoregressive models (issue 14).
@@ -126,3 +167,18 @@ register("made", ModelEntry(
     {"model": {"hidden_units": [500], "num_masks": 1}, "data": {"binarize": "dynamic"},
      "train": {"learning_rate": 1e-3, "batch_size": 100}},
     "MADE (Germain et al. 2015): masked MLP, connectivity-agnostic training, mask ensembles"))
+register("dbm", ModelEntry(
+    "zoo.boltzmann", "DBM", "mnist5k", BOLTZMANN_IMAGES,
+    {"model": {"hidden_dims": [500, 1000], "mean_field_steps": 10, "gibbs_steps": 5,
+               "pretrain_steps": 1000},
+     "data": {"binarize": "static"},
+     "train": {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 100, "epochs": 20}},
+    "Deep Boltzmann machine (Salakhutdinov & Hinton 2009): doubled-RBM pretraining, mean "
+    "field and PCD, centering option, AIS log Z and the variational bound"))
+register("hopfield", ModelEntry(
+    "zoo.boltzmann", "HopfieldNetwork", "digits", BOLTZMANN_IMAGES,
+    {"model": {"rule": "storkey", "update": "asynchronous", "max_iterations": 10},
+     "data": {"binarize": "threshold"},
+     "train": {"optimizer": "sgd", "batch_size": 10, "epochs": 1, "eval_examples": 100}},
+    "Hopfield network (Hopfield 1982): Hebbian or Storkey storage, synchronous or "
+    "asynchronous recall"))
