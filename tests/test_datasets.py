@@ -148,7 +148,7 @@ def test_dynamic_binarization_resamples_each_epoch_around_the_grey_levels():
     grey = datasets.load_arrays("digits", "test")["image"].astype(np.float64)
     ds = datasets.load("digits", "test", batch_size=359, binarize="dynamic", seed=7,
                        shuffle=False, keys="image")
-    epochs = np.stack(_epochs(ds, 200))
+    epochs = np.stack(_epochs(ds, 100))
     assert set(np.unique(epochs)) == {0.0, 1.0}
     assert np.any(epochs[0] != epochs[1])
     rebuilt = datasets.load("digits", "test", batch_size=359, binarize="dynamic", seed=7,
