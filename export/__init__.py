@@ -14,7 +14,8 @@ _LAZY = {
     "Exportable": "zoo.export.protocol",
     "ExportSpec": "zoo.export.protocol",
     "Signature": "zoo.export.protocol",
-    "as_exportable": "zoo.export.protocol",
+    "as_exportable": "zoo.export.adapters",
+    "register_adapter": "zoo.export.adapters",
     "StreamingFilter": "zoo.export.runtime",
     "list_ops": "zoo.export.litert",
 }

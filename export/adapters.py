@@ -1,66 +1,111 @@
-"""Adapters that give the zoo's models the :class:`export.protocol.Exportable` protocol.
+"""The adapter registry: how a zoo model that does not implement ``export_spec`` itself gets
+the :class:`export.protocol.Exportable` protocol.
 
-Each adapter builds the signatures from the model's public pieces only (``decode``,
-``encode``, ``head``, ``state_space_params``...), so ``export/`` stays model-agnostic and a
-model that implements ``export_spec`` itself needs no adapter.
+A model class names its adapter in the class attribute ``export_adapter`` (a string; see
+:class:`zoo.contract.ZooModel`); an adapter registers under that name with
+``@register_adapter("name")``. Adapters of a model family live in
+``zoo/export/adapters_<family>.py`` modules, which this module finds and imports on first use,
+so a new family adds its adapter without editing this file (and ``zoo`` never imports
+``zoo.export``). Each adapter builds the signatures from the model's public pieces only
+(``decode``, ``encode``, ``initial_state``, ``filter_step``...).
+
+Registered here: ``"latent"`` (VAE, DLGM, CategoricalVAE: ``decode``, ``sample``,
+``sample_random``, ``encode``).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import numpy as np
 import tensorflow as tf
 
-from zoo.export import linalg
-from zoo.export.protocol import (
+from zoo.export.protocol import (  # noqa: F401 - state helpers re-exported for adapters
     DECODE,
-    STATE_LAYOUT_DOC,
     ENCODE,
-    FILTER_STEP,
-    INIT_STATE,
     SAMPLE,
     SAMPLE_RANDOM,
+    Exportable,
     ExportSpec,
     Signature,
+    pack_state,
     spec,
+    state_layout,
+    state_size,
+    unpack_state,
 )
 
-_ADAPTERS = []  # (class path "module.Class", adapter class), checked in order
+_ADAPTERS: dict = {}  # name -> callable(model) -> an object with export_spec(batch_size)
+_DISCOVERED = False
 
 
-def register_adapter(class_path: str):
-    """Decorator: use this adapter for instances of the class at ``class_path``."""
+def register_adapter(name: str):
+    """Decorator: register an adapter (a class or a function taking the model) under ``name``,
+    the value of ``export_adapter`` on the model classes it exports."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an adapter name must be a non-empty string, got {name!r}")
+
     def wrap(adapter):
-        _ADAPTERS.append((class_path, adapter))
+        if name in _ADAPTERS and _ADAPTERS[name] is not adapter:
+            raise ValueError(f"an export adapter named {name!r} is already registered "
+                             f"({_ADAPTERS[name].__name__})")
+        _ADAPTERS[name] = adapter
         return adapter
     return wrap
 
 
-def _class(path):
-    import importlib
+def _discover() -> None:
+    """Import every ``zoo.export.adapters_*`` module once (they register themselves)."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    import zoo.export
 
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+    for info in pkgutil.iter_modules(zoo.export.__path__):
+        if info.name.startswith("adapters_"):
+            importlib.import_module(f"zoo.export.{info.name}")
+
+
+def registered_adapters() -> list:
+    """Names of every registered adapter (after importing the ``adapters_*`` modules)."""
+    _discover()
+    return sorted(_ADAPTERS)
 
 
 def adapter_for(model):
-    """The adapter of ``model``'s class; TypeError if the model is not exportable."""
-    for path, adapter in _ADAPTERS:
-        cls = _class(path)
-        if cls is not None and isinstance(model, cls):
-            return adapter(model)
-    raise TypeError(
-        f"{type(model).__name__} is not exportable: implement "
-        f"`export_spec(batch_size) -> export.protocol.ExportSpec` on it, or register an adapter "
-        f"with `export.adapters.register_adapter`."
-    )
+    """The adapter named by ``model.export_adapter``; TypeError if the model names none, or
+    names one that is not registered."""
+    name = getattr(model, "export_adapter", None)
+    if name is None:
+        raise TypeError(
+            f"{type(model).__name__} is not exportable: implement "
+            f"`export_spec(batch_size) -> zoo.export.protocol.ExportSpec` on it, or set its "
+            f"`export_adapter` to a name registered with "
+            f"`zoo.export.adapters.register_adapter`.")
+    _discover()
+    if name not in _ADAPTERS:
+        raise TypeError(f"{type(model).__name__}.export_adapter is {name!r}, but no adapter "
+                        f"has that name; registered: {sorted(_ADAPTERS)}")
+    return _ADAPTERS[name](model)
+
+
+def as_exportable(model) -> Exportable:
+    """The model itself when it implements the protocol, else its adapter."""
+    if isinstance(model, Exportable):
+        return model
+    return adapter_for(model)
 
 
 def _config(model) -> dict:
     return {k: v for k, v in model.get_config().items()
             if isinstance(v, (int, float, str, bool, list, tuple, type(None)))}
+
+
+def model_config(model) -> dict:
+    """The JSON-able part of a model's config, for an export's metadata."""
+    return _config(model)
 
 
 # ---------------------------------------------------------------------------- VAE family
@@ -166,12 +211,6 @@ class LatentModelAdapter:
         return ExportSpec(signatures, metadata)
 
 
-@register_adapter("zoo.vae.VAE")
-class VAEAdapter(LatentModelAdapter):
-    pass
-
-
-@register_adapter("zoo.dlgm.DLGM")
 class DLGMAdapter(LatentModelAdapter):
     """Decoder inputs ``xi_1`` (nearest the data) ... ``xi_L``; encoder outputs per layer."""
 
@@ -188,7 +227,6 @@ class DLGMAdapter(LatentModelAdapter):
                 for k, v in posterior_parameters(layer, features).items()}
 
 
-@register_adapter("zoo.categorical_vae.CategoricalVAE")
 class CategoricalVAEAdapter(LatentModelAdapter):
     """Decoder input ``z`` one-hot [batch, N, K]; the encoder takes uniform ``noise`` [batch,
     N, K] for its Gumbel-max sample and returns ``sample`` and ``log_probs``."""
@@ -209,277 +247,16 @@ class CategoricalVAEAdapter(LatentModelAdapter):
         return {"sample": out["sample"], "log_probs": out["log_probs"]}
 
 
-# ---------------------------------------------------------------------------- packed state
-def state_layout(parts) -> dict:
-    """Offsets of named pieces in one flat state vector: ``parts`` is ``[(name, shape), ...]``
-    in order; returns ``{name: {"offset", "size", "shape"}}`` (row-major pieces, no padding).
-
-    One packed ``state`` tensor costs one copy in and one out per frame instead of one per
-    piece (what an app pays in LiteRT), and the app can feed the output buffer back as is.
-    """
-    layout, offset = {}, 0
-    for name, shape in parts:
-        shape = [int(s) for s in shape]
-        size = int(np.prod(shape, dtype=np.int64))
-        layout[name] = {"offset": offset, "size": size, "shape": shape}
-        offset += size
-    return layout
+@register_adapter("latent")
+def latent_adapter(model):
+    """The latent-model adapter that fits ``model``'s decoder inputs: one ``xi_l`` per layer
+    (a DLGM, ``latent_dims``), one-hot ``z`` (``num_variables`` x ``num_classes``), or a
+    Gaussian ``z`` (``latent_dim``)."""
+    if hasattr(model, "latent_dims"):
+        return DLGMAdapter(model)
+    if hasattr(model, "num_variables") and hasattr(model, "num_classes"):
+        return CategoricalVAEAdapter(model)
+    return LatentModelAdapter(model)
 
 
-def state_size(layout: dict) -> int:
-    return max((v["offset"] + v["size"] for v in layout.values()), default=0)
-
-
-def unpack_state(state, layout: dict) -> dict:
-    """The named pieces of a packed ``state`` [batch, size] (tensors, built-in slices)."""
-    b = state.shape[0]
-    return {k: tf.reshape(state[:, v["offset"]:v["offset"] + v["size"]], [b, *v["shape"]])
-            for k, v in layout.items()}
-
-
-def pack_state(pieces: dict, layout: dict):
-    """Inverse of :func:`unpack_state`: one [batch, size] tensor from the named pieces."""
-    b = next(iter(pieces.values())).shape[0]
-    return tf.concat([tf.reshape(pieces[k], [b, v["size"]]) for k, v in layout.items()], -1)
-
-
-# ---------------------------------------------------------------------------- Kalman filter
-@register_adapter("zoo.kalman_filter.KalmanFilterModel")
-class KalmanFilterAdapter:
-    r"""``init_state`` and ``filter_step`` of a linear-Gaussian state-space model, built-in ops.
-
-    ``filter_step(state, observation, observed[, action]) -> state, estimate, uncertainty,
-    log_likelihood``; ``init_state() -> state``.
-
-    The state held by the app is one float32 tensor ``state`` [b, n + n*n + 1], packed per
-    batch row as (offsets also in the sidecar's ``state_layout``)::
-
-        state[:, 0 : n]                mean     m_t, the filtered mean (m_0 before frame 0)
-        state[:, n : n + n*n]          cov      P_t, row-major: P[i, j] at n + i*n + j
-        state[:, n + n*n]              started  0.0 before the first frame, then 1.0
-
-    The app feeds the output ``state`` back as the next input unchanged (it never has to
-    read it; one copy in and one out per frame instead of one per piece). One step: predict
-    $m^- = A m + B u + b$, $P^- = A P A^\top + Q$ (skipped on the first frame, where $y_0$
-    sees $x_0$ directly, as in the full-sequence filter), then update on ``observation``
-    with :func:`export.linalg.linear_gaussian_update` unless ``observed`` is 0 (a missing
-    frame, whose observation may hold anything, NaN included: the prediction is kept and the
-    log-likelihood is 0). Outputs: ``state``, ``estimate`` [b, n] (the filtered mean, the same
-    numbers as the state's mean), ``uncertainty`` [b, n] (filtered standard deviations: the
-    square root of the covariance diagonal) and ``log_likelihood`` [b] (log p(y_t | y_<t), for
-    gating outliers). Computed in float32. ``started`` must be exactly 0 or 1 (as
-    ``init_state`` and ``filter_step`` write it).
-    """
-
-    def __init__(self, model):
-        self.model = model
-
-    def _params(self):
-        p = self.model.state_space_params()
-        return type(p)(*[None if t is None else tf.cast(t, tf.float32) for t in p])
-
-    def layout(self) -> dict:
-        n = self.model.kalman.state_dim
-        return state_layout([("mean", (n,)), ("cov", (n, n)), ("started", ())])
-
-    def export_spec(self, batch_size: int = 1) -> ExportSpec:
-        m, b = self.model, batch_size
-        n, p, k = m.kalman.state_dim, m.kalman.obs_dim, m.kalman.control_dim
-        layout = self.layout()
-        size = state_size(layout)
-        state = {"state": spec((b, size), "state")}
-        frame = {"observation": spec((b, p), "observation"), "observed": spec((b,), "observed")}
-        if k:
-            frame["action"] = spec((b, k), "action")
-
-        def init_state():
-            par = self._params()
-            return {"state": pack_state({"mean": tf.tile(par.initial_mean[None], [b, 1]),
-                                         "cov": tf.tile(par.initial_cov[None], [b, 1, 1]),
-                                         "started": tf.zeros([b], tf.float32)}, layout)}
-
-        def filter_step(state, observation, observed, action=None):
-            # The flags first, from the inputs alone: GREATER / CAST / SELECT are not XNNPACK
-            # ops, and here they run before the delegated part instead of splitting it.
-            seen = observed > 0.5
-            w = tf.cast(seen, tf.float32)[:, None]
-            # A missing frame may hold anything (NaN included): update on a finite stand-in.
-            y = tf.where(seen[:, None], observation, tf.zeros_like(observation))
-            par = self._params()
-            s = unpack_state(state, layout)
-            mean, cov, go = s["mean"], s["cov"], s["started"][:, None]
-            shift = par.transition_offset
-            if action is not None:
-                bu = tf.matmul(action, par.control_matrix, transpose_b=True)
-                shift = bu if shift is None else bu + shift
-            pm, pc = linalg.linear_gaussian_predict(mean, cov, par.transition_matrix,
-                                                    par.transition_cov, shift)
-            # `started` is exactly 0 or 1 and so is w: these blends are exact selections.
-            pm = go * pm + (1.0 - go) * mean
-            pc = go[..., None] * pc + (1.0 - go[..., None]) * cov
-            out = linalg.linear_gaussian_update(pm, pc, y, par.observation_matrix,
-                                                par.observation_cov, par.observation_offset)
-            new_mean = w * out.mean + (1.0 - w) * pm
-            new_cov = w[..., None] * out.cov + (1.0 - w[..., None]) * pc
-            diag = linalg.diag_part(new_cov)
-            return {"state": tf.concat([new_mean, tf.reshape(new_cov, [b, n * n]),
-                                        tf.ones_like(go)], -1),
-                    "estimate": new_mean, "uncertainty": tf.sqrt(tf.maximum(diag, 0.0)),
-                    "log_likelihood": w[:, 0] * out.log_likelihood}
-
-        def init_example(rng):
-            return {}
-
-        def step_example(rng):
-            s = init_state()["state"].numpy()
-            s[:, layout["started"]["offset"]] = 1.0
-            ex = {"state": s, "observation": rng.standard_normal((b, p)).astype("float32"),
-                  "observed": np.ones((b,), "float32")}
-            if k:
-                ex["action"] = rng.standard_normal((b, k)).astype("float32")
-            return ex
-
-        signatures = {
-            INIT_STATE: Signature(init_state, {}, init_example,
-                                  "the state before the first frame: [m_0 | P_0 | 0]"),
-            FILTER_STEP: Signature(filter_step, {**state, **frame}, step_example,
-                                   "state + observation y_t, observed flag [+ action u_t] -> "
-                                   "new state, filtered mean and standard deviations of x_t"),
-        }
-        metadata = {"model": type(m).__name__, "config": _config(m), "state_dim": n,
-                    "obs_dim": p, "control_dim": k or 0,
-                    "state_layout": {"state": layout},
-                    "state_layout_doc": STATE_LAYOUT_DOC,
-                    "estimate": "E[x_t | y_0..y_t]",
-                    "uncertainty": "sqrt(diag Cov[x_t | y_0..y_t])"}
-        return ExportSpec(signatures, metadata, state=tuple(state))
-
-
-# ---------------------------------------------------------------------------- DKF / DMM
-@register_adapter("zoo.deep_state_space.DeepStateSpaceModel")
-class DeepStateSpaceAdapter(LatentModelAdapter):
-    """``decode`` / ``sample`` / ``sample_random`` of the emission p(x_t | z_t), and for causal
-    inference networks (``rnn``, ``st-l``, ``indep``) ``init_state`` + ``filter_step`` from the
-    model's own ``initial_state`` and ``filter_step``.
-
-    Frame inputs: ``observation`` [b, *observation_shape] and ``observed`` [b] (1 = present,
-    0 = missing). Outputs: the new state, ``estimate`` (posterior mean of z_t), ``uncertainty``
-    (its standard deviations) and ``observation_mean`` (the emission of the mean).
-    """
-
-    def export_spec(self, batch_size: int = 1) -> ExportSpec:
-        from zoo.deep_state_space import CAUSAL
-
-        base = super().export_spec(batch_size)
-        signatures = {k: v for k, v in base.signatures.items() if k != ENCODE}
-        m, b = self.model, batch_size
-        metadata = {**base.metadata, "latent_dim": m.latent_dim, "inference": m.inference}
-        if m.inference not in CAUSAL:
-            metadata["filter"] = (f"none: inference={m.inference!r} looks at future frames")
-            return ExportSpec(signatures, metadata)
-        state0 = m.initial_state(b)
-        state = {k: spec(v.shape, k) for k, v in state0.items()}
-        frame = {"observation": spec((b, *m.observation_shape), "observation"),
-                 "observed": spec((b,), "observed")}
-
-        def filter_step(observation, observed, **st):
-            new_state, out = m.filter_step(st, observation, observed)
-            return {**new_state, "estimate": out["latent_mean"],
-                    "uncertainty": out["latent_scale"],
-                    "observation_mean": tf.reshape(out["observation_mean"],
-                                                   observation.shape)}
-
-        def step_example(rng):
-            ex = {k: rng.uniform(-0.5, 0.5, v.shape).astype("float32")
-                  for k, v in state0.items()}
-            ex["observation"] = self._data_example(rng, b)
-            ex["observed"] = np.ones((b,), "float32")
-            return ex
-
-        signatures[INIT_STATE] = Signature(lambda: m.initial_state(b), {}, lambda rng: {},
-                                           "the state before the first frame")
-        signatures[FILTER_STEP] = Signature(
-            filter_step, {**state, **frame}, step_example,
-            "state + frame x_t (+ observed flag) -> new state, mean and standard deviations "
-            "of q(z_t | x_1..x_t), emission mean")
-        metadata.update(estimate="E_q[z_t | x_1..x_t]", uncertainty="std of q(z_t | x_1..x_t)")
-        return ExportSpec(signatures, metadata, state=tuple(state))
-
-
-# ---------------------------------------------------------------------------- LSTM-KF
-@register_adapter("zoo.lstm_kalman_filter.LSTMKalmanFilter")
-class LSTMKalmanFilterAdapter:
-    r"""``init_state`` and ``filter_step`` of the LSTM Kalman filter, built-in ops only.
-
-    The step is the model's (LSTM transition with the skip connection, its Jacobian $F_t$ by
-    autodiff, learned diagonal $Q_t$ and $R_t$), with the update done by
-    :func:`export.linalg.linear_gaussian_update` instead of the Cholesky solve of
-    ``layers.kalman_inference.update_step`` (a Flex op in TFLite): the same posterior, in the
-    standard rather than the Joseph form. State: ``mean``, ``cov`` and the (h, c) pairs of the
-    three LSTMs, ``lstm_a_h`` ... ``lstm_r_c``. Outputs add ``estimate`` (the filtered mean),
-    ``uncertainty`` (standard deviations), the learned variances and ``log_likelihood``.
-    """
-
-    LSTMS = ("lstm_a", "lstm_q", "lstm_r")
-
-    def __init__(self, model):
-        self.model = model
-
-    def export_spec(self, batch_size: int = 1) -> ExportSpec:
-        m, b = self.model, batch_size
-        n, p, u = m.state_dim, m.observation_dim, m.lstm_units
-        state = {"mean": spec((b, n), "mean"), "cov": spec((b, n, n), "cov")}
-        for name in self.LSTMS:
-            state[f"{name}_h"] = spec((b, u), f"{name}_h")
-            state[f"{name}_c"] = spec((b, u), f"{name}_c")
-        frame = {"observation": spec((b, p), "observation")}
-
-        def init_state():
-            s = m.initial_state(b)
-            out = {"mean": tf.identity(s["mean"]), "cov": tf.identity(s["cov"])}
-            for name in self.LSTMS:
-                out[f"{name}_h"], out[f"{name}_c"] = s[name]
-            return out
-
-        def filter_step(mean, cov, observation, **lstm):
-            def cell(name, x):
-                h, (h2, c2) = getattr(m, name)(x, [lstm[f"{name}_h"], lstm[f"{name}_c"]])
-                return h, {f"{name}_h": h2, f"{name}_c": c2}
-
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(mean)
-                h_a, new_a = cell("lstm_a", mean)
-                pred_mean = mean + m.out_a(h_a)
-            jacobian = tape.batch_jacobian(pred_mean, mean)
-            h_q, new_q = cell("lstm_q", pred_mean)
-            q = m._diag_variance(m.out_q(h_q))
-            h_r, new_r = cell("lstm_r", observation)
-            r = m._diag_variance(m.out_r(h_r))
-            pred_cov = linalg.linear_gaussian_predict(
-                tf.zeros_like(mean), cov, jacobian, q[..., None] * tf.eye(n))[1]
-            out = linalg.linear_gaussian_update(pred_mean, pred_cov, observation,
-                                                m._h, r[..., None] * tf.eye(p))
-            return {"mean": out.mean, "cov": out.cov, **new_a, **new_q, **new_r,
-                    "estimate": out.mean,
-                    "uncertainty": tf.sqrt(tf.maximum(linalg.diag_part(out.cov), 0.0)),
-                    "process_variance": q, "observation_variance": r,
-                    "log_likelihood": out.log_likelihood}
-
-        def step_example(rng):
-            s = {k: v.numpy() for k, v in init_state().items()}
-            for k in s:
-                if k.startswith("lstm"):
-                    s[k] = rng.uniform(-0.5, 0.5, s[k].shape).astype("float32")
-            return {**s, "observation": rng.standard_normal((b, p)).astype("float32")}
-
-        signatures = {
-            INIT_STATE: Signature(init_state, {}, lambda rng: {},
-                                  "the state before the first frame"),
-            FILTER_STEP: Signature(filter_step, {**state, **frame}, step_example,
-                                   "state + observation z_t -> new state, filtered mean and "
-                                   "standard deviations, learned Q_t and R_t diagonals"),
-        }
-        metadata = {"model": type(m).__name__, "config": _config(m), "state_dim": n,
-                    "obs_dim": p, "estimate": "filtered mean of x_t",
-                    "uncertainty": "sqrt(diag P_t)"}
-        return ExportSpec(signatures, metadata, state=tuple(state))
+VAEAdapter = LatentModelAdapter  # the former name

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.export.litert import OpAudit, list_ops, load_interpreter
-from zoo.export.protocol import ExportSpec, as_exportable, validate
+from zoo.export.adapters import as_exportable
+from zoo.export.protocol import ExportSpec, validate
 
 FORMAT_VERSION = 1
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")

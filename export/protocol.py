@@ -1,8 +1,9 @@
 """What a model exports: named signatures of tensors in, a dict of named tensors out.
 
-A model that exports implements :class:`Exportable` (or gets an adapter from
-:mod:`export.adapters`). ``export/`` then turns the signatures into a SavedModel (Keras 3's
-``ExportArchive``) and a TFLite file, without knowing which model it is.
+A model that exports implements :class:`Exportable`, or names an adapter in its
+``export_adapter`` class attribute (:mod:`export.adapters` keeps the registry). ``export/``
+then turns the signatures into a SavedModel (Keras 3's ``ExportArchive``) and a TFLite file,
+without knowing which model it is. This module imports no other part of ``zoo``.
 
 Signature names used by convention:
 
@@ -123,10 +124,35 @@ def validate(es: ExportSpec) -> ExportSpec:
     return es
 
 
-def as_exportable(model) -> Exportable:
-    """The model itself when it implements the protocol, else its adapter."""
-    if isinstance(model, Exportable):
-        return model
-    from zoo.export.adapters import adapter_for
+# ---------------------------------------------------------------------------- packed state
+def state_layout(parts) -> dict:
+    """Offsets of named pieces in one flat state vector: ``parts`` is ``[(name, shape), ...]``
+    in order; returns ``{name: {"offset", "size", "shape"}}`` (row-major pieces, no padding).
 
-    return adapter_for(model)
+    One packed ``state`` tensor costs one copy in and one out per frame instead of one per
+    piece (what an app pays in LiteRT), and the app can feed the output buffer back as is.
+    """
+    layout, offset = {}, 0
+    for name, shape in parts:
+        shape = [int(s) for s in shape]
+        size = int(np.prod(shape, dtype=np.int64))
+        layout[name] = {"offset": offset, "size": size, "shape": shape}
+        offset += size
+    return layout
+
+
+def state_size(layout: dict) -> int:
+    return max((v["offset"] + v["size"] for v in layout.values()), default=0)
+
+
+def unpack_state(state, layout: dict) -> dict:
+    """The named pieces of a packed ``state`` [batch, size] (tensors, built-in slices)."""
+    b = state.shape[0]
+    return {k: tf.reshape(state[:, v["offset"]:v["offset"] + v["size"]], [b, *v["shape"]])
+            for k, v in layout.items()}
+
+
+def pack_state(pieces: dict, layout: dict):
+    """Inverse of :func:`unpack_state`: one [batch, size] tensor from the named pieces."""
+    b = next(iter(pieces.values())).shape[0]
+    return tf.concat([tf.reshape(pieces[k], [b, v["size"]]) for k, v in layout.items()], -1)

@@ -58,12 +58,30 @@ class SignatureCall:
             # own invoke() refuses to run while views of it exist); copied out per call.
             self._views = [(n, w.tensor(self, i, g)) for n, i in self._outs]
 
+    @property
+    def direct(self) -> bool:
+        """Whether inputs are copied straight into the interpreter's buffers (else each call
+        goes through the signature runner)."""
+        return self._fast
+
     def set_input(self, name: str, value) -> None:
         """Copy one input in (ValueError on a wrong dtype or shape, KeyError on a bad name)."""
         if self._fast:
             self._wrapper.SetTensor(self._ins[name], value, self._subgraph)
         else:
             self._pending[name] = value
+
+    def set_inputs(self, values: dict, names=None) -> None:
+        """Copy ``values[name]`` in for each of ``names`` (default every key), as they are:
+        arrays of the exported dtype and shape (ValueError / TypeError / KeyError otherwise,
+        from the interpreter's own checks)."""
+        if self._fast:
+            w, g, ins = self._wrapper, self._subgraph, self._ins
+            for name in (values if names is None else names):
+                w.SetTensor(ins[name], values[name], g)
+        else:
+            for name in (values if names is None else names):
+                self._pending[name] = values[name]
 
     def invoke(self) -> None:
         """Only the interpreter's work, on the inputs last set."""
@@ -76,6 +94,14 @@ class SignatureCall:
         """Copies of every output of the last invoke."""
         if self._fast:
             return {name: view.copy() for name, view in self._views}
+        return {k: np.array(v) for k, v in self._last.items()}
+
+    def run(self) -> dict:
+        """Invoke on the inputs last set and return copies of every output."""
+        if self._fast:
+            self._wrapper.Invoke(self._subgraph)
+            return {name: view.copy() for name, view in self._views}
+        self._last = self.runner(**self._pending)
         return {k: np.array(v) for k, v in self._last.items()}
 
     def __call__(self, **inputs) -> dict:
@@ -199,23 +225,17 @@ class StreamingFilter:
         if state is None:
             raise ValueError("No filter state: call reset() (or pass `state`).")
         call = self._step
-        if call._fast:
+        if call.direct:
             # Float32 arrays of the exported shapes go straight in (the interpreter checks
             # dtype and shape itself); on any refusal, feed again with conversion and errors.
-            w, g, ins = call._wrapper, call._subgraph, call._ins
             try:
-                for k in self.state_names:
-                    w.SetTensor(ins[k], state[k], g)
-                for k, v in frame.items():
-                    w.SetTensor(ins[k], v, g)
+                call.set_inputs(state, self.state_names)
+                call.set_inputs(frame)
             except (ValueError, TypeError, KeyError):
                 self._feed_checked(state, frame)
-            w.Invoke(g)
-            out = {name: view.copy() for name, view in call._views}
         else:
             self._feed_checked(state, frame)
-            call.invoke()
-            out = call.outputs()
+        out = call.run()
         if held:
             self.state = {k: out[k] for k in self.state_names}
         return out

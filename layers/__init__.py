@@ -12,7 +12,7 @@ from zoo.layers.combiner import Combiner
 from zoo.layers.gaussian_likelihood import GaussianLikelihood
 from zoo.layers.gaussian_posterior import GaussianPosterior
 from zoo.layers.iaf import IAF
-from zoo.layers.kalman_filter import KalmanFilter
+from zoo.layers.kalman_filter import KalmanFilterLayer
 from zoo.layers.maf import MAF
 from zoo.layers.masked_dense import MaskedDense
 from zoo.layers.planar_flow import PlanarFlow
@@ -29,7 +29,7 @@ __all__ = [
     "GaussianLikelihood",
     "GaussianPosterior",
     "IAF",
-    "KalmanFilter",
+    "KalmanFilterLayer",
     "KLAnnealing",
     "PersistentChains",
     "MAF",
@@ -41,3 +41,11 @@ __all__ = [
     "kalman_inference",
     "sampling",
 ]
+
+
+def __getattr__(name):
+    if name == "KalmanFilter":  # the layer's former name (one release); the model is zoo.KalmanFilter
+        from zoo.layers import kalman_filter
+
+        return kalman_filter.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,12 @@
-"""Kalman filter layer: a linear-Gaussian state-space model with learnable parameters."""
+"""Kalman filter layer: a linear-Gaussian state-space model with learnable parameters.
+
+The layer is :class:`KalmanFilterLayer`; the model ``zoo.KalmanFilter`` (= ``KalmanFilterModel``)
+wraps it. Layers saved under the former name ``KalmanFilter`` still load.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import numpy as np
@@ -9,6 +15,7 @@ import tensorflow_probability as tfp
 
 from zoo.layers import kalman_inference as ki
 from zoo.layers.common import (
+    PACKAGE,
     check_choice,
     check_positive,
     check_positive_int,
@@ -27,8 +34,8 @@ def _inverse_softplus(x):
 
 
 @register
-class KalmanFilter(keras.layers.Layer):
-    r"""Kalman filter over ``[batch, time, obs_dim]`` observations with learnable parameters.
+class KalmanFilterLayer(keras.layers.Layer):
+    r"""Kalman filter over ``[batch, time, observation_dim]`` observations, learnable parameters.
 
     Kalman, "A New Approach to Linear Filtering and Prediction Problems" (1960). The model is
 
@@ -47,20 +54,23 @@ class KalmanFilter(keras.layers.Layer):
       spectral radius is below 1; it starts at ``transition_init * I`` scaled to
       $\lVert A\rVert_F \le 0.95$);
       ``"identity"`` (fixed $A = I$, e.g. a local-level or random-walk model).
-    - ``H``: ``"free"`` or ``"identity"`` (fixed $H = [I_p\ 0]$, needs obs_dim <= state_dim).
+    - ``H``: ``"free"`` or ``"identity"`` (fixed $H = [I_p\ 0]$, needs observation_dim <= state_dim).
     - ``Q``, ``R``: ``"diag"`` ($\mathrm{diag}(\mathrm{softplus}(\cdot)^2)$) or ``"full"``
       ($L L^\top$ with $L$ from ``fill_triangular`` and a softplus diagonal), plus
       ``min_scale``$^2 I$ so they stay positive definite.
-    - $m_0$ free; $P_0 = \mathrm{diag}(\mathrm{softplus}(\cdot)^2)$; both frozen when
-      ``trainable_initial=False``.
+    - $m_0$ free; $P_0$ ``"diag"`` ($\mathrm{diag}(\mathrm{softplus}(\cdot)^2)$) or ``"full"``
+      ($L L^\top$, softplus diagonal); both frozen when ``trainable_initial=False``.
 
-    ``call(observations, controls=None, mask=None)`` returns a dict: ``filtered_means``
+    ``call(observations, actions=None, observed=None)`` returns a dict: ``filtered_means``
     ``[batch, time, n]``, ``filtered_covs`` ``[batch, time, n, n]`` and ``log_likelihood``
-    ``[batch]``. A Keras mask (or ``mask=``; True = observed) skips missing steps.
+    ``[batch]``. ``observed`` ``[batch, time]`` (1 = frame seen, 0 = missing) and a Keras
+    padding mask both skip the update at a step (a step after the end of a shorter series then
+    adds nothing to the log-likelihood).
 
     Args:
         state_dim: int. n.
-        control_dim: int or None. Size of the inputs u_t; None means no control term.
+        action_dim: int or None. Size of the actions u_t; None means no action term
+            (``control_dim``: its former name, still accepted).
         transition: str. ``"free"``, ``"stable"`` or ``"identity"``.
         observation: str. ``"free"`` or ``"identity"``.
         transition_cov: str. ``"diag"`` or ``"full"`` parameterization of Q.
@@ -71,6 +81,7 @@ class KalmanFilter(keras.layers.Layer):
         observation_scale: float. Initial standard deviation of v.
         initial_scale: float. Initial standard deviation of x_0 (P_0 = scale^2 I).
         trainable_initial: bool. Learn m_0 and P_0.
+        initial_cov: str. ``"diag"`` or ``"full"`` parameterization of P_0.
         min_scale: float. Floor on the noise standard deviations.
         method: str. ``"sequential"`` or ``"parallel"`` (associative scan).
         square_root: bool. Propagate Cholesky factors (sequential method).
@@ -81,7 +92,7 @@ class KalmanFilter(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> layer = KalmanFilter(2, dtype="float64")
+    >>> layer = KalmanFilterLayer(2, dtype="float64")
     >>> out = layer(np.zeros((3, 10, 1)))
     >>> tuple(out["filtered_means"].shape), tuple(out["log_likelihood"].shape)
     ((3, 10, 2), (3,))
@@ -90,7 +101,7 @@ class KalmanFilter(keras.layers.Layer):
     def __init__(
         self,
         state_dim: int,
-        control_dim: int | None = None,
+        action_dim: int | None = None,
         transition: str = "free",
         observation: str = "free",
         transition_cov: str = "diag",
@@ -107,11 +118,17 @@ class KalmanFilter(keras.layers.Layer):
         nan_as_missing: bool = False,
         add_nll_loss: bool = True,
         validate_args: bool = True,
+        initial_cov: str = "diag",
         **kwargs,
     ):
+        if "control_dim" in kwargs:  # the former name (configs saved before 0.3)
+            control_dim = kwargs.pop("control_dim")
+            if action_dim is None:
+                action_dim = control_dim
         super().__init__(**kwargs)
         check_positive_int("state_dim", state_dim)
-        check_positive_int("control_dim", control_dim, allow_none=True)
+        check_positive_int("action_dim", action_dim, allow_none=True)
+        check_choice("initial_cov", initial_cov, COVARIANCES)
         check_choice("transition", transition, TRANSITIONS)
         check_choice("observation", observation, OBSERVATIONS)
         check_choice("transition_cov", transition_cov, COVARIANCES)
@@ -125,7 +142,7 @@ class KalmanFilter(keras.layers.Layer):
         if square_root and method == "parallel":
             raise ValueError("`square_root=True` needs method='sequential'.")
         self.state_dim = state_dim
-        self.control_dim = control_dim
+        self.action_dim = action_dim
         self.transition = transition
         self.observation = observation
         self.transition_cov = transition_cov
@@ -142,6 +159,7 @@ class KalmanFilter(keras.layers.Layer):
         self.nan_as_missing = nan_as_missing
         self.add_nll_loss = add_nll_loss
         self.validate_args = validate_args
+        self.initial_cov = initial_cov
         self.supports_masking = True
 
     # ------------------------------------------------------------------------------ weights
@@ -161,15 +179,15 @@ class KalmanFilter(keras.layers.Layer):
 
     def build(self, input_shape):
         if len(input_shape) != 3:
-            raise ValueError(f"`observations` must be [batch, time, obs_dim], got shape "
+            raise ValueError(f"`observations` must be [batch, time, observation_dim], got shape "
                              f"{tuple(input_shape)}.")
         n, p = self.state_dim, input_shape[-1]
         if p is None:
-            raise ValueError("The last axis (obs_dim) of the observations must be known.")
+            raise ValueError("The last axis (observation_dim) of the observations must be known.")
         if self.observation == "identity" and p > n:
-            raise ValueError(f"observation='identity' needs obs_dim <= state_dim, got "
-                             f"obs_dim={p}, state_dim={n}.")
-        self.obs_dim = p
+            raise ValueError(f"observation='identity' needs observation_dim <= state_dim, got "
+                             f"observation_dim={p}, state_dim={n}.")
+        self.observation_dim = p
         const = keras.initializers.Constant
         if self.transition != "identity":
             init = self.transition_init * np.eye(n)
@@ -189,11 +207,14 @@ class KalmanFilter(keras.layers.Layer):
         self.initial_mean = self.add_weight(shape=(n,), name="initial_mean",
                                             initializer="zeros",
                                             trainable=self.trainable_initial)
+        raw0 = _inverse_softplus(self.initial_scale)
+        init = (np.full([n], raw0) if self.initial_cov == "diag" else
+                tfp.math.fill_triangular_inverse(np.diag(np.full([n], raw0))).numpy())
         self.raw_initial_scale = self.add_weight(
-            shape=(n,), name="raw_initial_scale", trainable=self.trainable_initial,
-            initializer=const(np.full([n], _inverse_softplus(self.initial_scale))))
-        if self.control_dim:
-            self.control_kernel = self.add_weight(shape=(n, self.control_dim),
+            shape=init.shape, name="raw_initial_scale", trainable=self.trainable_initial,
+            initializer=const(init))
+        if self.action_dim:
+            self.control_kernel = self.add_weight(shape=(n, self.action_dim),
                                                   name="control_kernel", initializer="zeros")
         if self.use_offsets:
             self.transition_bias = self.add_weight(shape=(n,), name="transition_bias",
@@ -202,21 +223,27 @@ class KalmanFilter(keras.layers.Layer):
                                                     initializer="zeros")
 
     # ------------------------------------------------------------------------------ params
-    def _cov(self, raw, kind, dtype):
+    def _cov(self, raw, kind, dtype, floor=None):
+        floor = self.min_scale if floor is None else floor
         raw = tf.cast(raw, dtype)
         if kind == "diag":
-            scale = tf.nn.softplus(raw) + self.min_scale
+            scale = tf.nn.softplus(raw) + floor
             return tf.linalg.diag(tf.square(scale))
         tril = tfp.math.fill_triangular(raw)
         tril = tf.linalg.set_diag(tril, tf.nn.softplus(tf.linalg.diag_part(tril)))
         dim = tril.shape[-1]
-        return (tf.matmul(tril, tril, transpose_b=True)
-                + self.min_scale ** 2 * tf.eye(dim, dtype=dtype))
+        cov = tf.matmul(tril, tril, transpose_b=True)
+        return cov + floor ** 2 * tf.eye(dim, dtype=dtype) if floor else cov
+
+    @property
+    def obs_dim(self) -> int:
+        """Former name of ``observation_dim``."""
+        return self.observation_dim
 
     def state_space_params(self, dtype=None) -> ki.LGSSMParams:
         """The constrained parameters as :class:`layers.kalman_inference.LGSSMParams`."""
         dtype = dtype or math_dtype(self)
-        n, p = self.state_dim, self.obs_dim
+        n, p = self.state_dim, self.observation_dim
         if self.transition == "identity":
             a = tf.eye(n, dtype=dtype)
         else:
@@ -228,10 +255,9 @@ class KalmanFilter(keras.layers.Layer):
             h = tf.eye(p, n, dtype=dtype)
         else:
             h = tf.cast(self.observation_kernel, dtype)
-        init_scale = tf.nn.softplus(tf.cast(self.raw_initial_scale, dtype))
         return ki.LGSSMParams(
             initial_mean=tf.cast(self.initial_mean, dtype),
-            initial_cov=tf.linalg.diag(tf.square(init_scale)),
+            initial_cov=self._cov(self.raw_initial_scale, self.initial_cov, dtype, floor=0.0),
             transition_matrix=a,
             transition_cov=self._cov(self.raw_transition_scale, self.transition_cov, dtype),
             observation_matrix=h,
@@ -240,28 +266,70 @@ class KalmanFilter(keras.layers.Layer):
                                else None),
             observation_offset=(tf.cast(self.observation_bias, dtype) if self.use_offsets
                                 else None),
-            control_matrix=tf.cast(self.control_kernel, dtype) if self.control_dim else None,
+            control_matrix=tf.cast(self.control_kernel, dtype) if self.action_dim else None,
         )
 
-    def run_filter(self, observations, controls=None, mask=None) -> ki.FilterResult:
-        """The full :class:`layers.kalman_inference.FilterResult` for these observations."""
+    def set_state_space_params(self, params: ki.LGSSMParams) -> None:
+        """Set the weights so that :meth:`state_space_params` returns ``params`` (NumPy or
+        tensors, shared over series and time; needs ``transition="free"``,
+        ``observation="free"``, ``transition_cov`` / ``observation_cov`` ``"full"`` (or a
+        diagonal Q / R with ``"diag"``), ``initial_cov="full"`` (or a diagonal P_0),
+        ``min_scale=0`` and ``use_offsets`` / ``action_dim`` matching the offsets and B).
+        Covariances must be positive definite (ValueError naming the one that is not)."""
+        if not self.built:
+            raise ValueError("build the layer (call it once) before setting its parameters")
+        get = lambda x: None if x is None else np.asarray(x, np.float64)  # noqa: E731
+        par = ki.LGSSMParams(*[get(x) for x in params])
+        if self.transition != "free" or self.observation != "free":
+            raise ValueError("known matrices need transition='free' and observation='free'")
+        self.transition_kernel.assign(par.transition_matrix)
+        self.observation_kernel.assign(par.observation_matrix)
+        for name, weight, kind, cov, floor in (
+                ("transition_cov", self.raw_transition_scale, self.transition_cov,
+                 par.transition_cov, self.min_scale),
+                ("observation_cov", self.raw_observation_scale, self.observation_cov,
+                 par.observation_cov, self.min_scale),
+                ("initial_cov", self.raw_initial_scale, self.initial_cov, par.initial_cov, 0.0)):
+            weight.assign(_raw_cov(name, cov, kind, floor))
+        self.initial_mean.assign(par.initial_mean)
+        for name, weight, value in (("transition_offset", "transition_bias",
+                                     par.transition_offset),
+                                    ("observation_offset", "observation_bias",
+                                     par.observation_offset),
+                                    ("control_matrix", "control_kernel", par.control_matrix)):
+            if hasattr(self, weight):
+                getattr(self, weight).assign(np.zeros(getattr(self, weight).shape)
+                                             if value is None else value)
+            elif value is not None:
+                raise ValueError(f"`{name}` given but the layer has no such parameter "
+                                 f"(use_offsets={self.use_offsets}, "
+                                 f"action_dim={self.action_dim})")
+
+    def run_filter(self, observations, actions=None, observed=None) -> ki.FilterResult:
+        """The full :class:`layers.kalman_inference.FilterResult` for these observations;
+        ``observed`` [batch, time]: 1 = frame seen, 0 = missing (or padding)."""
         dtype = math_dtype(self)
         observations = tf.cast(observations, dtype)
-        if controls is not None:
-            if not self.control_dim:
-                raise ValueError("`controls` were given but the layer has control_dim=None.")
-            controls = tf.cast(controls, dtype)
-        elif self.control_dim:
-            raise ValueError(f"The layer has control_dim={self.control_dim}; pass `controls` "
-                             f"[batch, time, {self.control_dim}].")
-        return ki.kalman_filter(self.state_space_params(dtype), observations, mask=mask,
-                                controls=controls, nan_as_missing=self.nan_as_missing,
+        if actions is not None:
+            if not self.action_dim:
+                raise ValueError("`actions` were given but the layer has action_dim=None.")
+            actions = tf.cast(actions, dtype)
+        elif self.action_dim:
+            raise ValueError(f"The layer has action_dim={self.action_dim}; pass `actions` "
+                             f"[batch, time, {self.action_dim}].")
+        return ki.kalman_filter(self.state_space_params(dtype), observations, observed,
+                                actions, nan_as_missing=self.nan_as_missing,
                                 method=self.method, square_root=self.square_root,
                                 validate_args=self.validate_args)
 
     # ------------------------------------------------------------------------------ call
-    def call(self, observations, controls=None, mask=None):
-        result = self.run_filter(observations, controls, mask)
+    def call(self, observations, actions=None, observed=None, mask=None, controls=None):
+        actions = ki.renamed_argument(actions, controls, "actions", "controls")
+        if mask is not None:  # Keras padding mask: a padded step is skipped like a missing one
+            mask = tf.cast(mask, tf.bool)
+            observed = mask if observed is None else tf.logical_and(
+                tf.cast(observed, tf.bool), mask)
+        result = self.run_filter(observations, actions, observed)
         if self.add_nll_loss:
             steps = tf.cast(tf.shape(observations)[1], result.log_likelihood.dtype)
             self.add_loss(-tf.reduce_mean(result.log_likelihood) / steps)
@@ -274,7 +342,8 @@ class KalmanFilter(keras.layers.Layer):
     def compute_mask(self, observations, mask=None):
         return None
 
-    def compute_output_spec(self, observations, controls=None, mask=None):
+    def compute_output_spec(self, observations, actions=None, observed=None, mask=None,
+                            controls=None):
         b, t = observations.shape[0], observations.shape[1]
         n = self.state_dim
         dtype = math_dtype(self)
@@ -286,7 +355,7 @@ class KalmanFilter(keras.layers.Layer):
         config = super().get_config()
         config.update(
             state_dim=self.state_dim,
-            control_dim=self.control_dim,
+            action_dim=self.action_dim,
             transition=self.transition,
             observation=self.observation,
             transition_cov=self.transition_cov,
@@ -303,5 +372,36 @@ class KalmanFilter(keras.layers.Layer):
             nan_as_missing=self.nan_as_missing,
             add_nll_loss=self.add_nll_loss,
             validate_args=self.validate_args,
+            initial_cov=self.initial_cov,
         )
         return config
+
+
+def _raw_cov(name, cov, kind, floor):
+    """Unconstrained weight for which ``KalmanFilterLayer._cov`` gives ``cov``."""
+    cov = np.asarray(cov, np.float64)
+    target = cov - floor ** 2 * np.eye(len(cov))
+    if kind == "diag":
+        if np.any(np.abs(target - np.diag(np.diag(target))) > 0):
+            raise ValueError(f"`{name}` is not diagonal: build with {name}='full'")
+        return _inverse_softplus(np.sqrt(np.diag(cov)) - floor)
+    try:
+        tril = np.linalg.cholesky(target)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"`{name}` must be symmetric positive definite (minus "
+                         f"min_scale^2 I), got {cov.tolist()}") from None
+    tril[np.diag_indices_from(tril)] = _inverse_softplus(np.diag(tril))
+    return tfp.math.fill_triangular_inverse(tril).numpy()
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE, name="KalmanFilter")
+class _KalmanFilterSavedBefore03(KalmanFilterLayer):
+    """Loads ``.keras`` files that hold the layer under its former name ``KalmanFilter``."""
+
+
+def __getattr__(name):
+    if name == "KalmanFilter":  # the former name of the layer (one release)
+        warnings.warn("zoo.layers.kalman_filter.KalmanFilter is now KalmanFilterLayer "
+                      "(zoo.KalmanFilter is the model)", DeprecationWarning, stacklevel=2)
+        return KalmanFilterLayer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,9 +10,12 @@ so ``A_0, B_0 u_0, b_0, Q_0`` are never used. Every function here takes and retu
 (``NamedTuple``s of tensors), holds no state and no Keras object, and compiles under
 ``tf.function(jit_compile=True)``.
 
-Shapes. ``observations`` are ``[batch, time, obs_dim]`` (batch first, as in Keras), ``controls``
-``[batch, time, control_dim]`` and ``mask`` ``[batch, time]`` (True or 1 = observed, the Keras
-convention; TFP uses the opposite). A matrix parameter of base shape ``[r, c]`` may be given as
+Shapes. ``observations`` are ``[batch, time, observation_dim]`` (batch first, as in Keras),
+``actions`` ``[batch, time, action_dim]`` (known inputs u_t, "controls" in the control literature;
+``control_matrix`` is B) and ``observed`` ``[batch, time]`` (True or 1 = the frame was seen, 0 =
+missing; TFP's ``mask`` means the opposite). A padding step after the end of a shorter series is
+passed as not observed: it then adds nothing to the log-likelihood. A matrix parameter of base
+shape ``[r, c]`` may be given as
 
 - ``[r, c]``: shared by every series and time step;
 - ``[batch, r, c]``: one per series (``batch`` may be 1);
@@ -37,6 +40,7 @@ accelerators.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -48,6 +52,18 @@ from zoo.layers import small_linalg
 METHODS = ("sequential", "parallel")
 _SMALL = 8  # contraction sizes up to this use broadcast-and-sum instead of matmul
 _SMALL_CHOL = 4  # inside the filter loop, S_t of at most this size is factored unrolled
+
+
+def renamed_argument(value, old_value, name: str, old_name: str, stacklevel: int = 3):
+    """``value``, or ``old_value`` passed under an argument's former name (with a
+    DeprecationWarning; kept for one release). Both given is an error naming them."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise ValueError(f"pass `{name}` only (`{old_name}` is its deprecated name)")
+    warnings.warn(f"`{old_name}=` is deprecated: pass `{name}=` (removed in the next release)",
+                  DeprecationWarning, stacklevel=stacklevel)
+    return old_value
 
 
 class LGSSMParams(NamedTuple):
@@ -315,6 +331,71 @@ def filter_step(mean, cov, y, mask, transition_matrix, transition_cov, observati
     return StepResult(new_mean, new_cov, log_lik, pred_mean, pred_cov)
 
 
+# ------------------------------------------------------------------------------ built-in-op step
+# The step that the models' public ``filter_step`` methods use and that ``zoo.export`` traces
+# into TFLite graphs: TFLite has no Cholesky or triangular-solve built-in, so every solve goes
+# through the unrolled factorization of :mod:`layers.small_linalg` (elementwise ops only).
+class GaussianStep(NamedTuple):
+    """A linear-Gaussian update: filtered moments, predicted observation, log-likelihood."""
+
+    mean: tf.Tensor  # [batch, n]: E[x_t | y_{0:t}]
+    cov: tf.Tensor  # [batch, n, n]
+    predicted_observation: tf.Tensor  # [batch, p]: E[y_t | y_{<t}]
+    log_likelihood: tf.Tensor  # [batch]: log N(y_t; H m- + d, S)
+
+
+def _bmv(matrix, v):
+    """v [batch, c] times matrix^T, matrix [r, c] shared or [batch, r, c]."""
+    if matrix.shape.rank == 2:
+        return tf.matmul(v, matrix, transpose_b=True)
+    return tf.reduce_sum(matrix * v[:, None, :], -1)
+
+
+def linear_gaussian_update(pred_mean, pred_cov, y, observation_matrix, observation_cov,
+                           observation_offset=None) -> GaussianStep:
+    r"""Condition N(m-, P-) on y = H x + d + v, v ~ N(0, R), with TFLite built-in ops only.
+
+    With $L = \mathrm{chol}(H P^- H^\top + R)$, $Z = L^{-1} H P^-$ and $w = L^{-1} e$ for the
+    innovation $e = y - H m^- - d$: $m = m^- + Z^\top w$, $P = P^- - Z^\top Z$ and
+    $\log p(y) = -\frac12(\|w\|^2 + \log\det S + p \log 2\pi)$ -- one unrolled Cholesky and one
+    forward substitution on $[H P^- \mid e]$, no back substitution. The same posterior as
+    :func:`update_step` (Joseph form, ``tf.linalg`` solves) up to rounding.
+
+    Shapes: ``pred_mean`` [batch, n], ``pred_cov`` [batch, n, n], ``y`` [batch, p], ``H``
+    [p, n] or [batch, p, n], ``R`` [p, p] or [batch, p, p], ``d`` [p] / [batch, p] or None.
+    """
+    h, r = observation_matrix, observation_cov
+    n, p = small_linalg._size(pred_cov), small_linalg._size(y)
+    predicted_y = _bmv(h, pred_mean)
+    if observation_offset is not None:
+        predicted_y = predicted_y + observation_offset
+    hp = tf.matmul(h, pred_cov)  # a shared [p, n] broadcasts over the batch
+    s = tf.matmul(hp, h, transpose_b=True) + r  # only its lower triangle is read
+    chol = small_linalg.small_cholesky(s)
+    innovation = y - predicted_y
+    zw = small_linalg.forward_substitution(
+        chol, tf.concat([hp, innovation[..., None]], -1))  # [b, p, n+1]
+    z, w = zw[..., :n], zw[..., n]
+    mean = pred_mean + tf.reduce_sum(z * w[..., None], -2)
+    cov = pred_cov - tf.matmul(z, z, transpose_a=True)
+    cov = 0.5 * (cov + tf.linalg.matrix_transpose(cov))
+    log_lik = -0.5 * (tf.reduce_sum(tf.square(w), -1) + small_linalg.log_det_from_cholesky(chol)
+                      + p * math.log(2.0 * math.pi))
+    return GaussianStep(mean, cov, predicted_y, log_lik)
+
+
+def linear_gaussian_predict(mean, cov, transition_matrix, transition_cov, shift=None):
+    """m- = A m + shift, P- = A P A^T + Q for A, Q [n, n] shared or [batch, n, n], built-in ops.
+
+    P- is symmetric up to rounding; :func:`linear_gaussian_update` symmetrizes its result.
+    """
+    a = transition_matrix
+    pred_mean = _bmv(a, mean)
+    if shift is not None:
+        pred_mean = pred_mean + shift
+    return pred_mean, tf.matmul(tf.matmul(a, cov), a, transpose_b=True) + transition_cov
+
+
 # ------------------------------------------------------------------------------ inputs
 class _Param(NamedTuple):
     value: tf.Tensor  # base, [B, base], [T, base] or [T, B, base]
@@ -424,7 +505,7 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
     if mask is not None:
         mask = tf.convert_to_tensor(mask)
         if mask.shape.rank != 2:
-            raise ValueError(f"`mask` must be [batch, time], got shape {tuple(mask.shape)}.")
+            raise ValueError(f"`observed` must be [batch, time], got shape {tuple(mask.shape)}.")
         mask = tf.cast(mask, tf.bool)
     if nan_as_missing:
         mask = finite if mask is None else tf.logical_and(mask, finite)
@@ -437,7 +518,7 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
             hint = (f" (series {int(np.argmax(all_nan))} is all NaN)" if np.any(all_nan) else "")
             raise ValueError(
                 f"`observations` contain NaN or Inf at observed position (batch, time) = "
-                f"{tuple(int(i) for i in bad)}{hint}; pass `mask` (False = missing) or "
+                f"{tuple(int(i) for i in bad)}{hint}; pass `observed` (0 = missing) or "
                 f"`nan_as_missing=True`.")
     if mask is not None:
         y = tf.where(mask[..., None], y, tf.zeros_like(y))
@@ -461,13 +542,13 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
         shift = shift + bv
     if controls is not None:
         if params.control_matrix is None:
-            raise ValueError("`controls` were given but `control_matrix` is None.")
+            raise ValueError("`actions` were given but `control_matrix` is None.")
         u = tf.convert_to_tensor(controls, dtype)
         if u.shape.rank != 3:
-            raise ValueError(f"`controls` must be [batch, time, control_dim], got shape "
+            raise ValueError(f"`actions` must be [batch, time, action_dim], got shape "
                              f"{tuple(u.shape)}.")
         if u.shape[1] is not None and steps is not None and u.shape[1] != steps:
-            raise ValueError(f"`controls` have {u.shape[1]} time steps but the observations "
+            raise ValueError(f"`actions` have {u.shape[1]} time steps but the observations "
                              f"have {steps}.")
         bm = canon(params.control_matrix, 2, "control_matrix", (n, u.shape[-1]))
         ut = tf.experimental.numpy.swapaxes(u, 0, 1)  # [T, B, k]
@@ -502,27 +583,31 @@ def _chol_param(par: _Param) -> _Param:
 
 
 # ------------------------------------------------------------------------------ filters
-def kalman_filter(params: LGSSMParams, observations, mask=None, controls=None,
+def kalman_filter(params: LGSSMParams, observations, observed=None, actions=None,
                   nan_as_missing: bool = False, method: str = "sequential",
                   square_root: bool = False, validate_args: bool = True,
-                  steady_state: bool = True) -> FilterResult:
+                  steady_state: bool = True, *, mask=None, controls=None) -> FilterResult:
     """Forward Kalman filter: filtered and predicted moments and the log-likelihood.
 
     Args:
         params: LGSSMParams. Shapes in the module docstring.
-        observations: [batch, time, obs_dim].
-        mask: None or [batch, time] bool/0-1. False = missing (no update, no log-lik term).
-        controls: None or [batch, time, control_dim]. Inputs u_t (u_0 is unused).
+        observations: [batch, time, observation_dim].
+        observed: None or [batch, time] bool/0-1. 0 = missing or padding (no update, no
+            log-likelihood term).
+        actions: None or [batch, time, action_dim]. Inputs u_t (u_0 is unused).
         nan_as_missing: bool. Treat a step with any NaN observation as missing.
         method: str. ``"sequential"`` (a scan) or ``"parallel"`` (associative scan).
         square_root: bool. Propagate Cholesky factors (sequential method only).
         validate_args: bool. Eager checks: covariances PSD, no NaN at observed steps.
         steady_state: bool. With time-invariant shared parameters and no mask, stop
             recomputing the covariances once they have converged to machine precision.
+        mask, controls: deprecated names of ``observed`` and ``actions`` (one release).
     """
+    observed = renamed_argument(observed, mask, "observed", "mask")
+    actions = renamed_argument(actions, controls, "actions", "controls")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}, got {method!r}.")
-    mdl = _prepare(params, observations, mask, controls, nan_as_missing, validate_args)
+    mdl = _prepare(params, observations, observed, actions, nan_as_missing, validate_args)
     dtype = mdl.y.dtype
     n = mdl.m0.shape[-1]
     if method == "parallel":
@@ -739,19 +824,21 @@ def _parallel_filter(mdl: _Model, dtype, n) -> FilterResult:
                         swap(pred_mean), swap(pred_cov))
 
 
-def parallel_filter(params: LGSSMParams, observations, mask=None, controls=None,
-                    nan_as_missing: bool = False, validate_args: bool = True) -> FilterResult:
+def parallel_filter(params: LGSSMParams, observations, observed=None, actions=None,
+                    nan_as_missing: bool = False, validate_args: bool = True, *, mask=None,
+                    controls=None) -> FilterResult:
     """:func:`kalman_filter` with ``method="parallel"`` (associative scan in time)."""
-    return kalman_filter(params, observations, mask, controls, nan_as_missing, "parallel",
-                         False, validate_args)
+    return kalman_filter(params, observations, observed, actions, nan_as_missing, "parallel",
+                         False, validate_args, mask=mask, controls=controls)
 
 
-def log_likelihood(params: LGSSMParams, observations, mask=None, controls=None,
+def log_likelihood(params: LGSSMParams, observations, observed=None, actions=None,
                    nan_as_missing: bool = False, method: str = "sequential",
-                   square_root: bool = False, validate_args: bool = True):
+                   square_root: bool = False, validate_args: bool = True, *, mask=None,
+                   controls=None):
     """Total log p(y_{0:T-1}) per series: [batch]."""
-    return kalman_filter(params, observations, mask, controls, nan_as_missing, method,
-                         square_root, validate_args).log_likelihood
+    return kalman_filter(params, observations, observed, actions, nan_as_missing, method,
+                         square_root, validate_args, mask=mask, controls=controls).log_likelihood
 
 
 # ------------------------------------------------------------------------------ smoothing
@@ -840,13 +927,14 @@ def _cond_chol(cov, jitter):
 
 
 # ------------------------------------------------------------------------------ forecasting
-def forecast(params: LGSSMParams, filtered: FilterResult, steps: int, controls=None
-             ) -> ForecastResult:
+def forecast(params: LGSSMParams, filtered: FilterResult, steps: int, actions=None, *,
+             controls=None) -> ForecastResult:
     """Predictive moments of x and y for 1..``steps`` steps after the last observation.
 
-    Time-varying parameters use their last time slice. ``controls``: None or
-    ``[batch, steps, control_dim]`` future inputs.
+    Time-varying parameters use their last time slice. ``actions``: None or
+    ``[batch, steps, action_dim]`` future inputs (``controls``: its deprecated name).
     """
+    controls = renamed_argument(actions, controls, "actions", "controls")
     dtype = filtered.filtered_means.dtype
     last = lambda par: par.value[-1] if par.time_varying else par.value  # noqa: E731
     canon = lambda x, r, name: _canon(x, r, name, None, None, dtype)  # noqa: E731

@@ -43,7 +43,7 @@ def test_model_contract(cls, inference, tmp_path):
     steps = mask.sum(1).mean()
     np.testing.assert_allclose(result["elbo_per_step"], result["elbo"] / steps, rtol=1e-3)
     run_saving_test(model, lambda m: (
-        m.smooth(data)["latent_mean"],
+        m.smooth(data).smoothed_means,
         m.log_likelihood({k: v[:4] for k, v in data.items()}, num_samples=8, seed=2)
         .log_likelihood), tmp_path, rtol=1e-5)
 
@@ -74,8 +74,8 @@ def test_streaming_filter_step_reproduces_filter(cls, inference):
     state = model.initial_state(3)
     for t in range(9):
         state, out = model.filter_step(state, x[:, t])
-        np.testing.assert_allclose(out["latent_mean"], full["latent_mean"][:, t], atol=1e-5)
-        np.testing.assert_allclose(out["observation_mean"], full["observation_mean"][:, t],
+        np.testing.assert_allclose(out["filtered_mean"], full.filtered_means[:, t], atol=1e-5)
+        np.testing.assert_allclose(out["observation_mean"], full.observation_means[:, t],
                                    atol=1e-5)
 
 
@@ -162,7 +162,7 @@ def test_linear_gaussian_dkf_matches_the_exact_kalman_filter():
     se = gap.std(ddof=1) / np.sqrt(len(gap))
     assert gap.mean() > -3 * se  # IWAE <= log p(x) in expectation
     assert gap.mean() < 0.05 * np.abs(exact[test]).mean()  # and close to it
-    dkf = model.filter(x[test])["latent_mean"].numpy()
+    dkf = model.filter(x[test]).filtered_means.numpy()
     rmse_dkf = np.sqrt(np.mean((dkf - z[test]) ** 2))
     rmse_kf = np.sqrt(np.mean((kf_means.numpy()[test] - z[test]) ** 2))
     assert rmse_dkf < 1.05 * rmse_kf, (rmse_dkf, rmse_kf)
@@ -185,9 +185,10 @@ def test_actions_and_time_gaps_condition_the_transition_and_forecast():
                          num_samples=10)
     other = model.forecast(data, steps=4, actions=future[..., ::-1], time_gaps=np.ones((8, 4)),
                            num_samples=10)
-    assert out["observation_mean"].shape == (8, 4, 5)
-    assert not np.allclose(out["observation_mean"], other["observation_mean"])
-    assert np.all((out["observation_mean"].numpy() >= 0) & (out["observation_mean"].numpy() <= 1))
+    assert out["observation_means"].shape == (8, 4, 5)
+    assert not np.allclose(out["observation_means"], other["observation_means"])
+    assert np.all((out["observation_means"].numpy() >= 0)
+                  & (out["observation_means"].numpy() <= 1))
     with pytest.raises(ValueError, match="actions"):
         model.forecast(data, steps=2)
 
@@ -250,3 +251,53 @@ def test_combiner_layer_is_the_papers_average():
     np.testing.assert_allclose(both, (np.tanh(z @ w + b) + h1 + h2) / 3, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="units"):
         layer(z, [np.zeros((4, 5), "float32")])
+
+
+def test_zoo_contract_padding_missing_frames_and_pictures(tmp_path):
+    """The trainer's path (tests/test_case.run_model_test) on padded sequences with NaN
+    frames: NaN becomes ``observed`` 0 on the host, batches are cut to their longest sequence,
+    the evaluation's nll_per_step divides by the real (unpadded) steps, and the pictures are
+    chosen from the data: piano rolls for binary vectors, image rows for image frames,
+    trajectories otherwise."""
+    from zoo.contract import EvalSettings
+    from tests.test_case import run_model_test
+
+    x = _binary_sequences(n=24, steps=9)
+    mask = np.ones(x.shape[:2], "float32")
+    mask[::2, 6:] = 0.0
+    x = x * mask[..., None]
+    obs = x.copy()
+    obs[1, 2] = np.nan
+    arrays = {"observations": obs, "mask": mask}
+    fx, _ = DeepKalmanFilter.fit_inputs(arrays)
+    assert fx["observed"][1, 2] == 0 and fx["observed"].sum() == x.shape[0] * 9 - 1
+    trimmed = DeepKalmanFilter.prepare_batch({k: tf.constant(v[::2]) for k, v in fx.items()})
+    assert trimmed["observations"].shape[1] == 6
+    assert DeepKalmanFilter.data_kwargs(arrays) == {"observation_shape": (5,)}
+
+    def build():
+        return DeepKalmanFilter(observation_shape=(5,), seed=0, **TINY)
+
+    model, report = run_model_test(
+        build, arrays, deterministic=lambda m, x: m.smooth(x).smoothed_means,
+        tmp_path=tmp_path, batch_size=8, epochs=3, learning_rate=3e-2,
+        bad_inputs=[(lambda m: m.validate_data({**arrays, "actions": np.full((24, 9, 1),
+                                                                               np.nan)}),
+                     ValueError, "'actions' array")])
+    assert not model.supports_jit and model.export_adapter == "deep_state_space"
+    k = 4
+    steps = mask[:8].sum()
+    np.testing.assert_allclose(report["nll_per_step"],
+                               -report[f"iwae_log_likelihood_k{k}"] * 8 / steps, rtol=1e-6)
+    settings = EvalSettings(num_samples=2, seed=0)
+    rolls = model.pictures(fx, arrays, str(tmp_path), settings)
+    assert [p.rsplit("/", 1)[-1] for p in rolls] == ["piano_rolls.png"]
+    images = DeepKalmanFilter(observation_shape=(4, 4, 1), seed=0, **TINY)
+    frames = (np.random.RandomState(1).rand(2, 3, 4, 4, 1) > 0.5).astype("float32")
+    drawn = images.pictures({"observations": frames}, {"clean": frames}, str(tmp_path),
+                            settings)
+    assert [p.rsplit("/", 1)[-1] for p in drawn] == ["frames.png"]
+    series = DeepKalmanFilter(observation_shape=(2,), likelihood="gaussian", seed=0, **TINY)
+    drawn = series.pictures({"observations": np.random.RandomState(2).randn(2, 6, 2)}, {},
+                            str(tmp_path), settings)
+    assert [p.rsplit("/", 1)[-1] for p in drawn] == ["trajectories.png"]

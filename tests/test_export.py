@@ -203,7 +203,7 @@ def test_quantized_decoders_keep_held_out_log_likelihood_and_shrink(digits_vae, 
 @pytest.fixture(scope="module")
 def kalman():
     keras.utils.set_random_seed(0)
-    model = KalmanFilterModel(4, control_dim=1, use_offsets=True, observation_cov="full",
+    model = KalmanFilterModel(4, action_dim=1, use_offsets=True, observation_cov="full",
                               dtype="float64")
     model.build((None, None, 2))
     rng = np.random.default_rng(0)
@@ -223,7 +223,7 @@ def test_kalman_stream_reproduces_float64_filter(kalman, tmp_path):
     observed = np.ones((1, 60), "float32")
     observed[0, [0, 7, 8, 30]] = 0.0
     y[0, 8] = np.nan  # a missing frame may hold anything
-    ref = kalman.filter(y, controls=u, mask=observed > 0)
+    ref = kalman.filter(y, actions=u, observed=observed)
     f = StreamingFilter(path)
     out = f.run(y[0], action=u[0], observed=observed[0])
 
@@ -247,7 +247,7 @@ def test_kalman_stream_reproduces_float64_filter(kalman, tmp_path):
     u2, o2 = np.concatenate([u, u[:, ::-1]]), np.concatenate([observed, observed[:, ::-1]])
     f2 = StreamingFilter(path2)
     out2 = f2.run(y2, action=u2, observed=o2)
-    ref2 = kalman.filter(y2, controls=u2, mask=o2 > 0)
+    ref2 = kalman.filter(y2, actions=u2, observed=o2)
     close(out2["estimate"], ref2.filtered_means, "batch estimate")
     close(f2.unpack(out2)["cov"], ref2.filtered_covs, "batch cov")
 
@@ -280,7 +280,7 @@ def test_kalman_packed_state_layout(kalman, tmp_path):
     assert s0[n + n * n] == 0.0
     rng = np.random.default_rng(7)
     y, u = rng.standard_normal((1, 20, 2)), rng.standard_normal((1, 20, 1))
-    ref = kalman.filter(y, controls=u)
+    ref = kalman.filter(y, actions=u)
     for t in range(20):  # one step at a time, float64 frames without the batch axis
         out = f.step(observation=y[0, t], action=u[0, t])
         s = f.state["state"][0]
@@ -311,13 +311,14 @@ def test_kalman_saved_model_step_matches(kalman, tmp_path):
     y = np.array([[0.5, -1.0]], np.float32)
     out = loaded.signatures["filter_step"](observation=tf.constant(y), observed=tf.ones([1]),
                                            action=tf.zeros([1, 1]), **state)
-    ref = kalman.filter(y[None].astype("float64"), controls=np.zeros((1, 1, 1)))
+    ref = kalman.filter(y[None].astype("float64"), actions=np.zeros((1, 1, 1)))
     np.testing.assert_allclose(out["estimate"][0], ref.filtered_means[0, 0], rtol=1e-5)
 
 
 def test_lstm_kalman_filter_streams_like_its_filter(tmp_path):
-    """The exported step (unrolled update, standard form) against the model's own float32
-    filter (Cholesky solve, Joseph form): measured 6e-7 relative over 50 frames."""
+    """The exported step is the model's own ``filter_step``: streamed frame by frame, with
+    missing frames (``observed`` 0, holding NaN), it gives the model's float32 filter with
+    the same frames missing (measured 6e-7 relative over 50 frames)."""
     keras.utils.set_random_seed(0)
     model = LSTMKalmanFilter(state_dim=4, observation_dim=2, lstm_units=16,
                              observation_matrix=[[1, 0, 0, 0], [0, 1, 0, 0]])
@@ -327,14 +328,21 @@ def test_lstm_kalman_filter_streams_like_its_filter(tmp_path):
     path = str(tmp_path / "lkf.tflite")
     meta = export_tflite(model, path)
     assert meta["state"][:2] == ["mean", "cov"] and len(meta["state"]) == 8
+    assert list(meta["signatures"]["filter_step"]["inputs"])[-2:] == ["observation",
+                                                                        "observed"]
     assert not verify(path, model).ops.custom
     z = np.cumsum(rng.standard_normal((1, 50, 2)), 1).astype("float32")
-    ref = tf.function(model.filter)(z)  # eagerly, its scan re-traces the Jacobian per step
-    out = StreamingFilter(path).run(z[0])
-    for got, key in [("estimate", "means"), ("cov", "covs"), ("log_likelihood", "log_likelihood"),
-                     ("process_variance", "process_variance"),
-                     ("observation_variance", "observation_variance")]:
-        want = np.asarray(ref[key][0])
+    observed = np.ones((1, 50), "float32")
+    observed[0, [3, 4, 20, 49]] = 0.0
+    z[0, 4] = np.nan  # a missing frame may hold anything
+    ref = model.filter(z, observed)
+    assert np.all(np.asarray(ref.log_likelihoods)[0, [3, 4, 20, 49]] == 0.0)
+    out = StreamingFilter(path).run(z[0], observed=observed[0])
+    for got, key in [("estimate", "filtered_means"), ("cov", "filtered_covs"),
+                     ("log_likelihood", "log_likelihoods"),
+                     ("process_variance", "process_variances"),
+                     ("observation_variance", "observation_variances")]:
+        want = np.asarray(getattr(ref, key)[0])
         err = np.abs(out[got] - want).max() / np.abs(want).max()
         assert err < 1e-5, f"{got}: relative error {err:.2e}"
 
@@ -357,9 +365,10 @@ def test_deep_state_space_stream_reproduces_filter_with_missing_frames(cls, infe
     observed[0, [4, 5, 11]] = 0.0
     ref = model.filter({"observations": x, "observed": observed})
     out = StreamingFilter(path).run(x[0], observed=observed[0])
-    for got, key in [("estimate", "latent_mean"), ("uncertainty", "latent_scale"),
-                     ("observation_mean", "observation_mean")]:
-        np.testing.assert_allclose(out[got], ref[key][0], rtol=F32_RTOL, atol=1e-6, err_msg=got)
+    for got, key in [("estimate", "filtered_means"), ("uncertainty", "filtered_scales"),
+                     ("observation_mean", "observation_means")]:
+        np.testing.assert_allclose(out[got], getattr(ref, key)[0], rtol=F32_RTOL, atol=1e-6,
+                                   err_msg=got)
 
 
 def test_smoothing_inference_exports_the_decoder_only():
@@ -369,6 +378,70 @@ def test_smoothing_inference_exports_the_decoder_only():
                                                               "sample_random"}
     with pytest.raises(ValueError, match=r"Cannot export \['filter_step'\]"):
         exporter.export_spec_of(model, what="filter_step")
+
+
+# ---------------------------------------------------------------------------- adapter registry
+def test_adapter_registry_finds_the_adapter_a_model_names():
+    """A model names its adapter (``export_adapter``); the registry maps names to adapters,
+    never class paths, and finds the ``adapters_*`` modules by itself."""
+
+    @adapters.register_adapter("test_dummy")
+    class DummyAdapter:
+        def __init__(self, model):
+            self.model = model
+
+        def export_spec(self, batch_size=1):
+            n = self.model.size
+            return ExportSpec({"decode": Signature(
+                lambda z: {"x": 2.0 * z}, {"z": spec((batch_size, n), "z")},
+                lambda rng: {"z": rng.standard_normal((batch_size, n)).astype("float32")})},
+                {"model": "Fake"})
+
+    class Fake:  # not a Keras model, no zoo base class: only the attribute counts
+        export_adapter = "test_dummy"
+        size = 3
+
+    try:
+        exportable = adapters.as_exportable(Fake())
+        assert isinstance(exportable, DummyAdapter)
+        es = exporter.export_spec_of(Fake(), what="decode")
+        z = np.ones((1, 3), np.float32)
+        np.testing.assert_array_equal(es.signatures["decode"].fn(z=z)["x"], 2 * z)
+        assert {"latent", "kalman_filter", "lstm_kalman_filter",
+                "deep_state_space"} <= set(adapters.registered_adapters())
+        with pytest.raises(ValueError, match="already registered"):
+            adapters.register_adapter("test_dummy")(type("Other", (), {}))
+        Fake.export_adapter = "no_such_adapter"
+        with pytest.raises(TypeError, match="no_such_adapter.*registered:"):
+            adapters.adapter_for(Fake())
+    finally:
+        adapters._ADAPTERS.pop("test_dummy", None)
+    for model, name in [(KalmanFilterModel, "kalman_filter"),
+                        (LSTMKalmanFilter, "lstm_kalman_filter"),
+                        (DeepKalmanFilter, "deep_state_space"), (VAE, "latent")]:
+        assert model.export_adapter == name
+
+
+def test_zoo_does_not_import_export_and_protocol_imports_no_adapter():
+    """Lower floors never import higher ones: the models load without zoo.export, and
+    zoo.export.protocol (what adapters build on) imports no adapter."""
+    code = ("import sys; import zoo.export.protocol; "
+            "assert 'zoo.export.adapters' not in sys.modules, 'protocol imports adapters'; "
+            "import zoo.kalman_filter, zoo.lstm_kalman_filter, zoo.deep_state_space, zoo.vae; "
+            "bad = [m for m in sys.modules if m.startswith('zoo.export.adapters')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    import re
+
+    imports_export = re.compile(r"^\s*(from zoo\.export|import zoo\.export|from zoo import .*"
+                                r"\bexport\b)", re.M)
+    for folder, _, files in os.walk(os.path.join(ROOT, "zoo")):
+        if os.path.basename(folder) == "cli":  # the command line calls both floors
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name)).read()
+                assert not imports_export.search(text), os.path.join(folder, name)
 
 
 # ---------------------------------------------------------------------------- a neural filter

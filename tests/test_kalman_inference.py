@@ -113,7 +113,7 @@ def test_matches_tfp_and_numpy(masked, controls):
     y = rng.normal(size=(bsz, steps, 2))
     u = rng.normal(size=(bsz, steps, k)) if controls else None
     mask = rng.random((bsz, steps)) > 0.3 if masked else None
-    res = ki.kalman_filter(params, y, mask=mask, controls=u)
+    res = ki.kalman_filter(params, y, observed=mask, actions=u)
     ll, fm, fc = numpy_filter(params, y, mask, u)
     _close(res.log_likelihood, ll)
     _close(res.filtered_means, fm)
@@ -163,7 +163,7 @@ def test_parallel_square_root_and_sequential_agree_on_time_varying_batched_syste
     y = rng.normal(size=(bsz, steps, p))
     u = rng.normal(size=(bsz, steps, k))
     mask = rng.random((bsz, steps)) > 0.25
-    results = _all_methods(params, y, controls=u, mask=mask)
+    results = _all_methods(params, y, actions=u, observed=mask)
     _assert_same(results)
     ll, fm, fc = numpy_filter(params, y, mask, u)
     _close(results["parallel"].log_likelihood, ll)
@@ -201,7 +201,7 @@ def test_filter_step_loop_equals_kalman_filter():
     y = rng.normal(size=(2, 6, 2))
     u = rng.normal(size=(2, 6, 2))
     mask = np.array([[1, 0, 1, 1, 0, 1], [1, 1, 0, 1, 1, 1]], bool)
-    res = ki.kalman_filter(params, y, mask=mask, controls=u)
+    res = ki.kalman_filter(params, y, observed=mask, actions=u)
     mean, cov, lls = None, None, []
     for t in range(6):
         if t == 0:  # the prior, then an update
@@ -228,10 +228,10 @@ def test_compiled_with_xla_equals_eager():
     y = rng.normal(size=(4, 20, 2))
     mask = rng.random((4, 20)) > 0.2
     for method in ki.METHODS:
-        fn = tf.function(lambda y, m: ki.kalman_filter(params, y, mask=m, method=method,
+        fn = tf.function(lambda y, m: ki.kalman_filter(params, y, observed=m, method=method,
                                                        validate_args=False).log_likelihood,
                          jit_compile=True)
-        _close(fn(y, mask), ki.kalman_filter(params, y, mask=mask).log_likelihood)
+        _close(fn(y, mask), ki.kalman_filter(params, y, observed=mask).log_likelihood)
 
 
 # ----------------------------------------------------------------------------- missing data
@@ -241,7 +241,7 @@ def test_nan_as_missing_equals_mask_and_has_finite_gradients():
     y = rng.normal(size=(2, 10, 2))
     mask = rng.random((2, 10)) > 0.3
     y_nan = np.where(mask[..., None], y, np.nan)
-    by_mask = ki.kalman_filter(params, y, mask=mask)
+    by_mask = ki.kalman_filter(params, y, observed=mask)
     by_nan = ki.kalman_filter(params, y_nan, nan_as_missing=True)
     _close(by_nan.log_likelihood, by_mask.log_likelihood)
     _close(by_nan.filtered_means, by_mask.filtered_means)
@@ -263,7 +263,7 @@ def test_gradients_match_finite_differences():
     def make(method):
         def fn(m0, p0, a, q, h, r, b, d, bm):
             params = ki.LGSSMParams(m0, p0, a, q, h, r, b, d, bm)
-            return tf.reduce_sum(ki.kalman_filter(params, y, mask=mask, controls=u,
+            return tf.reduce_sum(ki.kalman_filter(params, y, observed=mask, actions=u,
                                                   method=method, validate_args=False)
                                  .log_likelihood)
         return fn
@@ -316,11 +316,11 @@ def test_forecast_equals_filtering_with_missing_future():
     params = random_system(rng, 3, 2, k=1, offsets=True)
     y = rng.normal(size=(2, 8, 2))
     u = rng.normal(size=(2, 12, 1))
-    res = ki.kalman_filter(params, y, controls=u[:, :8])
-    fc = ki.forecast(params, res, 4, controls=u[:, 8:])
+    res = ki.kalman_filter(params, y, actions=u[:, :8])
+    fc = ki.forecast(params, res, 4, actions=u[:, 8:])
     y_ext = np.concatenate([y, np.zeros((2, 4, 2))], 1)
     mask = np.concatenate([np.ones((2, 8)), np.zeros((2, 4))], 1)
-    ext = ki.kalman_filter(params, y_ext, mask=mask, controls=u)
+    ext = ki.kalman_filter(params, y_ext, observed=mask, actions=u)
     _close(fc.state_means, ext.predicted_means[:, 8:])
     _close(fc.state_covs, ext.predicted_covs[:, 8:])
     h, d, r = params.observation_matrix, params.observation_offset, params.observation_cov
@@ -367,7 +367,7 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="method"):
         ki.kalman_filter(params, y, method="fast")
     with pytest.raises(ValueError, match="control_matrix"):
-        ki.kalman_filter(params, y, controls=np.zeros((2, 5, 1)))
+        ki.kalman_filter(params, y, actions=np.zeros((2, 5, 1)))
 
 
 # ----------------------------------------------------------------------------- fast loop path
@@ -431,12 +431,12 @@ def test_compiled_filter_loop_equals_plain_steps_to_rounding(steps, n, p, contro
     y = rng.normal(size=(3, steps, p))
     u = rng.normal(size=(3, steps, 2)) if controls else None
     lls, means, covs = _plain_filter(params, y, u)
-    fn = tf.function(lambda y, ss: ki.kalman_filter(params, y, controls=u, steady_state=ss,
+    fn = tf.function(lambda y, ss: ki.kalman_filter(params, y, actions=u, steady_state=ss,
                                                     validate_args=False), jit_compile=True)
     for steady in (True, False):
         runs = [fn(tf.constant(y), steady)]
         if steps == 7:  # and eager (the plain arithmetic)
-            runs.append(ki.kalman_filter(params, y, controls=u, steady_state=steady))
+            runs.append(ki.kalman_filter(params, y, actions=u, steady_state=steady))
         for res in runs:
             np.testing.assert_allclose(res.log_likelihoods, lls, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(res.log_likelihood, lls.sum(1), rtol=1e-12)

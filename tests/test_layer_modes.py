@@ -7,12 +7,14 @@ import pytest
 import tensorflow as tf
 
 from zoo.layers import (BernoulliLikelihood, CategoricalLikelihood, Combiner, GaussianLikelihood,
-                    GaussianPosterior, RelaxedCategorical, StateTransition)
+                    GaussianPosterior, KalmanFilterLayer, RelaxedCategorical, StateTransition)
 
 RNG = np.random.RandomState(0)
 FEATURES = RNG.randn(4, 6)
 BINARY = (RNG.rand(4, 6) > 0.5).astype("float64")
 NOISE = RNG.randn(4, 2, 3)
+SERIES = RNG.randn(4, 5, 2)
+OBSERVED = RNG.rand(4, 5) > 0.3
 
 # name: (constructor, call(layer, dtype) -> dict or tensor of deterministic outputs)
 CASES = {
@@ -31,6 +33,10 @@ CASES = {
                                     np.zeros((4, 2), "int32"))),
     "state_transition": (lambda **kw: StateTransition(6, kind="gated", hidden_units=5, **kw),
                          lambda l, dt: l(FEATURES.astype(dt))),
+    "kalman_filter": (
+        lambda **kw: KalmanFilterLayer(3, transition_cov="full", initial_cov="full",
+                                       use_offsets=True, **kw),
+        lambda l, dt: l(SERIES.astype(dt), observed=OBSERVED)),
     "combiner": (lambda **kw: Combiner(6, **kw),
                  lambda l, dt: l(FEATURES[:, :3].astype(dt), [FEATURES.astype(dt)])),
 }

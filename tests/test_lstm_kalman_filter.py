@@ -17,8 +17,8 @@ def _data(n=64, steps=12, seed=0):
 
 
 def test_step_is_the_extended_kalman_step_with_learned_f_q_r():
-    """filter_step = predict with the Jacobian of f, then the Joseph-form update, recomputed
-    here in NumPy from the step's own F, Q and R."""
+    """filter_step = predict with the Jacobian of f, then the Kalman update (built-in-op
+    standard form), recomputed here in NumPy (Joseph form) from the step's own F, Q and R."""
     model = LSTMKalmanFilter(state_dim=3, observation_matrix=H, lstm_units=8)
     obs, _ = _data(n=4)
     state = model.initial_state(4)
@@ -38,6 +38,7 @@ def test_step_is_the_extended_kalman_step_with_learned_f_q_r():
         cov = ikh @ p_pred @ ikh.T + k @ np.diag(r[b]) @ k.T
         np.testing.assert_allclose(new["mean"].numpy()[b], mean, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(new["cov"].numpy()[b], cov, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(out["filtered_mean"].numpy()[b], mean, rtol=1e-4, atol=1e-5)
     assert np.all(q > 0) and np.all(r > 0)
 
 
@@ -70,9 +71,9 @@ def test_contract_fit_save_stream(tmp_path):
     state = model.initial_state(3)
     for t in range(obs.shape[1]):
         state, out = model.filter_step(state, obs[:3, t])
-        np.testing.assert_allclose(out["mean"], full["means"][:, t], atol=1e-5)
-        np.testing.assert_allclose(out["cov"], full["covs"][:, t], atol=1e-5)
-    run_saving_test(model, lambda m: m.filter(obs[:4])["means"], tmp_path)
+        np.testing.assert_allclose(out["filtered_mean"], full.filtered_means[:, t], atol=1e-5)
+        np.testing.assert_allclose(out["filtered_cov"], full.filtered_covs[:, t], atol=1e-5)
+    run_saving_test(model, lambda m: m.filter(obs[:4]).filtered_means, tmp_path)
 
 
 def test_bad_input_gives_clear_errors():
@@ -100,8 +101,8 @@ def _random_walk_model():
 def _exact_params(model, out, steps):
     from zoo.layers import kalman_inference as ki
 
-    q = out["process_variance"].numpy().astype(np.float64)  # [b, T, n]
-    r = out["observation_variance"].numpy().astype(np.float64)
+    q = out.process_variances.numpy().astype(np.float64)  # [b, T, n]
+    r = out.observation_variances.numpy().astype(np.float64)
     p0 = np.diag(np.log1p(np.exp(model.initial_raw_variance.numpy().astype(np.float64))))
     # Our step 0 predicts from the prior before updating; the pure filter updates x_0 first.
     return ki.LGSSMParams(
@@ -122,17 +123,19 @@ def test_smoother_and_missing_frames_match_the_exact_kalman_smoother():
     model = _random_walk_model()
     out = model.filter(obs, observed)
     params = _exact_params(model, out, 8)
-    exact = ki.kalman_filter(params, obs.astype(np.float64), mask=observed > 0)
-    np.testing.assert_allclose(out["means"], exact.filtered_means, rtol=1e-4, atol=1e-4)
+    exact = ki.kalman_filter(params, obs.astype(np.float64), observed=observed > 0)
+    np.testing.assert_allclose(out.filtered_means, exact.filtered_means, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.log_likelihood, exact.log_likelihood, rtol=1e-4)
     smoothed = ki.rts_smoother(params, exact)
     ours = model.smooth(obs, observed)
-    np.testing.assert_allclose(ours["means"], smoothed.smoothed_means, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(ours["covs"], np.broadcast_to(smoothed.smoothed_covs,
-                                                             ours["covs"].shape),
-                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(ours.smoothed_means, smoothed.smoothed_means, rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(ours.smoothed_covs, np.broadcast_to(
+        smoothed.smoothed_covs, ours.smoothed_covs.shape), rtol=1e-3, atol=1e-5)
     imputed = model.impute(obs, observed)["imputed"].numpy()
     np.testing.assert_array_equal(imputed[:, [0, 1, 2, 5, 6, 7]], obs[:, [0, 1, 2, 5, 6, 7]])
-    np.testing.assert_allclose(imputed[:, 3:5], ours["means"].numpy()[:, 3:5] @ np.asarray(H).T,
+    np.testing.assert_allclose(imputed[:, 3:5],
+                               ours.smoothed_means.numpy()[:, 3:5] @ np.asarray(H).T,
                                rtol=1e-5, atol=1e-5)
 
 
@@ -142,13 +145,38 @@ def test_forecast_and_sample():
     out = model.forecast(obs, steps=3)
     last = model.filter(obs)
     # A random walk: the forecast mean stays at the last estimate, the covariance grows.
-    np.testing.assert_allclose(out["state_means"], np.repeat(last["means"][:, -1:], 3, 1),
-                               atol=1e-6)
-    variances = np.diagonal(out["state_covs"].numpy(), axis1=-2, axis2=-1)
+    np.testing.assert_allclose(out.state_means,
+                               np.repeat(last.filtered_means[:, -1:], 3, 1), atol=1e-6)
+    variances = np.diagonal(out.state_covs.numpy(), axis1=-2, axis2=-1)
     assert np.all(np.diff(variances, axis=1) > 0)
-    np.testing.assert_allclose(out["observation_means"],
-                               out["state_means"].numpy() @ np.asarray(H).T, atol=1e-6)
+    np.testing.assert_allclose(out.observation_means,
+                               out.state_means.numpy() @ np.asarray(H).T, atol=1e-6)
     a, b = model.sample(4, steps=5, seed=1), model.sample(4, steps=5, seed=1)
     np.testing.assert_array_equal(a["states"], b["states"])
     assert a["states"].shape == (4, 5, 3) and a["observations"].shape == (4, 5, 2)
     assert not np.allclose(a["states"], model.sample(4, steps=5, seed=2)["states"])
+
+
+def test_zoo_contract(tmp_path):
+    """The trainer's path (tests/test_case.run_model_test): supervised on states with the
+    known H from the data, loss MSE; the evaluation's RMSE is the filter's against the
+    states, and NaN in the data is an error naming the array."""
+    from tests.test_case import run_model_test
+
+    obs, states = _data(n=48, steps=8)
+    arrays = {"observations": obs, "states": states, "H": np.asarray(H)}
+    kwargs = LSTMKalmanFilter.data_kwargs(arrays)
+    assert kwargs == {"state_dim": 3, "observation_dim": 2, "observation_matrix": H}
+    bad = obs.copy()
+    bad[0, 0, 0] = np.nan
+    model, report = run_model_test(
+        lambda: LSTMKalmanFilter(lstm_units=8, **kwargs), arrays,
+        deterministic=lambda m, x: m.filter(x).filtered_means, tmp_path=tmp_path,
+        batch_size=16, epochs=3,
+        bad_inputs=[(lambda m: m.validate_data({**arrays, "observations": bad}), ValueError,
+                     "'observations' array holds 1 NaN")])
+    assert model.compile_kwargs() == {"loss": "mse"} and not model.supports_jit
+    want = model.filter(obs[:8]).filtered_means.numpy() - states[:8]
+    np.testing.assert_allclose(report["rmse"], np.sqrt(np.mean(want ** 2)), rtol=1e-5)
+    with pytest.raises(ValueError, match="'H'"):
+        LSTMKalmanFilter.data_kwargs({"observations": obs, "states": states})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -23,7 +24,9 @@ from zoo.layers.common import (
 from zoo.layers.gaussian_posterior import gaussian_kl_to_diag
 from zoo.layers.state_transition import KINDS as TRANSITIONS
 from zoo.layers.state_transition import StateTransition
+from zoo import sequences
 from zoo.base import LatentVariableModel
+from zoo.contract import EvalSettings
 from zoo.networks import flat_size, mlp
 from zoo.vae import apply_with_particles
 
@@ -34,6 +37,23 @@ CAUSAL = ("indep", "rnn", "st-l")
 STRUCTURED = ("st-l", "st-r", "st-lr")
 EMISSIONS = ("mlp", "linear")
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class LatentFilterResult(NamedTuple):
+    """:meth:`DeepStateSpaceModel.filter`: q(z_t | x_1..x_t) (diagonal Gaussian) and the
+    emission of its mean (names as every zoo filter's, :mod:`zoo.sequences`)."""
+
+    filtered_means: tf.Tensor  # [batch, time, latent_dim]
+    filtered_scales: tf.Tensor  # [batch, time, latent_dim]: standard deviations
+    observation_means: tf.Tensor  # [batch, time, *observation_shape]
+
+
+class LatentSmootherResult(NamedTuple):
+    """:meth:`DeepStateSpaceModel.smooth`: q(z_t | x) of the inference network."""
+
+    smoothed_means: tf.Tensor  # [batch, time, latent_dim]
+    smoothed_scales: tf.Tensor  # [batch, time, latent_dim]
+    observation_means: tf.Tensor  # [batch, time, *observation_shape]
 
 
 class DeepStateSpaceModel(LatentVariableModel):
@@ -71,6 +91,11 @@ class DeepStateSpaceModel(LatentVariableModel):
     default_inference = "rnn"
     default_transition = "mlp"
     inference_choices = INFERENCE
+    export_adapter = "deep_state_space"
+    binarizes_inputs = False
+    # XLA needs compile-time shapes in the gradient of the time loop over variable-length
+    # sequences, which TF 2.21 cannot give it.
+    supports_jit = False
 
     def __init__(
         self,
@@ -347,22 +372,29 @@ class DeepStateSpaceModel(LatentVariableModel):
         inputs = self.check_input(inputs)
         shape = tf.shape(inputs["observations"])
         t = self.trajectory(inputs, tf.zeros([shape[0], shape[1], self.latent_dim]))
-        mean = tf.reshape(t["mean"], shape)
-        return {"latent_mean": t["loc"], "latent_scale": t["scale"], "observation_mean": mean}
+        return t["loc"], t["scale"], tf.reshape(t["mean"], shape)
 
-    def smooth(self, inputs):
+    @property
+    def causal(self) -> bool:
+        """Whether q(z_t | .) sees only frames up to t (inference ``rnn``, ``st-l``,
+        ``indep``): then ``filter`` and ``filter_step`` exist."""
+        return self.inference in CAUSAL
+
+    def smooth(self, inputs) -> LatentSmootherResult:
         """Posterior means/scales of z_t from the inference network given the whole sequence
-        (a smoother for ``brnn``/``st-r``/``st-lr``/``lr``), and the emission of the means."""
-        return self._posterior_pass(inputs)
+        (a smoother for ``brnn``/``st-r``/``st-lr``/``lr``), and the emission of the means:
+        ``smoothed_means``, ``smoothed_scales``, ``observation_means``."""
+        return LatentSmootherResult(*self._posterior_pass(inputs))
 
-    def filter(self, inputs):
+    def filter(self, inputs) -> LatentFilterResult:
         """Causal estimates E_q[z_t | x_{1:t}] (inference ``rnn``, ``st-l`` or ``indep``): the
-        same numbers ``filter_step`` gives frame by frame."""
-        if self.inference not in CAUSAL:
+        same numbers ``filter_step`` gives frame by frame: ``filtered_means``,
+        ``filtered_scales``, ``observation_means``."""
+        if not self.causal:
             raise ValueError(
                 f"filter() needs a causal inference network ({', '.join(CAUSAL)}); this model "
                 f"uses inference={self.inference!r}, which looks at future frames: use smooth().")
-        return self._posterior_pass(inputs)
+        return LatentFilterResult(*self._posterior_pass(inputs))
 
     def initial_state(self, batch_size: int = 1) -> dict:
         """State of ``filter_step`` before the first frame."""
@@ -374,12 +406,13 @@ class DeepStateSpaceModel(LatentVariableModel):
         return state
 
     def filter_step(self, state: dict, observation, observed=None):
-        """One causal step: (state, x_t) -> (new state, latent mean, latent scale, x mean).
+        """One causal step: (state, x_t) -> (new state, outputs ``filtered_mean``,
+        ``filtered_scale`` (of q(z_t | x_1..x_t)) and ``observation_mean`` (its emission)).
 
         ``observation`` is ``[batch, *observation_shape]``; ``observed`` ``[batch]`` marks
         present frames (default all). Uses posterior means (zero noise), like ``filter``.
         """
-        if self.inference not in CAUSAL:
+        if not self.causal:
             raise ValueError(f"filter_step needs a causal inference network, got "
                              f"{self.inference!r}.")
         x = tf.reshape(tf.cast(observation, self.compute_dtype), [-1, self.observation_size])
@@ -395,7 +428,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         params = self.posterior.posterior_parameters(features)
         new_state["z_prev"] = params["loc"]
         mean = self.head(apply_with_particles(self.emission, params["loc"]))["mean"]
-        return new_state, {"latent_mean": params["loc"], "latent_scale": params["scale"],
+        return new_state, {"filtered_mean": params["loc"], "filtered_scale": params["scale"],
                            "observation_mean": mean}
 
     def encode(self, inputs):
@@ -434,7 +467,8 @@ class DeepStateSpaceModel(LatentVariableModel):
         """Predict ``steps`` frames past the end of each sequence (all of the same length):
         posterior draws of the last latent rolled through the transition. Returns the mean
         and standard deviation over ``num_samples`` trajectories of the emission means
-        (``observation_mean``/``observation_std`` ``[batch, steps, ...]``) and latents."""
+        (``observation_means``/``observation_stds`` ``[batch, steps, ...]``) and latents
+        (``state_means``/``state_stds``)."""
         check_positive_int("steps", steps)
         inputs = self.check_input(inputs)
         n = tf.shape(inputs["observations"])[0]
@@ -450,9 +484,9 @@ class DeepStateSpaceModel(LatentVariableModel):
         frames = self.decode(z)["mean"]
         frames = tf.reshape(frames, [n, num_samples, steps, *self.observation_shape])
         z = tf.reshape(z, [n, num_samples, steps, self.latent_dim])
-        return {"observation_mean": tf.reduce_mean(frames, 1),
-                "observation_std": tf.math.reduce_std(frames, 1),
-                "latent_mean": tf.reduce_mean(z, 1), "latent_std": tf.math.reduce_std(z, 1)}
+        return {"observation_means": tf.reduce_mean(frames, 1),
+                "observation_stds": tf.math.reduce_std(frames, 1),
+                "state_means": tf.reduce_mean(z, 1), "state_stds": tf.math.reduce_std(z, 1)}
 
     def impute(self, inputs, observed):
         """Fill the frames where ``observed`` ``[batch, time]`` is 0 with the model's posterior
@@ -460,7 +494,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         ``reconstruction`` (the emission means at every step)."""
         inputs = dict(inputs) if isinstance(inputs, dict) else {"observations": inputs}
         inputs["observed"] = observed
-        mean = self.smooth(inputs)["observation_mean"]
+        mean = self.smooth(inputs).observation_means
         x = tf.cast(inputs["observations"], mean.dtype)
         keep = tf.reshape(tf.cast(observed, mean.dtype),
                           [*observed.shape[:2]] + [1] * len(self.observation_shape))
@@ -475,13 +509,65 @@ class DeepStateSpaceModel(LatentVariableModel):
         return tf.reshape(self.decode(z)["mean"], [n, steps, *self.observation_shape])
 
     def reconstruct(self, inputs):
-        return self.smooth(inputs)["observation_mean"]
+        return self.smooth(inputs).observation_means
 
     def posterior_mean_latent(self, inputs):
-        return self.smooth(inputs)["latent_mean"]
+        return self.smooth(inputs).smoothed_means
 
     def prior_sample(self, n, seed=None):
         raise TypeError("use sample(n, steps) for sequence models")
+
+    # ------------------------------------------------------------------ contract
+    @classmethod
+    def data_kwargs(cls, arrays: dict) -> dict:
+        """The frame shape, and the action size / time gaps when the data has them."""
+        kwargs = {"observation_shape": tuple(int(s) for s in
+                                             np.asarray(arrays["observations"]).shape[2:])}
+        if "actions" in arrays:
+            kwargs["action_dim"] = int(np.asarray(arrays["actions"]).shape[-1])
+        if "time_gaps" in arrays:
+            kwargs["use_time_gaps"] = True
+        return kwargs
+
+    @classmethod
+    def fit_inputs(cls, arrays: dict):
+        """``{"observations"[, "mask", "observed", "actions", "time_gaps"]}``; NaN
+        observations are missing frames (``observed`` 0)."""
+        return sequences.sequence_inputs(arrays), None
+
+    @classmethod
+    def prepare_batch(cls, x):
+        return sequences.trim_to_longest(x)
+
+    def validate_data(self, arrays: dict) -> None:
+        """NaN observations are missing frames (hidden from the inference network, no
+        likelihood term); NaN in any other array is an error naming it."""
+        sequences.check_finite(arrays, type(self).__name__)
+
+    def evaluation(self, x, y, arrays: dict, settings: EvalSettings) -> dict:
+        """The K-sample importance-weighted bound over whole latent trajectories, per
+        sequence and per real step (padding excluded)."""
+        report = super().evaluation(x, y, arrays, settings)
+        k = settings.num_samples
+        total = report[f"iwae_log_likelihood_k{k}"] * report["likelihood_examples"]
+        report["nll_per_step"] = float(-total / np.sum(sequences.sequence_steps(x)))
+        return report
+
+    def pictures(self, x, arrays: dict, out_dir: str, settings: EvalSettings) -> list:
+        """One sequence and the emission of its posterior means, drawn by what the frames
+        are: image frames (with the clean ones when the data has them), piano rolls (with a
+        sequence sampled from the model) or trajectories."""
+        one, length = sequences.first_sequence(x)
+        means = self.smooth(one).observation_means
+        obs = np.asarray(one["observations"])
+        sample = None
+        if obs.ndim == 3 and sequences.looks_binary(obs[0, :length]):
+            sample = np.asarray(self.sample(1, steps=length, actions=None if not self.action_dim
+                                            else one["actions"][:, :length],
+                                            seed=settings.seed))[0]
+        clean = {"clean": arrays["clean"][:1]} if "clean" in arrays else {}
+        return sequences.picture_sequence(obs, means, length, out_dir, clean, sample=sample,
+                                          title="observations and smoothed emission means")
 
     def get_config(self):
         config = super().get_config()
@@ -544,7 +630,7 @@ class DeepKalmanFilter(DeepStateSpaceModel):
     >>> model.compile(optimizer="adam")
     >>> x = (np.random.RandomState(0).rand(16, 5, 3) > 0.5).astype("float32")
     >>> _ = model.fit(x, batch_size=8, epochs=1, verbose=0)
-    >>> model.filter(x[:2])["latent_mean"].shape
+    >>> model.filter(x[:2]).filtered_means.shape
     TensorShape([2, 5, 2])
     """
 
@@ -572,7 +658,7 @@ class DeepMarkovModel(DeepStateSpaceModel):
     >>> model = DeepMarkovModel(observation_shape=(4,), latent_dim=2, rnn_units=8,
     ...                         emission_units=(8,), transition_units=8, seed=0)
     >>> x = (np.random.RandomState(0).rand(3, 6, 4) > 0.5).astype("float32")
-    >>> model.smooth(x)["latent_mean"].shape
+    >>> model.smooth(x).smoothed_means.shape
     TensorShape([3, 6, 2])
     """
 

@@ -1,18 +1,24 @@
-"""Linear-Gaussian state-space model fitted by maximum likelihood with ``model.fit``."""
+"""Linear-Gaussian state-space model: fitted by maximum likelihood with ``model.fit``, or built
+from known matrices; exact filtering, smoothing, forecasting, and a frame-by-frame step."""
 
 from __future__ import annotations
 
+import os
+
 import keras
+import numpy as np
 import tensorflow as tf
 
+from zoo import sequences
+from zoo.contract import EvalSettings, ZooModel
 from zoo.layers import kalman_inference as ki
 from zoo.layers.common import register
-from zoo.layers.kalman_filter import KalmanFilter as KalmanFilterLayer
+from zoo.layers.kalman_filter import KalmanFilterLayer
 
 
 @register
-class KalmanFilterModel(keras.Model):
-    r"""Linear-Gaussian state-space model whose parameters are fitted by ``model.fit``.
+class KalmanFilterModel(ZooModel, keras.Model):
+    r"""Linear-Gaussian state-space model with exact inference; ``zoo.KalmanFilter`` is this class.
 
     Kalman, "A New Approach to Linear Filtering and Prediction Problems" (1960); smoothing by
     Rauch, Tung & Striebel, "Maximum Likelihood Estimates of Linear Dynamic Systems" (1965).
@@ -21,19 +27,23 @@ class KalmanFilterModel(keras.Model):
     y_t = H x_t + d + v_t,\ v_t \sim N(0, R).$$
 
     Training maximizes the exact log-likelihood $\log p(y_{0:T-1})$ from the Kalman filter:
-    the :class:`layers.kalman_filter.KalmanFilter` layer adds $-\log p / T$ (mean over the
+    the :class:`layers.kalman_filter.KalmanFilterLayer` adds $-\log p / T$ (mean over the
     batch) as the loss, so ``compile(optimizer)`` with no loss and ``fit(observations)`` is
-    maximum likelihood. A dict input ``{"observations", "controls", "mask"}`` carries
-    control inputs and missing-data masks (True = observed).
+    maximum likelihood. A dict input ``{"observations", "actions", "observed", "mask"}``
+    carries actions u_t, missing frames (``observed`` 0) and padding (``mask`` 0); both of the
+    last two skip the update at that step. A model whose matrices are known needs no training:
+    :meth:`from_matrices`.
 
-    After fitting, ``filter``, ``smooth``, ``forecast`` and ``sample`` run exact inference
-    with the fitted parameters (see :mod:`layers.kalman_inference`).
+    ``filter``, ``smooth``, ``forecast`` and ``sample`` run exact inference on whole sequences
+    (:mod:`layers.kalman_inference`); ``initial_state`` and ``filter_step`` run the same filter
+    one frame at a time with TFLite built-in ops only (what ``zoo.export`` exports).
 
     Args:
         state_dim: int. n.
-        **kwargs: the other arguments of :class:`layers.kalman_filter.KalmanFilter`
-            (``transition``, ``observation``, ``transition_cov``, scales, ``method``, ...),
-            plus ``seed`` (int or None, for ``sample``) and Keras ``Model`` arguments.
+        **kwargs: the other arguments of :class:`layers.kalman_filter.KalmanFilterLayer`
+            (``action_dim``, ``transition``, ``observation``, ``transition_cov``, scales,
+            ``method``, ...), plus ``seed`` (int or None, for ``sample``) and Keras ``Model``
+            arguments.
 
     Example:
 
@@ -45,16 +55,26 @@ class KalmanFilterModel(keras.Model):
     >>> history = model.fit(y, epochs=2, batch_size=8, verbose=0)
     >>> tuple(model.smooth(y).smoothed_means.shape)
     (8, 50, 1)
+    >>> known = KalmanFilterModel.from_matrices(transition_matrix=[[1.0]],
+    ...     observation_matrix=[[1.0]], transition_cov=[[1.0]], observation_cov=[[4.0]])
+    >>> first = known.filter(y[:1]).filtered_means[0, 0, 0]  # P_0 / (P_0 + R) * y_0
+    >>> bool(abs(float(first) - 0.2 * y[0, 0, 0]) < 1e-12)
+    True
     """
 
+    export_adapter = "kalman_filter"
+
     LAYER_ARGS = (
-        "control_dim", "transition", "observation", "transition_cov", "observation_cov",
+        "action_dim", "transition", "observation", "transition_cov", "observation_cov",
         "use_offsets", "transition_init", "transition_scale", "observation_scale",
         "initial_scale", "trainable_initial", "min_scale", "method", "square_root",
-        "nan_as_missing", "validate_args",
+        "nan_as_missing", "validate_args", "initial_cov",
     )
 
     def __init__(self, state_dim: int, seed: int | None = None, **kwargs):
+        if "control_dim" in kwargs:  # the former name (configs saved before 0.3)
+            control_dim = kwargs.pop("control_dim")
+            kwargs.setdefault("action_dim", control_dim)
         layer_kwargs = {k: kwargs.pop(k) for k in self.LAYER_ARGS if k in kwargs}
         dtype = kwargs.get("dtype")
         super().__init__(**kwargs)
@@ -65,11 +85,58 @@ class KalmanFilterModel(keras.Model):
                                         **layer_kwargs)
         self.layer_kwargs = {k: getattr(self.kalman, k) for k in self.LAYER_ARGS}
 
+    @classmethod
+    def from_matrices(cls, transition_matrix, observation_matrix, transition_cov,
+                      observation_cov, initial_mean=None, initial_cov=None,
+                      transition_offset=None, observation_offset=None, control_matrix=None,
+                      dtype: str = "float64", **kwargs) -> "KalmanFilterModel":
+        """A model with known parameters, ready to filter (no training): A [n, n], H [p, n],
+        Q [n, n], R [p, p] (symmetric positive definite), m_0 [n] (default 0), P_0 [n, n]
+        (default I), offsets b [n] and d [p] and B [n, action_dim] (default none). The
+        matrices are stored exactly (up to rounding) in the model's weights, so it can also be
+        fine-tuned by ``fit``, saved and exported like a trained one. ``kwargs``: further
+        model arguments (``method``, ``square_root``, ``nan_as_missing``, ``seed``, ...)."""
+        a = np.asarray(transition_matrix, np.float64)
+        h = np.asarray(observation_matrix, np.float64)
+        if a.ndim != 2 or a.shape[0] != a.shape[1]:
+            raise ValueError(f"`transition_matrix` must be [n, n], got shape {a.shape}")
+        n = a.shape[0]
+        if h.ndim != 2 or h.shape[1] != n:
+            raise ValueError(f"`observation_matrix` must be [p, {n}], got shape {h.shape}")
+        p = h.shape[0]
+        m0 = np.zeros(n) if initial_mean is None else np.asarray(initial_mean, np.float64)
+        p0 = np.eye(n) if initial_cov is None else np.asarray(initial_cov, np.float64)
+        params = ki.LGSSMParams(m0, p0, a, np.asarray(transition_cov, np.float64), h,
+                                np.asarray(observation_cov, np.float64), transition_offset,
+                                observation_offset, control_matrix)
+        for name, value, shape in (("transition_cov", params.transition_cov, (n, n)),
+                                   ("observation_cov", params.observation_cov, (p, p)),
+                                   ("initial_mean", m0, (n,)), ("initial_cov", p0, (n, n))):
+            if value.shape != shape:
+                raise ValueError(f"`{name}` must have shape {list(shape)}, got "
+                                 f"{list(value.shape)}")
+        action_dim = None
+        if control_matrix is not None:
+            b = np.asarray(control_matrix, np.float64)
+            if b.ndim != 2 or b.shape[0] != n:
+                raise ValueError(f"`control_matrix` must be [{n}, action_dim], got {b.shape}")
+            action_dim = b.shape[1]
+        model = cls(n, action_dim=action_dim, transition="free", observation="free",
+                    transition_cov="full", observation_cov="full", initial_cov="full",
+                    min_scale=0.0,
+                    use_offsets=transition_offset is not None or observation_offset is not None,
+                    dtype=dtype, **kwargs)
+        model.build((None, None, p))
+        model.kalman.set_state_space_params(params)
+        return model
+
     @staticmethod
     def _unpack(inputs):
         if isinstance(inputs, dict):
-            return inputs["observations"], inputs.get("controls"), inputs.get("mask")
-        return inputs, None, None
+            actions = inputs.get("actions", inputs.get("controls"))
+            return (inputs["observations"], actions, inputs.get("observed"),
+                    inputs.get("mask"))
+        return inputs, None, None, None
 
     def build(self, input_shape):
         if isinstance(input_shape, dict):
@@ -77,49 +144,182 @@ class KalmanFilterModel(keras.Model):
         self.kalman.build(tuple(input_shape))
 
     def call(self, inputs, mask=None):
-        observations, controls, given_mask = self._unpack(inputs)
+        observations, actions, observed, padding = self._unpack(inputs)
         if isinstance(mask, dict):  # Keras hands a dict input a dict of (absent) masks
             mask = mask.get("observations")
-        return self.kalman(observations, controls=controls,
-                           mask=given_mask if given_mask is not None else mask)
+        return self.kalman(observations, actions=actions,
+                           observed=_both(observed, padding), mask=mask)
 
     # ------------------------------------------------------------------------------ inference
-    def state_space_params(self) -> ki.LGSSMParams:
-        """The fitted parameters (constrained) as tensors."""
-        return self.kalman.state_space_params()
+    def state_space_params(self, dtype=None) -> ki.LGSSMParams:
+        """The fitted parameters (constrained) as tensors (in ``dtype``, default the model's)."""
+        return self.kalman.state_space_params(dtype)
 
     def _ensure_built(self, observations):
         if not self.kalman.built:
             self.build(tuple(observations.shape))
 
-    def filter(self, observations, controls=None, mask=None) -> ki.FilterResult:
-        """Filtered/predicted moments and log-likelihoods; ``observations`` [batch, time, p]."""
+    def filter(self, observations, actions=None, observed=None, *, mask=None,
+               controls=None) -> ki.FilterResult:
+        """Filtered and predicted moments and log-likelihoods (:class:`FilterResult`:
+        ``filtered_means``, ``filtered_covs``, ``predicted_means``, ``predicted_covs``,
+        ``log_likelihood`` [batch], ``log_likelihoods`` [batch, time]).
+
+        ``observations`` [batch, time, p]; ``actions`` [batch, time, action_dim];
+        ``observed`` [batch, time] (0 = missing frame) and ``mask`` [batch, time] (0 = padding)
+        both skip the update (so padding adds nothing to the log-likelihood). ``controls``: the
+        deprecated name of ``actions``."""
+        actions = ki.renamed_argument(actions, controls, "actions", "controls")
         observations = tf.convert_to_tensor(observations)
         self._ensure_built(observations)
-        return self.kalman.run_filter(observations, controls, mask)
+        return self.kalman.run_filter(observations, actions, _both(observed, mask))
 
-    def smooth(self, observations, controls=None, mask=None) -> ki.SmootherResult:
+    def smooth(self, observations, actions=None, observed=None, *, mask=None,
+               controls=None) -> ki.SmootherResult:
         """Rauch-Tung-Striebel smoothed moments of x_t given all observations."""
         return ki.rts_smoother(self.state_space_params(),
-                               self.filter(observations, controls, mask))
+                               self.filter(observations, actions, observed, mask=mask,
+                                           controls=controls))
 
-    def forecast(self, observations, steps: int, controls=None, mask=None,
+    def forecast(self, observations, steps: int, actions=None, observed=None,
+                 future_actions=None, *, mask=None, controls=None,
                  future_controls=None) -> ki.ForecastResult:
         """Moments of x and y for 1..``steps`` steps after the end of ``observations``."""
+        future_actions = ki.renamed_argument(future_actions, future_controls, "future_actions",
+                                             "future_controls")
         return ki.forecast(self.state_space_params(),
-                           self.filter(observations, controls, mask), steps, future_controls)
+                           self.filter(observations, actions, observed, mask=mask,
+                                       controls=controls), steps, future_actions)
 
-    def sample(self, observations, num_samples: int = 1, controls=None, mask=None, seed=None):
+    def sample(self, observations, num_samples: int = 1, actions=None, observed=None, seed=None,
+               *, mask=None, controls=None):
         """Posterior draws of x_{0:T-1} | y by forward filtering, backward sampling.
 
         Returns ``[num_samples, batch, time, state_dim]``; ``seed`` (an int or a
         ``keras.random.SeedGenerator``) defaults to the model's generator.
         """
-        filtered = self.filter(observations, controls, mask)
+        filtered = self.filter(observations, actions, observed, mask=mask, controls=controls)
         shape = (num_samples,) + tuple(filtered.filtered_means.shape)
         noise = keras.random.normal(shape, seed=seed if seed is not None else
                                     self.seed_generator, dtype=filtered.filtered_means.dtype)
         return ki.posterior_sample(self.state_space_params(), filtered, noise)
+
+    # ------------------------------------------------------------------------------ one frame
+    def initial_state(self, batch_size: int = 1, dtype="float32") -> dict:
+        """The state of :meth:`filter_step` before the first frame: ``mean`` m_0 [batch, n],
+        ``cov`` P_0 [batch, n, n] and ``started`` [batch] = 0 (frame 0 sees x_0 directly, with
+        no prediction before it, as in :meth:`filter`)."""
+        if not self.kalman.built:
+            raise ValueError("the model has no parameters yet: build it (call it on "
+                             "observations [batch, time, observation_dim]) first")
+        par = self.state_space_params()
+        m0 = tf.cast(par.initial_mean, dtype)
+        p0 = tf.cast(par.initial_cov, dtype)
+        return {"mean": tf.tile(m0[None], [batch_size, 1]),
+                "cov": tf.tile(p0[None], [batch_size, 1, 1]),
+                "started": tf.zeros([batch_size], dtype)}
+
+    def filter_step(self, state: dict, observation, observed=None, action=None):
+        r"""One frame of the filter, with TFLite built-in ops only: ``(state, y_t) -> (new
+        state, outputs)``, computed in the state's dtype.
+
+        Predict $m^- = A m + B u_t + b$, $P^- = A P A^\top + Q$ (not on the first frame), then
+        update on ``observation`` [batch, p] with
+        :func:`layers.kalman_inference.linear_gaussian_update` unless ``observed`` [batch] is 0
+        (a missing frame, which may hold anything, NaN included: the prediction is kept and
+        the log-likelihood term is 0). ``action`` [batch, action_dim] is u_t. Outputs:
+        ``filtered_mean`` [batch, n], ``filtered_cov`` [batch, n, n], ``log_likelihood``
+        [batch] (log p(y_t | y_<t)) and ``predicted_mean`` / ``predicted_cov``. The state's
+        ``started`` must be exactly 0 or 1 (as :meth:`initial_state` and this method write
+        it): the selections below are exact blends, cheaper in TFLite than SELECT ops.
+        """
+        mean, cov, started = state["mean"], state["cov"], state["started"]
+        dtype = mean.dtype
+        par = ki.LGSSMParams(*[None if t is None else tf.cast(t, dtype)
+                               for t in self.state_space_params()])
+        w = None
+        y = tf.cast(observation, dtype)
+        if observed is not None:
+            # The flags first, from the inputs alone: GREATER / CAST / SELECT are not XNNPACK
+            # ops, and here they run before the delegated part instead of splitting it.
+            seen = tf.cast(observed, dtype) > 0.5
+            w = tf.cast(seen, dtype)[:, None]
+            y = tf.where(seen[:, None], y, tf.zeros_like(y))  # a finite stand-in
+        go = started[:, None]
+        shift = par.transition_offset
+        if action is not None:
+            if par.control_matrix is None:
+                raise ValueError("`action` given but the model has action_dim=None")
+            bu = tf.matmul(tf.cast(action, dtype), par.control_matrix, transpose_b=True)
+            shift = bu if shift is None else bu + shift
+        pm, pc = ki.linear_gaussian_predict(mean, cov, par.transition_matrix,
+                                            par.transition_cov, shift)
+        pm = go * pm + (1.0 - go) * mean
+        pc = go[..., None] * pc + (1.0 - go[..., None]) * cov
+        out = ki.linear_gaussian_update(pm, pc, y, par.observation_matrix,
+                                        par.observation_cov, par.observation_offset)
+        new_mean, new_cov, log_lik = out.mean, out.cov, out.log_likelihood
+        if w is not None:
+            new_mean = w * new_mean + (1.0 - w) * pm
+            new_cov = w[..., None] * new_cov + (1.0 - w[..., None]) * pc
+            log_lik = w[:, 0] * log_lik
+        new_state = {"mean": new_mean, "cov": new_cov, "started": tf.ones_like(started)}
+        return new_state, {"filtered_mean": new_mean, "filtered_cov": new_cov,
+                           "log_likelihood": log_lik, "predicted_mean": pm,
+                           "predicted_cov": pc}
+
+    # ------------------------------------------------------------------------------ contract
+    @classmethod
+    def data_kwargs(cls, arrays: dict) -> dict:
+        if "actions" in arrays:
+            return {"action_dim": int(np.asarray(arrays["actions"]).shape[-1])}
+        return {}
+
+    @classmethod
+    def fit_inputs(cls, arrays: dict):
+        """``{"observations"[, "observed", "mask", "actions"]}``; NaN observations are missing
+        frames (``observed`` 0)."""
+        return sequences.sequence_inputs(arrays, ("observations", "mask", "observed",
+                                                  "actions")), None
+
+    @classmethod
+    def prepare_batch(cls, x):
+        return sequences.trim_to_longest(x)
+
+    def validate_data(self, arrays: dict) -> None:
+        """NaN observations are missing frames (the filter predicts through them); NaN in any
+        other array is an error naming it."""
+        sequences.check_finite(arrays, type(self).__name__)
+
+    def evaluation(self, x, y, arrays: dict, settings: EvalSettings) -> dict:
+        """The exact log-likelihood (mean per sequence and per real step) and the fitted
+        parameters."""
+        filtered = self.filter(x["observations"], x.get("actions"), x.get("observed"),
+                               mask=x.get("mask"))
+        log_lik = np.asarray(filtered.log_likelihood)
+        steps = sequences.sequence_steps(x)
+        return {"log_likelihood": float(np.mean(log_lik)),
+                "nll_per_step": float(-np.sum(log_lik) / np.sum(steps)),
+                "likelihood_examples": int(len(log_lik)),
+                "parameters": {k: np.asarray(v).tolist() for k, v in
+                               self.state_space_params()._asdict().items() if v is not None}}
+
+    def pictures(self, x, arrays: dict, out_dir: str, settings: EvalSettings) -> list:
+        """The first example's observations and filtered signal H m_t +/- 2 sd."""
+        from zoo import plots
+
+        one, length = sequences.first_sequence(x)
+        filtered = self.filter(one["observations"], one.get("actions"), one.get("observed"),
+                               mask=one.get("mask"))
+        h = np.asarray(self.state_space_params().observation_matrix, np.float64)
+        means = np.asarray(filtered.filtered_means)[0, :length] @ h.T
+        covs = np.asarray(filtered.filtered_covs)[0, :length]
+        std = np.sqrt(np.einsum("pi,tij,pj->tp", h, covs, h))
+        obs = np.asarray(one["observations"], np.float64)[0, :length].copy()
+        if "observed" in one:
+            obs[np.asarray(one["observed"])[0, :length] <= 0] = np.nan
+        return [plots.trajectories(obs, means, std, os.path.join(out_dir, "filter.png"),
+                                   title="observations, filtered signal H m_t +/- 2 sd")]
 
     def get_config(self):
         config = super().get_config()
@@ -127,6 +327,14 @@ class KalmanFilterModel(keras.Model):
         return config
 
 
-# The issue asks for ``from zoo import KalmanFilter``: the model under that name. The layer of
-# the same name stays ``layers.KalmanFilter`` (imported here as ``KalmanFilterLayer``).
+def _both(observed, mask):
+    """Steps to update on: observed and not padding (None: all)."""
+    if observed is None:
+        return mask
+    if mask is None:
+        return observed
+    return tf.logical_and(tf.cast(observed, tf.bool), tf.cast(mask, tf.bool))
+
+
+# ``from zoo import KalmanFilter`` is this model (the layer is ``KalmanFilterLayer``).
 KalmanFilter = KalmanFilterModel

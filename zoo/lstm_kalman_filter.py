@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import math
+import os
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo import sequences
+from zoo.contract import EvalSettings, ZooModel
 from zoo.layers import kalman_inference as ki
 from zoo.layers.common import check_positive, check_positive_int, register
 
 
+class LSTMFilterResult(NamedTuple):
+    """:meth:`LSTMKalmanFilter.filter`: the fields of ``kalman_inference.FilterResult`` (same
+    names and order) and the learned pieces of each step."""
+
+    log_likelihood: tf.Tensor  # [batch]: sum over the observed steps
+    log_likelihoods: tf.Tensor  # [batch, time]: log p(z_t | z_<t), 0 where missing
+    filtered_means: tf.Tensor  # [batch, time, n]
+    filtered_covs: tf.Tensor  # [batch, time, n, n]
+    predicted_means: tf.Tensor  # [batch, time, n]
+    predicted_covs: tf.Tensor  # [batch, time, n, n]
+    jacobians: tf.Tensor  # [batch, time, n, n]: F_t
+    process_variances: tf.Tensor  # [batch, time, n]: diag Q_t
+    observation_variances: tf.Tensor  # [batch, time, p]: diag R_t
+
+
 @register
-class LSTMKalmanFilter(keras.Model):
+class LSTMKalmanFilter(ZooModel, keras.Model):
     r"""Kalman filter with learned dynamics and noise: Coskun, Achilles, DiPietro, Navab &
     Tombari, "Long Short-Term Memory Kalman Filters: Recurrent Neural Estimators for Pose
     Regularization" (2017).
@@ -29,8 +48,9 @@ class LSTMKalmanFilter(keras.Model):
     where $f$ is an LSTM followed by a linear layer (``lstm_A``; we add the skip connection
     $f(x) = x + \mathrm{Linear}(\mathrm{LSTM}(x))$ so that an untrained filter starts as a
     random walk), $\hat Q_t = \mathrm{diag}\,\mathrm{softplus}(\mathrm{LSTM}_Q(\hat x^-_t))$ and
-    $\hat R_t = \mathrm{diag}\,\mathrm{softplus}(\mathrm{LSTM}_R(z_t))$. The update is the
-    Joseph-form, Cholesky-solved step of ``layers.kalman_inference.update_step``. The model is
+    $\hat R_t = \mathrm{diag}\,\mathrm{softplus}(\mathrm{LSTM}_R(z_t))$. The update is
+    ``layers.kalman_inference.linear_gaussian_update`` (TFLite built-in ops, so the exported
+    step is this method). The model is
     trained end to end, supervised on ground-truth states: ``call`` returns the filtered means
     and ``compile(loss="mse")`` + ``fit(observations, states)`` is the paper's objective.
 
@@ -51,9 +71,12 @@ class LSTMKalmanFilter(keras.Model):
     >>> states = np.cumsum(np.random.default_rng(0).normal(size=(16, 10, 2)), 1)
     >>> z = states + np.random.default_rng(1).normal(size=states.shape)
     >>> _ = model.fit(z.astype("float32"), states.astype("float32"), epochs=1, verbose=0)
-    >>> model.filter(z[:2].astype("float32"))["means"].shape
+    >>> model.filter(z[:2].astype("float32")).filtered_means.shape
     TensorShape([2, 10, 2])
     """
+
+    export_adapter = "lstm_kalman_filter"
+    supports_jit = False  # XLA cannot compile the gradient of the per-step Jacobian loop
 
     def __init__(self, state_dim: int, observation_dim: int | None = None,
                  observation_matrix=None, lstm_units: int = 64, min_variance: float = 1e-4,
@@ -129,46 +152,60 @@ class LSTMKalmanFilter(keras.Model):
         return pred_mean, jacobian, self._diag_variance(self.out_q(h_q)), lstm_a, lstm_q
 
     def filter_step(self, state: dict, observation, observed=None):
-        """One step: (state, z_t [batch, p]) -> (new state, dict of estimate and covariances).
+        """One step: (state, z_t [batch, p]) -> (new state, outputs), TFLite built-in ops only.
 
-        ``observed`` [batch] (default all 1) marks present frames: a missing one skips the
-        update (the estimate is the prediction) and feeds H x^- to the R-LSTM instead of z_t.
-        The estimate is ``mean`` [batch, n] with covariance ``cov`` [batch, n, n]; also the
-        predicted mean and covariance, the Jacobian F_t and the learned Q_t, R_t diagonals.
+        ``observed`` [batch] (default all 1) marks present frames: a missing one (which may
+        hold anything, NaN included) skips the update (the estimate is the prediction, the
+        log-likelihood term 0) and feeds H x^- to the R-LSTM instead of z_t. Outputs:
+        ``filtered_mean`` [batch, n], ``filtered_cov`` [batch, n, n], ``predicted_mean``,
+        ``predicted_cov``, ``jacobian`` F_t, the learned ``process_variance`` and
+        ``observation_variance`` diagonals and ``log_likelihood`` [batch].
         """
         z = tf.cast(observation, tf.float32)
+        n, p = self.state_dim, self.observation_dim
         pred_mean, jacobian, q, lstm_a, lstm_q = self._predict(state)
-        mask = None
+        w = None
         if observed is not None:
-            mask = tf.cast(observed, tf.bool)
-            z = tf.where(mask[:, None], z, tf.linalg.matvec(self._h, pred_mean))
+            seen = tf.cast(observed, tf.float32) > 0.5
+            w = tf.cast(seen, tf.float32)[:, None]
+            z = tf.where(seen[:, None], z, tf.matmul(pred_mean, self._h, transpose_b=True))
         h_r, lstm_r = self.lstm_r(z, state["lstm_r"])
         r = self._diag_variance(self.out_r(h_r))
-        pred_cov = ki.predict_covariance(state["cov"], jacobian, tf.linalg.diag(q))
-        mean, cov, log_lik = ki.update_step(pred_mean, pred_cov, z, mask, self._h,
-                                            tf.linalg.diag(r))
+        pred_cov = tf.matmul(tf.matmul(jacobian, state["cov"]), jacobian, transpose_b=True)
+        pred_cov = pred_cov + q[..., None] * tf.eye(n)  # diag without a Flex MatrixDiag
+        pred_cov = 0.5 * (pred_cov + tf.linalg.matrix_transpose(pred_cov))
+        out = ki.linear_gaussian_update(pred_mean, pred_cov, z, self._h,
+                                        r[..., None] * tf.eye(p))
+        mean, cov, log_lik = out.mean, out.cov, out.log_likelihood
+        if w is not None:
+            mean = w * mean + (1.0 - w) * pred_mean
+            cov = w[..., None] * cov + (1.0 - w[..., None]) * pred_cov
+            log_lik = w[:, 0] * log_lik
         new_state = {"mean": mean, "cov": cov, "lstm_a": list(lstm_a),
                      "lstm_q": list(lstm_q), "lstm_r": list(lstm_r)}
-        return new_state, {"mean": mean, "cov": cov, "predicted_mean": pred_mean,
-                           "predicted_cov": pred_cov, "jacobian": jacobian,
-                           "process_variance": q, "observation_variance": r,
-                           "log_likelihood": log_lik}
+        return new_state, {"filtered_mean": mean, "filtered_cov": cov,
+                           "predicted_mean": pred_mean, "predicted_cov": pred_cov,
+                           "jacobian": jacobian, "process_variance": q,
+                           "observation_variance": r, "log_likelihood": log_lik}
 
     # ------------------------------------------------------------------ sequences
-    def _check(self, observations):
+    def _check(self, observations, observed=None):
         z = tf.cast(tf.convert_to_tensor(observations), tf.float32)
         if z.shape.rank != 3 or (z.shape[-1] is not None and z.shape[-1] != self.observation_dim):
             raise ValueError(f"LSTMKalmanFilter expects observations [batch, time, "
                              f"{self.observation_dim}], got {tuple(z.shape)}.")
+        if observed is not None:  # a missing frame may hold anything, NaN included
+            keep = tf.cast(observed, tf.float32)[..., None] > 0.5
+            z = tf.where(keep, z, tf.zeros_like(z))
         with tf.control_dependencies([tf.debugging.assert_all_finite(
-                z, "observations contain NaN or Inf")]):
+                z, "observations contain NaN or Inf at observed frames")]):
             return tf.identity(z)
 
-    def filter(self, observations, observed=None) -> dict:
-        """Filtered means ``means`` [batch, time, n], covariances ``covs`` [batch, time, n, n],
-        the predicted moments and Jacobians (for smoothing), learned noise diagonals and
-        per-step log-likelihoods. ``observed`` [batch, time] marks present frames."""
-        z = self._check(observations)
+    def filter(self, observations, observed=None) -> LSTMFilterResult:
+        """Filtered and predicted moments, Jacobians, learned noise diagonals and
+        log-likelihoods (:class:`LSTMFilterResult`). ``observed`` [batch, time] marks present
+        frames (0 = missing)."""
+        z = self._check(observations, observed)
         o = tf.ones(tf.shape(z)[:2]) if observed is None else tf.cast(observed, tf.float32)
         if tf.executing_eagerly():  # an eager scan would retrace the Jacobian every step
             if getattr(self, "_compiled_filter", None) is None:
@@ -176,8 +213,8 @@ class LSTMKalmanFilter(keras.Model):
             return self._compiled_filter(z, o)
         return self._filter(z, o)
 
-    STEP_KEYS = ("mean", "cov", "predicted_mean", "predicted_cov", "jacobian",
-                 "process_variance", "observation_variance", "log_likelihood")
+    STEP_KEYS = ("filtered_mean", "filtered_cov", "predicted_mean", "predicted_cov",
+                 "jacobian", "process_variance", "observation_variance", "log_likelihood")
 
     def _filter(self, z, observed):
         def step(carry, elems):
@@ -191,22 +228,22 @@ class LSTMKalmanFilter(keras.Model):
                           initializer=(state, dummy))
         swap = lambda t: tf.transpose(t, [1, 0, *range(2, t.shape.rank)])  # noqa: E731
         named = dict(zip(self.STEP_KEYS, (swap(t) for t in outs)))
-        return {"means": named["mean"], "covs": named["cov"],
-                "predicted_means": named["predicted_mean"],
-                "predicted_covs": named["predicted_cov"], "jacobians": named["jacobian"],
-                "process_variance": named["process_variance"],
-                "observation_variance": named["observation_variance"],
-                "log_likelihood": named["log_likelihood"]}
+        lls = named["log_likelihood"]
+        return LSTMFilterResult(
+            tf.reduce_sum(lls, 1), lls, named["filtered_mean"], named["filtered_cov"],
+            named["predicted_mean"], named["predicted_cov"], named["jacobian"],
+            named["process_variance"], named["observation_variance"])
 
-    def smooth(self, observations, observed=None) -> dict:
+    def smooth(self, observations, observed=None) -> ki.SmootherResult:
         """Extended Rauch-Tung-Striebel smoother with the filter's Jacobians:
         G_t = P_t F_{t+1}^T (P^-_{t+1})^{-1}, m^s_t = m_t + G_t (m^s_{t+1} - m^-_{t+1}),
-        P^s_t = P_t + G_t (P^s_{t+1} - P^-_{t+1}) G_t^T. Returns ``means``, ``covs``."""
+        P^s_t = P_t + G_t (P^s_{t+1} - P^-_{t+1}) G_t^T. Returns ``smoothed_means``,
+        ``smoothed_covs``."""
         f = self.filter(observations, observed)
         tm = lambda t: tf.transpose(t, [1, 0, *range(2, t.shape.rank)])  # noqa: E731
-        means, covs = tm(f["means"]), tm(f["covs"])
-        pred_means, pred_covs = tm(f["predicted_means"]), tm(f["predicted_covs"])
-        jacobians = tm(f["jacobians"])
+        means, covs = tm(f.filtered_means), tm(f.filtered_covs)
+        pred_means, pred_covs = tm(f.predicted_means), tm(f.predicted_covs)
+        jacobians = tm(f.jacobians)
 
         def back(carry, elems):
             m_s, p_s = carry
@@ -219,15 +256,15 @@ class LSTMKalmanFilter(keras.Model):
 
         sm, sp = tf.scan(back, (means[:-1], covs[:-1], pred_means[1:], pred_covs[1:],
                                 jacobians[1:]), initializer=(means[-1], covs[-1]), reverse=True)
-        return {"means": tm(tf.concat([sm, means[-1:]], 0)),
-                "covs": tm(tf.concat([sp, covs[-1:]], 0))}
+        return ki.SmootherResult(tm(tf.concat([sm, means[-1:]], 0)),
+                                 tm(tf.concat([sp, covs[-1:]], 0)))
 
     def impute(self, observations, observed) -> dict:
         """Fill frames where ``observed`` [batch, time] is 0 with H times the smoothed state:
         ``imputed`` observations and ``states`` (the smoothed means)."""
         keep = tf.cast(observed, tf.float32)[..., None]
         z = tf.where(keep > 0, tf.cast(observations, tf.float32), 0.0)
-        states = self.smooth(z, observed)["means"]
+        states = self.smooth(z, observed).smoothed_means
         return {"imputed": keep * z + (1.0 - keep) * tf.linalg.matvec(self._h, states),
                 "states": states}
 
@@ -246,20 +283,19 @@ class LSTMKalmanFilter(keras.Model):
             covs.append(cov)
         return tf.stack(means, 1), tf.stack(covs, 1)
 
-    def forecast(self, observations, steps: int) -> dict:
-        """State and observation moments 1..``steps`` steps after ``observations``:
-        ``state_means`` [batch, steps, n], ``state_covs``, ``observation_means`` (H x) and
-        ``observation_covs`` (H P H^T, the uncertainty of the signal)."""
+    def forecast(self, observations, steps: int) -> ki.ForecastResult:
+        """State and observation moments 1..``steps`` steps after ``observations``
+        (:class:`ForecastResult`): ``state_means`` [batch, steps, n], ``state_covs``,
+        ``observation_means`` (H x) and ``observation_covs`` (H P H^T, the uncertainty of the
+        signal)."""
         check_positive_int("steps", steps)
         z = self._check(observations)
         state = self.initial_state(tf.shape(z)[0])
         for t in range(z.shape[1]):
             state, _ = self.filter_step(state, z[:, t])
         means, covs = self._roll(state, steps)
-        return {"state_means": means, "state_covs": covs,
-                "observation_means": tf.linalg.matvec(self._h, means),
-                "observation_covs": tf.matmul(tf.matmul(self._h, covs), self._h,
-                                              transpose_b=True)}
+        return ki.ForecastResult(means, covs, tf.linalg.matvec(self._h, means),
+                                 tf.matmul(tf.matmul(self._h, covs), self._h, transpose_b=True))
 
     def sample(self, n: int, steps: int, seed: int = 0) -> dict:
         """``n`` paths of the learned dynamics from x_0 ~ N(m_0, P_0), with
@@ -274,7 +310,62 @@ class LSTMKalmanFilter(keras.Model):
         return {"states": states, "observations": tf.linalg.matvec(self._h, states)}
 
     def call(self, observations):
-        return self.filter(observations)["means"]
+        return self.filter(observations).filtered_means
+
+    # ------------------------------------------------------------------ contract
+    @classmethod
+    def data_kwargs(cls, arrays: dict) -> dict:
+        """State and observation sizes, and the known H (``arrays["H"]``; without it H = I)."""
+        n = int(np.asarray(arrays["states"]).shape[-1])
+        p = int(np.asarray(arrays["observations"]).shape[-1])
+        if "H" in arrays:
+            return {"state_dim": n, "observation_dim": p,
+                    "observation_matrix": np.asarray(arrays["H"], np.float64).tolist()}
+        if p != n:
+            raise ValueError(f"the data has {p}-dimensional observations of {n}-dimensional "
+                             f"states and no 'H' array: LSTMKalmanFilter needs the observation "
+                             f"matrix H")
+        return {"state_dim": n}
+
+    @classmethod
+    def fit_inputs(cls, arrays: dict):
+        """Supervised: observations -> ground-truth ``states``."""
+        if "states" not in arrays:
+            raise ValueError("LSTMKalmanFilter learns from ground-truth states: the data has "
+                             f"no 'states' array (it has {sorted(arrays)})")
+        return np.asarray(arrays["observations"]), np.asarray(arrays["states"])
+
+    def compile_kwargs(self) -> dict:
+        return {"loss": "mse"}
+
+    def validate_data(self, arrays: dict) -> None:
+        """Training needs complete sequences: NaN anywhere (observations included) is an
+        error naming the array (``filter(observations, observed)`` handles missing frames)."""
+        sequences.check_finite(arrays, type(self).__name__, allowed=())
+
+    def evaluation(self, x, y, arrays: dict, settings: EvalSettings) -> dict:
+        """RMSE of the filtered means against the states, and the observations'
+        log-likelihood under the learned filter (per sequence and per step)."""
+        filtered = self.filter(x)
+        means = np.asarray(filtered.filtered_means, np.float64)
+        log_lik = np.asarray(filtered.log_likelihood, np.float64)
+        steps = means.shape[1]
+        return {"rmse": float(np.sqrt(np.mean((means - np.asarray(y, np.float64)) ** 2))),
+                "log_likelihood": float(np.mean(log_lik)),
+                "nll_per_step": float(-np.mean(log_lik) / steps),
+                "likelihood_examples": int(len(log_lik))}
+
+    def pictures(self, x, arrays: dict, out_dir: str, settings: EvalSettings) -> list:
+        """The first example's filtered states +/- 2 sd against the ground truth."""
+        from zoo import plots
+
+        out = self.filter(np.asarray(x)[:1])
+        std = np.sqrt(np.diagonal(np.asarray(out.filtered_covs)[0], axis1=-2, axis2=-1))
+        truth = np.asarray(arrays["states"])[0] if "states" in arrays else None
+        return [plots.trajectories(np.full_like(std, np.nan),
+                                   np.asarray(out.filtered_means)[0], std,
+                                   os.path.join(out_dir, "filter.png"), truth=truth,
+                                   title="filtered states +/- 2 sd vs ground truth")]
 
     def get_config(self):
         config = super().get_config()

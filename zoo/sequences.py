@@ -1,0 +1,115 @@
+"""What the sequence models (Kalman filter, LSTM-KF, DKF/DMM) share in the model contract.
+
+One vocabulary (:mod:`zoo.contract`): ``observations`` [batch, time, ...]; ``mask``
+[batch, time] 1 on a real step, 0 on padding after a shorter sequence's end; ``observed``
+[batch, time] 1 when the frame was seen, 0 when it is missing; ``actions``
+[batch, time, action_dim]; ``time_gaps`` [batch, time].
+
+Every filter returns the same names (``filter()`` a NamedTuple of sequences, ``filter_step`` a
+dict for one frame):
+
+- ``filtered_means`` [batch, time, n] (step: ``filtered_mean``): E[state_t | frames 0..t];
+- ``filtered_covs`` [batch, time, n, n] (step: ``filtered_cov``) for the Gaussian filters, or
+  ``filtered_scales`` [batch, time, n] (step: ``filtered_scale``) for a diagonal posterior
+  (DKF/DMM);
+- ``log_likelihood`` [batch]: log p(frames) summed over the steps, and ``log_likelihoods``
+  [batch, time] per step (step: ``log_likelihood`` [batch]), where the model has one;
+- ``predicted_means`` / ``predicted_covs`` (step: ``predicted_mean`` / ``predicted_cov``):
+  the moments before frame t's update;
+- ``observation_means`` (step: ``observation_mean``): the emission of the filtered state.
+
+Smoothers return ``smoothed_means`` and ``smoothed_covs`` / ``smoothed_scales``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+SEQUENCE_KEYS = ("observations", "mask", "observed", "actions", "time_gaps")
+
+
+def sequence_inputs(arrays: dict, keys=SEQUENCE_KEYS) -> dict:
+    """The model's input dict from a split's arrays: the sequence arrays present among
+    ``keys``; NaN in ``observations`` marks a missing frame, so a frame holding any NaN becomes
+    ``observed = 0`` (and zeros), on the host."""
+    x = {k: np.asarray(arrays[k]) for k in keys if k in arrays}
+    obs = x["observations"]
+    if obs.dtype.kind == "f":
+        bad = ~np.isfinite(obs)
+        if bad.any():
+            missing = bad.reshape(*obs.shape[:2], -1).any(-1)
+            seen = (np.asarray(x["observed"]) > 0) if "observed" in x else np.ones_like(missing)
+            x["observed"] = (seen & ~missing).astype(np.float32)
+            x["observations"] = np.where(bad, 0.0, obs).astype(obs.dtype)
+    return x
+
+
+def trim_to_longest(x):
+    """A batch of padded sequences cut to its longest one (``mask``'s real steps); every array
+    has time on axis 1. Runs inside ``tf.data``; a batch without ``mask`` is returned as is."""
+    if not isinstance(x, dict) or "mask" not in x:
+        return x
+    length = tf.cast(tf.reduce_max(tf.reduce_sum(tf.cast(x["mask"] > 0, tf.int32), 1)),
+                     tf.int32)
+    return {k: v[:, :length] for k, v in x.items()}
+
+
+def check_finite(arrays: dict, model_name: str, allowed=("observations",)) -> None:
+    """ValueError naming the first float array outside ``allowed`` that holds NaN or Inf."""
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if key in allowed or value.dtype.kind != "f":
+            continue
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"the data's {key!r} array holds "
+                             f"{int(np.sum(~np.isfinite(value)))} NaN/Inf value(s); "
+                             f"{model_name} cannot use them: remove or impute them")
+
+
+def sequence_steps(x: dict) -> np.ndarray:
+    """Real steps per sequence: the sum of ``mask``, else the full length."""
+    if "mask" in x:
+        return np.sum(np.asarray(x["mask"]) > 0, 1)
+    obs = np.asarray(x["observations"])
+    return np.full(len(obs), obs.shape[1])
+
+
+def first_sequence(x: dict) -> tuple:
+    """The first example of an input dict (batch axis kept) and its real length."""
+    one = {k: np.asarray(v)[:1] for k, v in x.items()}
+    return one, int(sequence_steps(one)[0])
+
+
+def looks_binary(values) -> bool:
+    values = np.asarray(values)
+    return values.size > 0 and bool(np.all((values == 0) | (values == 1)))
+
+
+def picture_sequence(observations, means, length: int, out_dir: str, arrays: dict,
+                     sample=None, std=None, truth=None, title: str = "") -> list:
+    """One sequence drawn by what its frames are, not by the dataset's name: image frames
+    (rank >= 4, [batch, time, h, w(, c)]) as rows of input / model / ``arrays["clean"]`` when
+    present; binary vectors as piano rolls (data and ``sample``, a model draw); otherwise
+    trajectories (with ``std`` bands and ``truth``)."""
+    from zoo import plots
+
+    path = lambda name: os.path.join(out_dir, name)  # noqa: E731
+    obs = np.asarray(observations)[0, :length]
+    means = np.asarray(means)[0, :length]
+    if obs.ndim >= 3:
+        rows, labels = [obs, means], ["input", "model"]
+        if "clean" in arrays:
+            rows.append(np.asarray(arrays["clean"])[0, :length])
+            labels.append("clean")
+        return [plots.image_rows(rows, labels, path("frames.png"))]
+    if looks_binary(obs) and sample is not None:
+        return [plots.piano_rolls([obs, np.asarray(sample)[:length]],
+                                  ["data", "model sample (emission means)"],
+                                  path("piano_rolls.png"))]
+    return [plots.trajectories(obs, means, None if std is None else np.asarray(std)[0, :length],
+                               path("trajectories.png"),
+                               truth=None if truth is None else np.asarray(truth)[0, :length],
+                               title=title or None)]
