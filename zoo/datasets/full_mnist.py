@@ -135,7 +135,7 @@ def _read_cache(path: str) -> dict | None:
             if str(data["source_sha256"]) != SHA256:
                 return None
             arrays = {"image": data["image"], "label": data["label"]}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     total = sum(PART_SIZES.values())
     if arrays["image"].shape != (total, 784) or arrays["label"].shape != (total,):
