@@ -132,6 +132,7 @@ def _digits():
     ("fvsbn", lambda: FVSBN((8, 8, 1), seed=0)),
     ("nade", lambda: NADE((8, 8, 1), hidden_units=32, seed=0)),
     ("made", lambda: MADE((8, 8, 1), hidden_units=(64,), num_masks=2, seed=0)),
+    ("oanade", lambda: _oanade_image()),
 ])
 def test_model_contract(name, make, tmp_path):
     arrays = _digits()
@@ -151,6 +152,12 @@ def test_model_contract(name, make, tmp_path):
                                    rtol=1e-5)
     paths = model.pictures(x, arrays, str(tmp_path), _settings())
     assert len(paths) == 2
+
+
+def _oanade_image():
+    from zoo.autoregressive import OrderAgnosticNADE
+
+    return OrderAgnosticNADE((8, 8, 1), hidden_units=(32,), num_orderings=2, seed=0)
 
 
 def _settings():
@@ -192,3 +199,53 @@ def test_export_parity_and_builtin_ops(name, make, tmp_path):
     degrees = np.asarray(model.member_degrees())[:1]
     expected, _, _ = model.fill(np.zeros((1, 16)), np.zeros((1, 16)), u, degrees, 0)
     np.testing.assert_array_equal(draw, expected)
+
+
+def _oanade(d=D):
+    from zoo.autoregressive import OrderAgnosticNADE
+
+    return OrderAgnosticNADE((d,), hidden_units=(16,), num_orderings=3, seed=4)
+
+
+def test_order_agnostic_nade_is_normalized_in_every_ordering():
+    model = _randomize(_oanade(), seed=10, scale=0.5)
+    for member in range(3):
+        assert abs(_log_total(model, member)) < 1e-5
+    assert abs(_log_total(model, None)) < 1e-5
+    members = np.stack([model.log_prob(ALL, member=k) for k in range(3)])
+    assert np.max(np.abs(members[0] - members[1])) > 0.05  # orderings disagree
+
+
+def test_order_agnostic_estimator_is_unbiased_for_the_ordering_average():
+    """E[D/(D-d) sum_{i not in m} log p(x_i|x_m)] = mean over all D! orderings of log p_o(x)."""
+    d = 4
+    model = _randomize(_oanade(d), seed=11, scale=0.5)
+    x = np.array([[1.0, 0.0, 1.0, 1.0]], np.float32)
+    orderings = np.array(list(itertools.permutations(range(1, d + 1))), np.float32)  # 24
+    xs = np.repeat(x, len(orderings), 0)
+    exact = np.mean(np.sum(_bern(xs, np.asarray(model.logits_for_degrees(xs, orderings))), -1))
+    draws = np.asarray(model.order_agnostic_estimate(np.repeat(x, 20000, 0),
+                                                     tf.constant([1, 2])))
+    assert abs(draws.mean() - exact) < 4 * draws.std() / np.sqrt(len(draws))
+
+
+def _bern(x, logits):
+    return x * logits - np.logaddexp(0, logits)
+
+
+def test_order_agnostic_inpainting_is_exact_with_one_proposal():
+    d, reps = 4, 3000
+    model = _randomize(_oanade(d), seed=12, scale=0.7)
+    x = np.array([[0.0, 1.0, 0.0, 1.0]], np.float32)
+    observed = np.array([[0.0, 1.0, 0.0, 1.0]], np.float32)
+    degrees = np.asarray(model.inpainting_degrees(tf.constant(observed)))
+    grid = ALL[:16, -d:]
+    joint = np.exp(np.sum(_bern(grid, np.asarray(model.logits_for_degrees(
+        grid, np.repeat(degrees, 16, 0)), np.float64)), -1))
+    consistent = np.all(grid[:, [1, 3]] == x[0, [1, 3]], -1)
+    target = joint * consistent / np.sum(joint * consistent)
+    draws = np.asarray(model.inpaint(np.repeat(x, reps, 0), np.repeat(observed, reps, 0),
+                                     seed=5, num_proposals=1)[0])
+    counts = np.bincount((draws @ (2 ** np.arange(d - 1, -1, -1))).astype(int),
+                         minlength=16)[consistent]
+    assert stats.chisquare(counts, target[consistent] * reps).pvalue > 1e-3

@@ -31,6 +31,7 @@ _LAZY = {
     "LSTMKalmanFilter": "zoo.lstm_kalman_filter",
     "MADE": "zoo.autoregressive",
     "NADE": "zoo.autoregressive",
+    "OrderAgnosticNADE": "zoo.autoregressive",
     "VAE": "zoo.vae",
 }
 

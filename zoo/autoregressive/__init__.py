@@ -5,5 +5,6 @@ from zoo.autoregressive.base import BinaryAutoregressiveModel
 from zoo.autoregressive.fvsbn import FVSBN
 from zoo.autoregressive.made import MADE
 from zoo.autoregressive.nade import NADE
+from zoo.autoregressive.order_agnostic_nade import OrderAgnosticNADE
 
-__all__ = ["BinaryAutoregressiveModel", "FVSBN", "MADE", "NADE"]
+__all__ = ["BinaryAutoregressiveModel", "FVSBN", "MADE", "NADE", "OrderAgnosticNADE"]

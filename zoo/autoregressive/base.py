@@ -85,7 +85,7 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
 
     def logits_for_degrees(self, x, degrees):
         """Logits for per-example degrees [batch, D]; only models that accept any ordering
-        (order-agnostic NADE) implement it."""
+        (order-agnostic NADE) implement it, and ``logits_given_observed(x, observed)``."""
         raise NotImplementedError
 
     def training_log_prob(self, x):
@@ -197,9 +197,15 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
             return tf.cast(self.conditional_logits(tf.cast(x, self.compute_dtype), member),
                            tf.float32)
 
+        def step_logits(x, t):
+            if any_order:  # one pass: condition on the dimensions of degree <= t
+                seen = tf.cast(degrees <= tf.cast(t, tf.float32), tf.float32)
+                return tf.cast(self.logits_given_observed(x, seen), tf.float32)
+            return logits_of(x)
+
         def body(t, x, drawn_with):
             position = tf.one_hot(order[:, t], self.event_size, dtype=tf.float32)
-            p = tf.sigmoid(logits_of(x))
+            p = tf.sigmoid(step_logits(x, t))
             draw = tf.cast(uniform < p, tf.float32)
             step = position * (1.0 - observed)
             return t + 1, x + step * (draw - x), drawn_with + step * p
