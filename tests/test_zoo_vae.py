@@ -180,3 +180,23 @@ def test_bounds_helpers_match_numpy():
     for chunk in np.split(means, 4):
         metric.update_state(chunk)
     assert int(metric.result()) == active_units(means) == 3
+
+
+def test_sample_weight_is_a_weighted_mean_of_the_objective(digits):
+    """``fit(x, sample_weight=w)`` is honoured: the loss is sum(w * objective) / sum(w)."""
+    model = VAE(latent_dim=2, seed=4, **SMALL)
+    terms = {"objective": tf.constant([3.0, 1, 1, 1, 1, 1, 1, 1]), "elbo": tf.zeros([8]),
+             "kl": tf.zeros([8]), "reconstruction": tf.zeros([8])}
+    weights = tf.constant([2.0, 1, 1, 1, 1, 1, 1, 1])
+    value = model.compute_loss(x=digits[:8], y_pred=terms, sample_weight=weights)
+    np.testing.assert_allclose(float(value), (2 * 3.0 + 7) / 9, rtol=1e-6)
+    with pytest.raises(ValueError, match="one weight per example"):
+        model.compute_loss(x=digits[:8], y_pred=terms, sample_weight=tf.ones([3]))
+    # Through fit: zero weights leave the parameters where they are (plain SGD).
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model(digits[:2])
+    before = [w.numpy().copy() for w in model.trainable_variables]
+    model.fit(digits[:8], sample_weight=np.zeros(8, "float32"), batch_size=8, epochs=1,
+              verbose=0)
+    for a, b in zip(before, [w.numpy() for w in model.trainable_variables]):
+        np.testing.assert_allclose(a, b, atol=1e-7)

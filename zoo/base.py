@@ -71,6 +71,8 @@ class LatentVariableModel(ZooModel, keras.Model):
     ``encode``, ``decode``, ``posterior_mean_latent`` and ``prior_sample(n, seed)``.
     """
 
+    supports_sample_weight = True  # compute_loss takes the weighted mean of the objective
+
     def __init__(self, input_shape, active_units_dim: int | None = None, **kwargs):
         super().__init__(**kwargs)
         input_shape = tuple(int(s) for s in input_shape)
@@ -104,12 +106,24 @@ class LatentVariableModel(ZooModel, keras.Model):
         return self.elbo_terms(self.check_input(x), training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = tf.reduce_mean(y_pred["objective"])
+        objective = y_pred["objective"]
+        weight = None
+        if sample_weight is not None:  # a weighted mean over the examples of the batch
+            weight = tf.cast(tf.reshape(sample_weight, [-1]), objective.dtype)
+            if weight.shape.rank is not None and objective.shape.rank is not None and \
+                    weight.shape[0] is not None and objective.shape[0] is not None and \
+                    weight.shape[0] != objective.shape[0]:
+                raise ValueError(f"`sample_weight` needs one weight per example "
+                                 f"({objective.shape[0]}), got shape {tuple(weight.shape)}.")
+            loss = tf.math.divide_no_nan(tf.reduce_sum(weight * objective),
+                                         tf.reduce_sum(weight))
+        else:
+            loss = tf.reduce_mean(objective)
         if self.losses:
             loss = loss + tf.add_n([tf.cast(l, loss.dtype) for l in self.losses])
-        self.elbo_tracker.update_state(y_pred["elbo"])
-        self.kl_tracker.update_state(y_pred["kl"])
-        self.reconstruction_tracker.update_state(y_pred["reconstruction"])
+        self.elbo_tracker.update_state(y_pred["elbo"], sample_weight=weight)
+        self.kl_tracker.update_state(y_pred["kl"], sample_weight=weight)
+        self.reconstruction_tracker.update_state(y_pred["reconstruction"], sample_weight=weight)
         if self.active_units_metric is not None and "posterior_loc" in y_pred:
             self.active_units_metric.update_state(y_pred["posterior_loc"])
         return scale_loss_for_distribution(loss)

@@ -65,6 +65,28 @@ class ZooModel:
     binarizes_inputs: ClassVar[bool] = False
     #: Whether ``train.jit`` (XLA) can compile the train step.
     supports_jit: ClassVar[bool] = True
+    #: Whether ``fit(..., sample_weight=w)`` weights the examples' losses; when False it is
+    #: refused instead of silently ignored.
+    supports_sample_weight: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ sample weights
+    def _checked_weights(self, y, sample_weight):
+        if sample_weight is None:
+            return y
+        if not self.supports_sample_weight:
+            raise ValueError(f"{type(self).__name__} does not support `sample_weight`; "
+                             f"train without it (or subsample the data).")
+        if y is None:  # Keras drops sample weights when there is no y: give it a stand-in
+            y = np.zeros(len(sample_weight), "float32")
+        return y
+
+    def fit(self, x=None, y=None, *args, sample_weight=None, **kwargs):
+        y = self._checked_weights(y, sample_weight)
+        return super().fit(x, y, *args, sample_weight=sample_weight, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
+        y = self._checked_weights(y, sample_weight)
+        return super().evaluate(x, y, *args, sample_weight=sample_weight, **kwargs)
 
     # ------------------------------------------------------------------ data -> model
     @classmethod
