@@ -175,6 +175,18 @@ def dbm_exact_log_partition(params: DBMParams) -> ExactLogPartition:
     return ExactLogPartition(log_z, v[: 2 ** n_v], per_v - log_z)
 
 
+def dbm_exact_log_partition_hidden1(params: DBMParams):
+    """log Z of a DBM by enumerating h1 only: given h1, v and h2 are independent, so
+    log Z = logsumexp_{h1} [c1^T h1 + sum softplus(b + W1 h1) + sum softplus(c2 + h1 W2)]."""
+    h1 = binary_states(int(params.weights1.shape[1]), params.weights1.dtype)
+    return tf.reduce_logsumexp(
+        tf.linalg.matvec(h1, params.hidden1_bias)
+        + tf.reduce_sum(tf.nn.softplus(tf.matmul(h1, params.weights1, transpose_b=True)
+                                       + params.visible_bias), -1)
+        + tf.reduce_sum(tf.nn.softplus(tf.matmul(h1, params.weights2) + params.hidden2_bias),
+                        -1))
+
+
 def rbm_pseudo_log_likelihood(v, params: RBMParams):
     """sum_i log p(v_i | v_-i) per example [batch] (every bit, not sklearn's one random bit).
 

@@ -12,6 +12,7 @@ from zoo.layers.boltzmann_energy import (
     binary_states,
     dbm_energy,
     dbm_exact_log_partition,
+    dbm_exact_log_partition_hidden1,
     dbm_free_energy,
     dbm_mean_field_bound,
     gaussian_rbm_energy,
@@ -104,6 +105,7 @@ def test_dbm_ais_equals_exact_log_partition():
     rng = np.random.default_rng(3)
     d = random_dbm(rng, 10, 6, 4)
     exact = float(dbm_exact_log_partition(d).log_z)
+    np.testing.assert_allclose(dbm_exact_log_partition_hidden1(d), exact, rtol=1e-12)
     result = ais.dbm_ais(d, np.zeros(10), num_chains=200, num_betas=2000, seed=(5, 6))
     error = float(result.log_z_std_err)
     assert 0 < error < 0.05, error

@@ -22,9 +22,12 @@ if (not os.path.isdir(os.path.join(_HERE, "layers"))
 # Public class -> module defining it, imported on first attribute access.
 _LAZY = {
     "CategoricalVAE": "zoo.categorical_vae",
+    "DBM": "zoo.boltzmann",
     "DLGM": "zoo.dlgm",
     "DeepKalmanFilter": "zoo.deep_state_space",
     "FVSBN": "zoo.autoregressive",
+    "GaussianBernoulliRBM": "zoo.boltzmann",
+    "HopfieldNetwork": "zoo.boltzmann",
     "DeepMarkovModel": "zoo.deep_state_space",
     "KalmanFilter": "zoo.kalman_filter",
     "KalmanFilterModel": "zoo.kalman_filter",
@@ -32,6 +35,7 @@ _LAZY = {
     "MADE": "zoo.autoregressive",
     "NADE": "zoo.autoregressive",
     "OrderAgnosticNADE": "zoo.autoregressive",
+    "RBM": "zoo.boltzmann",
     "VAE": "zoo.vae",
 }
 

@@ -1,0 +1,203 @@
+"""The Boltzmann machine models: contract, training, evaluation against exact numbers, export."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.test_case import run_export_test, run_model_test
+from zoo import datasets
+from zoo.boltzmann import DBM, RBM, GaussianBernoulliRBM, HopfieldNetwork
+from zoo.contract import EvalSettings
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A seeded random 256-example subset of static-binarized digits (8 x 8)."""
+    arrays = datasets.load_arrays("digits", binarize="static")
+    pick = np.random.default_rng(0).choice(len(arrays["image"]), 256, replace=False)
+    return {"image": arrays["image"][pick]}
+
+
+def test_public_names():
+    import zoo
+
+    for name in ("RBM", "GaussianBernoulliRBM", "DBM", "HopfieldNetwork"):
+        assert getattr(zoo, name).__name__ == name
+    from zoo.registry import MODELS
+
+    assert {"rbm", "gbrbm", "dbm", "hopfield"} <= set(MODELS)
+
+
+def test_rbm_contract_and_ais_log_likelihood_against_exact(digits, tmp_path):
+    def make():
+        return RBM(**RBM.data_kwargs(digits), hidden_dim=12, training="pcd", cd_steps=2,
+                   num_chains=32, ais_betas=1000, seed=0)
+
+    bad = [(lambda m: m.free_energy(np.zeros((2, 5))), ValueError, "visible_dim=64"),
+           (lambda m: RBM(64, training="gibbs"), ValueError, "training"),
+           (lambda m: m.validate_data({"image": digits["image"] * 3}), ValueError, r"\[0, 1\]")]
+    model, report = run_model_test(make, digits, deterministic=lambda m, x: m.free_energy(x),
+                                   tmp_path=tmp_path, bad_inputs=bad, epochs=3,
+                                   eval_examples=64)
+    # AIS's log-likelihood against the exact one (2^12 hidden states enumerated)
+    x = digits["image"][:64]
+    exact = float(np.mean(model.exact_log_likelihood(x)))
+    ais = model.log_partition(num_chains=100, num_betas=1000, seed=0)
+    assert abs(report["ais_log_z"] - model.exact_log_partition()) < 4 * report["ais_log_z_se"]
+    assert abs(report["ais_log_likelihood"] - exact) < 4 * report["ais_log_z_se"] + 1e-9
+    assert float(ais.log_z_std_err) < 0.05
+    np.testing.assert_allclose(report["pseudo_log_likelihood"],
+                               np.mean(model.pseudo_log_likelihood(x)), rtol=1e-5)
+    assert report["reconstruction_error"] > 0
+
+
+def test_rbm_learns_the_data(digits):
+    """CD-1 raises the exact test log-likelihood well above the untrained model's."""
+    model = RBM(64, hidden_dim=12, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = float(np.mean(model.exact_log_likelihood(digits["image"])))
+    model.fit(digits["image"], epochs=10, batch_size=16, verbose=0)
+    after = float(np.mean(model.exact_log_likelihood(digits["image"])))
+    assert before < -44 and after > before + 10, (before, after)
+
+
+@pytest.mark.parametrize("mean,sd", [([2.0], [0.5]), ([1.0, -1.0], [0.5, 2.0])])
+def test_gaussian_rbm_recovers_the_data_variance(mean, sd):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2000, len(mean))) * sd + mean).astype("float32")
+    model = GaussianBernoulliRBM(len(mean), hidden_dim=4, training="pcd", num_chains=100,
+                                 seed=0)
+    steps = 20 * 2000 // 100
+    model.compile(optimizer=keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(0.02, steps)))  # decay averages PCD's noise
+    _, cov0 = model.marginal_moments()
+    model.fit(x, epochs=20, batch_size=100, verbose=0)
+    model_mean, cov = model.marginal_moments()
+    # the sample variance itself is uncertain by sqrt(2 / n) = 3%
+    np.testing.assert_allclose(np.diag(cov), x.var(0), rtol=0.1)
+    np.testing.assert_allclose(model_mean, x.mean(0), atol=0.25 * np.max(sd))
+    assert np.all(np.abs(np.diag(cov0) / x.var(0) - 1) > 0.5)  # the start was far off
+
+
+@pytest.mark.slow
+def test_gaussian_rbm_contract(tmp_path):
+    arrays = datasets.load_arrays("digits", binarize=None)
+    arrays = {"image": arrays["image"][np.random.default_rng(1).choice(
+        len(arrays["image"]), 128, replace=False)]}
+
+    def make():
+        return GaussianBernoulliRBM(**GaussianBernoulliRBM.data_kwargs(arrays), hidden_dim=8,
+                                    initial_log_variance=-2.0, num_chains=16, seed=0)
+
+    model, report = run_model_test(make, arrays, deterministic=lambda m, x: m.free_energy(x),
+                                   tmp_path=tmp_path, learning_rate=3e-3)
+    assert np.isfinite(report["exact_log_likelihood"])
+
+
+def test_dbm_bound_below_exact_log_likelihood_and_contract(digits, tmp_path):
+    def make():
+        return DBM(**DBM.data_kwargs(digits), hidden_dims=(8, 4), num_chains=32,
+                   mean_field_steps=5, gibbs_steps=2, ais_betas=500, seed=0)
+
+    model, report = run_model_test(make, digits,
+                                   deterministic=lambda m, x: m.mean_field(x).hidden1,
+                                   tmp_path=tmp_path, eval_examples=64)
+    x = digits["image"][:64]
+    exact = model.exact_log_likelihood(x)
+    bound = model.lower_bound(x)
+    assert np.all(bound <= exact + 1e-9)
+    assert np.mean(exact - bound) < 1.0  # mean field is close on a small model
+    log_z = model.exact_log_partition()
+    assert abs(report["ais_log_z"] - log_z) < 4 * report["ais_log_z_se"]
+    np.testing.assert_allclose(report["ais_lower_bound"], np.mean(bound)
+                               + log_z - report["ais_log_z"], rtol=1e-6)
+
+
+def test_dbm_pretraining_and_centering_keep_their_promises(digits):
+    x = digits["image"]
+    model = DBM(64, hidden_dims=(8, 4), num_chains=16, pretrain_steps=8, centered=True, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    start = model.params()
+    model.fit(x[:128], epochs=1, batch_size=16, verbose=0)  # 8 bottom-RBM updates
+    moved = [not np.allclose(a, b) for a, b in zip(start, model.params())]
+    assert moved == [True, False, True, True, False]  # only W1, b, c1
+    assert np.allclose(model.hidden1_offset.numpy(), 0.0)  # no centering while pretraining
+    model.fit(x, epochs=2, batch_size=16, verbose=0)  # top RBM, then joint training
+    assert int(model.updates.numpy()) == 40
+    assert np.all(model.hidden1_offset.numpy() > 0)  # offsets follow the mean field
+    # moving the offsets leaves the distribution (the standard parameters) unchanged
+    before = model.params()
+    model._move_offsets(tf.constant(x[:16].reshape(16, -1)), tf.fill([16, 8], 0.9), tf.fill([16, 4], 0.1))
+    for a, b in zip(before, model.params()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_hopfield_capacity_hebbian_and_storkey():
+    """d = 200 units: Hebbian recalls 0.1 d random patterns from 10%-flipped cues and fails at
+    0.25 d (beyond 0.138 d); Storkey's rule still recalls 0.25 d."""
+    d = 200
+    rng = np.random.default_rng(0)
+
+    def error(rule, alpha, update="synchronous", iterations=20):
+        patterns = np.sign(rng.normal(size=(int(alpha * d), d))).astype("float32")
+        net = HopfieldNetwork(d, rule=rule, update=update, max_iterations=iterations)
+        net.store(patterns)
+        return float(np.mean(net.recall_error(tf.constant(patterns), tf.constant([1, 2]))))
+
+    assert error("hebbian", 0.10) < 0.02
+    assert error("hebbian", 0.25) > 0.15
+    assert error("storkey", 0.25) < 0.02
+    assert error("hebbian", 0.10, "asynchronous", iterations=3) < 0.02
+
+
+def test_hopfield_asynchronous_updates_never_raise_the_energy_and_fit_stores(digits, tmp_path):
+    rng = np.random.default_rng(1)
+    net = HopfieldNetwork(64, update="asynchronous", max_iterations=1, seed=0)
+    net.store(np.sign(rng.normal(size=(5, 64))))
+    s = tf.constant(np.sign(rng.normal(size=(16, 64))), tf.float32)
+    energies = [net.energy(s).numpy()]
+    for k in range(4):
+        s = tf.constant(net.recall(s, seed=k))
+        energies.append(net.energy(s).numpy())
+    assert np.all(np.diff(np.array(energies), axis=0) <= 1e-5)
+    # fit stores the training images (Hebbian: W = X^T X / d, zero diagonal)
+    model = HopfieldNetwork(**HopfieldNetwork.data_kwargs(digits), seed=0)
+    model.compile(optimizer="sgd")
+    model.fit(digits["image"][:8], epochs=1, batch_size=4, verbose=0)
+    xi = np.where(digits["image"][:8].reshape(8, -1) > 0.5, 1.0, -1.0)
+    expected = xi.T @ xi / 64
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_allclose(model.coupling.numpy(), expected, atol=1e-6)
+    report = model.evaluation(digits["image"][8:40], None, {}, EvalSettings())
+    assert report["stored_patterns"] == 8 and 0 <= report["test_recall_error"] <= 1
+    path = str(tmp_path / "hopfield.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path).coupling.numpy(), expected,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rbm", pytest.param("gbrbm", marks=pytest.mark.slow), "dbm"])
+def test_export_gibbs_step_denoise_inpaint(kind, tmp_path):
+    if kind == "rbm":
+        model = RBM(16, hidden_dim=6, image_shape=[4, 4, 1], seed=0)
+    elif kind == "gbrbm":
+        model = GaussianBernoulliRBM(16, hidden_dim=6, seed=0)
+    else:
+        model = DBM(16, hidden_dims=(6, 4), seed=0)
+    rng = np.random.default_rng(0)  # weights of a trained-looking size
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(w.dtype) if w.dtype.kind == "f"
+                       and "offset" not in w_.path and "data" not in w_.path else w
+                       for w, w_ in zip(model.get_weights(), model.weights)])
+    reports = run_export_test(model, tmp_path)
+    assert set(reports["float32"].parity) == {"gibbs_step", "denoise", "inpaint"}
+    # the exported sweep is the model's own sweep given the same noise
+    from zoo.export.adapters import adapter_for
+
+    sig = adapter_for(model).export_spec(1).signatures["gibbs_step"]
+    example = sig.example(rng)
+    out = sig.fn(**{k: tf.constant(v) for k, v in example.items()})
+    if kind != "dbm":
+        step = model.gibbs_step(example["visible"], example["hidden_noise"],
+                                example["visible_noise"])
+        np.testing.assert_allclose(out["visible"], step.visible, rtol=1e-6)

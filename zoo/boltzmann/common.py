@@ -1,0 +1,129 @@
+"""What the Boltzmann machines share: image data in, a custom ``train_step``, trackers."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo.contract import ZooModel
+from zoo.layers.common import assert_finite
+
+
+def flat_visible(x, visible_dim: int, dtype="float32"):
+    """Images [batch, H, W, C] (or vectors [batch, V]) -> [batch, V] floats."""
+    x = tf.convert_to_tensor(x)
+    x = tf.cast(x, dtype)
+    return tf.reshape(x, [-1, visible_dim])
+
+
+def check_visible_shape(x, visible_dim: int, owner: str):
+    """Raise ValueError naming ``x`` when the examples do not hold ``visible_dim`` values."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise ValueError(f"{owner} expects `x` with a batch axis ([batch, ...] holding "
+                         f"{visible_dim} values), got shape {shape}.")
+    if None not in shape[1:] and int(np.prod(shape[1:])) != visible_dim:
+        raise ValueError(f"{owner} expects `x` examples of {visible_dim} values "
+                         f"(visible_dim={visible_dim}), got shape {shape}.")
+
+
+def mean_and_error(values) -> tuple[float, float]:
+    """Mean over examples and its standard error."""
+    values = np.asarray(values, np.float64)
+    se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    return float(np.mean(values)), se
+
+
+def batched(fn, x, batch_size: int = 100):
+    """Apply ``fn`` to row blocks of ``x`` and concatenate the NumPy results."""
+    return np.concatenate([np.asarray(fn(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
+
+
+def filter_images(weights, image_shape, count: int = 64):
+    """The first ``count`` hidden units' incoming weights as images in [0, 1] (each unit
+    scaled to its own range)."""
+    w = np.asarray(weights)[:, :count].T  # [count, V]
+    low, high = w.min(1, keepdims=True), w.max(1, keepdims=True)
+    w = (w - low) / np.maximum(high - low, 1e-12)
+    return w.reshape(-1, *image_shape)
+
+
+class BoltzmannModel(ZooModel, keras.Model):
+    """Base of the zoo's energy-based models: images in, ``fit`` through ``train_step``.
+
+    Subclasses implement ``train_step`` and ``test_step`` on flattened visible vectors and
+    report ``loss`` (the one-step reconstruction error, which falls as the model learns)
+    beside their own trackers.
+    """
+
+    binarizes_inputs = True
+
+    def __init__(self, visible_dim: int, image_shape=None, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        visible_dim = int(visible_dim)
+        if visible_dim < 1:
+            raise ValueError(f"`visible_dim` must be >= 1, got {visible_dim}.")
+        if image_shape is not None:
+            image_shape = [int(s) for s in image_shape]
+            if int(np.prod(image_shape)) != visible_dim:
+                raise ValueError(f"`image_shape` {image_shape} must hold visible_dim="
+                                 f"{visible_dim} values.")
+        self.visible_dim = visible_dim
+        self.image_shape = image_shape
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    # ------------------------------------------------------------------ data
+    @classmethod
+    def data_kwargs(cls, arrays: dict) -> dict:
+        shape = [int(s) for s in arrays["image"].shape[1:]]
+        return {"visible_dim": int(np.prod(shape)), "image_shape": shape}
+
+    @classmethod
+    def fit_inputs(cls, arrays: dict):
+        return arrays["image"], None
+
+    def visible(self, data):
+        """The visible vectors [batch, V] of a ``fit`` batch (x, or (x, y[, w]))."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        check_visible_shape(x, self.visible_dim, type(self).__name__)
+        x = flat_visible(x, self.visible_dim, self.compute_dtype)
+        with tf.control_dependencies([assert_finite(x, "x")]):
+            return tf.identity(x)
+
+    def uniform(self, shape):
+        """Uniform(0, 1) noise from the model's seed generator."""
+        return keras.random.uniform(shape, dtype=self.compute_dtype, seed=self.seed_generator)
+
+    def normal(self, shape):
+        return keras.random.normal(shape, dtype=self.compute_dtype, seed=self.seed_generator)
+
+    def as_images(self, v):
+        v = np.asarray(v)
+        return v.reshape(-1, *self.image_shape) if self.image_shape else v
+
+    def validate_data(self, arrays: dict) -> None:
+        super().validate_data(arrays)
+        image = np.asarray(arrays["image"])
+        if image.min() < 0 or image.max() > 1:
+            raise ValueError(f"{type(self).__name__} needs `image` values in [0, 1], got "
+                             f"[{image.min():.3g}, {image.max():.3g}].")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker] + self.extra_trackers()
+
+    def extra_trackers(self) -> list:
+        return []
+
+    def get_config(self):
+        return {**super().get_config(), "visible_dim": self.visible_dim,
+                "image_shape": self.image_shape, "seed": self.seed}
