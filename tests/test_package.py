@@ -71,3 +71,48 @@ def test_docstring_examples_run(module):
     result = doctest.testmod(mod, extraglobs={**vars(layers), **vars(zoo), "keras": keras},
                              optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_wheel_installs_one_import_package_and_the_commands(tmp_path):
+    """`pip install .` (non-editable) installs `zoo` alone, with zoo.layers / zoo.export inside
+    it and the zoo-train / zoo-evaluate / zoo-export commands."""
+    import zipfile
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         ROOT, "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"zoo"}, tops
+    for module in ("zoo/layers/gaussian_posterior.py", "zoo/export/runtime.py",
+                   "zoo/training/loop.py", "zoo/cli/train.py", "zoo/datasets/pipeline.py"):
+        assert module in names, module
+    entry_points = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    for command in ("zoo-train = zoo.cli.train:main", "zoo-evaluate = zoo.cli.evaluate:main",
+                    "zoo-export = zoo.cli.export:main"):
+        assert command in entry_points
+
+
+def test_a_users_layers_and_export_modules_do_not_shadow_the_package(tmp_path):
+    (tmp_path / "layers.py").write_text("raise ImportError('the user layers.py was imported')")
+    (tmp_path / "export.py").write_text("raise ImportError('the user export.py was imported')")
+    result = subprocess.run(
+        [sys.executable, "-c", "from zoo import DeepKalmanFilter; import zoo.layers, zoo.export;"
+         " from zoo.export.runtime import StreamingFilter; print(zoo.__version__)"],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    import zoo
+
+    assert result.stdout.strip() == zoo.__version__
+
+
+def test_streaming_filter_imports_without_tensorflow():
+    """The device runtime needs only numpy and ai-edge-litert: importing it loads no TF."""
+    result = _run("import sys; import zoo.export.runtime; "
+                  "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
+                  "assert 'keras' not in sys.modules, 'keras was imported'")
+    assert result.returncode == 0, result.stderr[-2000:]
