@@ -57,19 +57,24 @@ def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
             index = tf.random.experimental.stateless_shuffle(index,
                                                              seed=tf.stack([seed_t, epoch]))
 
-        def gather(i):
+        def gather(i, noise_id):
+            """Examples ``i`` (one index or a batch of them); binarization noise from
+            (seed, epoch, noise_id): the example's index, or the batch's number."""
             example = {k: tf.gather(t, i) for k, t in tensors.items()}
             if binarize_key is not None:
                 grey = example[binarize_key]
                 u = tf.random.stateless_uniform(
-                    tf.shape(grey), seed=tf.stack([epoch + 1000003 * seed_t, i]),
+                    tf.shape(grey), seed=tf.stack([epoch + 1000003 * seed_t, noise_id]),
                     dtype=grey.dtype)
                 example[binarize_key] = tf.cast(u < grey, grey.dtype)
             return example
 
-        ds = tf.data.Dataset.from_tensor_slices(index).map(gather)
-        if batch_size is not None:
-            ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+        ds = tf.data.Dataset.from_tensor_slices(index)
+        if batch_size is None:
+            ds = ds.map(lambda i: gather(i, i))
+        else:  # gather whole batches: one op per batch instead of one per example
+            ds = ds.batch(int(batch_size), drop_remainder=drop_remainder).enumerate()
+            ds = ds.map(lambda b, i: gather(i, b))
         if mask_key is not None:
             ds = ds.map(lambda e: trim_to_longest(e, mask_key, time_keys,
                                                   batch_size is not None))
