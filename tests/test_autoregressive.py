@@ -249,3 +249,59 @@ def test_order_agnostic_inpainting_is_exact_with_one_proposal():
     counts = np.bincount((draws @ (2 ** np.arange(d - 1, -1, -1))).astype(int),
                          minlength=16)[consistent]
     assert stats.chisquare(counts, target[consistent] * reps).pvalue > 1e-3
+
+
+def _rnade(d, seed=13, scale=0.4):
+    from zoo.autoregressive import RNADE
+
+    return _randomize(RNADE((d,), hidden_units=6, components=3, input_order="right-to-left",
+                            seed=0), seed=seed, scale=scale)
+
+
+def test_rnade_density_integrates_to_one_and_samples_follow_it():
+    model = _rnade(2)
+    step = 0.02
+    g = np.arange(-12, 12, step, dtype=np.float32) + step / 2
+    grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    density = np.exp(np.concatenate([np.asarray(model.log_prob(grid[i:i + 200000]), np.float64)
+                                     for i in range(0, len(grid), 200000)]))
+    mass = density.sum() * step**2
+    assert abs(mass - 1.0) < 2e-3, mass
+    mean = (density[:, None] * grid).sum(0) * step**2
+    draws = np.asarray(model.sample(4000, seed=3), np.float64)
+    assert_mc = np.abs(draws.mean(0) - mean) / (draws.std(0) / np.sqrt(len(draws)))
+    assert np.all(assert_mc < 4), (draws.mean(0), mean)
+
+
+def test_rnade_equals_a_numpy_loop():
+    model = _rnade(3, seed=14)
+    w, c, rho = model.w.numpy(), model.c.numpy(), model.rho.numpy()
+    v, b = model.v.numpy(), model.b.numpy()
+    x = np.random.RandomState(3).randn(5, 3)
+    expected = np.zeros(5)
+    for n in range(5):
+        a = c.astype(np.float64).copy()
+        for i in (2, 1, 0):  # right-to-left
+            out = (1 / (1 + np.exp(-rho[i] * a))) @ v[i] + b[i]
+            logit, mu, scale = out[:3], out[3:6], np.exp(out[6:])
+            log_w = logit - np.log(np.sum(np.exp(logit)))
+            comp = log_w - 0.5 * ((x[n, i] - mu) / scale) ** 2 - np.log(scale) \
+                - 0.5 * np.log(2 * np.pi)
+            expected[n] += np.log(np.sum(np.exp(comp)))
+            a += w[i] * x[n, i]
+    np.testing.assert_allclose(model.log_prob(x.astype("float32")), expected, rtol=1e-5,
+                               atol=1e-4)
+
+
+def test_rnade_contract(tmp_path):
+    from zoo.autoregressive import RNADE
+    from zoo.datasets import load_arrays
+
+    arrays = load_arrays("digits", "train")
+    pick = np.random.RandomState(0).choice(len(arrays["image"]), 256, replace=False)
+    arrays = {k: v[pick] for k, v in arrays.items()}
+    bad = [(lambda m: m.log_prob(np.zeros((2, 5), "float32")), ValueError, "`x`")]
+    run_model_test(lambda: RNADE((8, 8, 1), hidden_units=16, components=2,
+                                 dequantization=1 / 16, seed=0),
+                   arrays, deterministic=lambda m, x: m.log_prob(x), tmp_path=tmp_path,
+                   bad_inputs=bad, learning_rate=3e-3)

@@ -35,6 +35,7 @@ _LAZY = {
     "MADE": "zoo.autoregressive",
     "NADE": "zoo.autoregressive",
     "OrderAgnosticNADE": "zoo.autoregressive",
+    "RNADE": "zoo.autoregressive",
     "RBM": "zoo.boltzmann",
     "VAE": "zoo.vae",
 }

@@ -182,3 +182,9 @@ register("hopfield", ModelEntry(
      "train": {"optimizer": "sgd", "batch_size": 10, "epochs": 1, "eval_examples": 100}},
     "Hopfield network (Hopfield 1982): Hebbian or Storkey storage, synchronous or "
     "asynchronous recall"))
+register("rnade", ModelEntry(
+    "zoo.autoregressive", "RNADE", "digits", AUTOREGRESSIVE_IMAGES,
+    {"model": {"hidden_units": 100, "components": 10, "dequantization": 0.00390625},
+     "data": {"binarize": None}, "train": {"learning_rate": 1e-3, "batch_size": 100}},
+    "RNADE (Uria et al. 2013): mixture-of-Gaussians conditionals for real-valued data",
+    {"digits": {"model": {"dequantization": 0.0625}}}))

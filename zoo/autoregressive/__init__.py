@@ -6,5 +6,6 @@ from zoo.autoregressive.fvsbn import FVSBN
 from zoo.autoregressive.made import MADE
 from zoo.autoregressive.nade import NADE
 from zoo.autoregressive.order_agnostic_nade import OrderAgnosticNADE
+from zoo.autoregressive.rnade import RNADE
 
-__all__ = ["BinaryAutoregressiveModel", "FVSBN", "MADE", "NADE", "OrderAgnosticNADE"]
+__all__ = ["BinaryAutoregressiveModel", "FVSBN", "MADE", "NADE", "OrderAgnosticNADE", "RNADE"]
