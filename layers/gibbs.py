@@ -49,6 +49,7 @@ class MeanField(NamedTuple):
     hidden1: tf.Tensor  # mu1 [batch, H1]
     hidden2: tf.Tensor  # mu2 [batch, H2]
     change: tf.Tensor  # [] max |mu_new - mu_old| of the last iteration
+    visible: tf.Tensor | None = None  # v with its missing units' means (inpainting), else v
 
 
 def bernoulli(probs, noise):
@@ -116,32 +117,40 @@ def dbm_gibbs_step(state: DBMState, params: DBMParams, hidden1_noise, visible_no
 
 
 def dbm_mean_field(v, params: DBMParams, iterations: int = 30, hidden1=None, hidden2=None,
-                   damping: float = 0.0) -> MeanField:
+                   damping: float = 0.0, observed=None) -> MeanField:
     """Iterate the mean-field equations ``iterations`` times from (hidden1, hidden2).
 
     The default start is the bottom-up pass with doubled input weights (Salakhutdinov & Hinton
     2009): mu1 = sigmoid(2 v W1 + c1), mu2 = sigmoid(mu1 W2 + c2). ``damping`` in [0, 1) keeps
-    that fraction of the old value each update.
+    that fraction of the old value each update. With ``observed`` [batch, V] (1 = known), the
+    missing visible units are mean-field variables too, updated to sigmoid(b + W1 mu1) after
+    each sweep (inpainting); ``visible`` of the result holds them.
     """
+    if observed is not None:
+        v = observed * v  # the missing units start at 0
     if hidden1 is None:
         hidden1 = tf.sigmoid(2.0 * tf.matmul(v, params.weights1) + params.hidden1_bias)
     if hidden2 is None:
         hidden2 = tf.sigmoid(tf.matmul(hidden1, params.weights2) + params.hidden2_bias)
-    bottom_up = tf.matmul(v, params.weights1) + params.hidden1_bias
 
-    def body(i, mu1, mu2, change):
-        new1 = tf.sigmoid(bottom_up + tf.matmul(mu2, params.weights2, transpose_b=True))
+    def body(i, x, mu1, mu2, change):
+        new1 = tf.sigmoid(tf.matmul(x, params.weights1) + params.hidden1_bias
+                          + tf.matmul(mu2, params.weights2, transpose_b=True))
         new1 = damping * mu1 + (1.0 - damping) * new1
         new2 = tf.sigmoid(tf.matmul(new1, params.weights2) + params.hidden2_bias)
         new2 = damping * mu2 + (1.0 - damping) * new2
         change = tf.maximum(tf.reduce_max(tf.abs(new1 - mu1)), tf.reduce_max(tf.abs(new2 - mu2)))
-        return i + 1, new1, new2, change
+        if observed is not None:
+            filled = tf.sigmoid(tf.matmul(new1, params.weights1, transpose_b=True)
+                                + params.visible_bias)
+            x = observed * x + (1.0 - observed) * filled
+        return i + 1, x, new1, new2, change
 
     zero = tf.zeros([], hidden1.dtype)
-    _, mu1, mu2, change = tf.while_loop(
-        lambda i, *_: i < iterations, body, (tf.constant(0), hidden1, hidden2, zero),
+    _, x, mu1, mu2, change = tf.while_loop(
+        lambda i, *_: i < iterations, body, (tf.constant(0), v, hidden1, hidden2, zero),
         maximum_iterations=max(int(iterations), 0))
-    return MeanField(mu1, mu2, change)
+    return MeanField(mu1, mu2, change, x)
 
 
 def hopfield_update(s, weights, bias=None, order=None):

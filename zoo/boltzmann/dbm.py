@@ -148,18 +148,15 @@ class DBM(BoltzmannModel):
         """Mean-field q(h1, h2 | v): ``MeanField(hidden1, hidden2, change)``."""
         return dbm_mean_field(self.flat(v), self.params(), iterations or self.mean_field_steps)
 
-    def reconstruct(self, v, observed=None, iterations: int = 1):
-        """E[v | mu1] after mean field on v; with ``observed`` [batch, V] (1 = known), the
-        unknown units are filled in ``iterations`` times and the known ones stay clamped."""
-        v0 = self.flat(v)
-        v = v0
+    def reconstruct(self, v, observed=None, iterations: int | None = None):
+        """E[v | mu1] after ``iterations`` mean-field sweeps (default ``mean_field_steps``);
+        with ``observed`` [batch, V] (1 = known), the missing units are mean-field variables
+        too and the known ones stay clamped (inpainting)."""
+        v = self.flat(v)
         p = self.params()
-        for _ in range(int(iterations)):
-            mf = dbm_mean_field(v, p, self.mean_field_steps)
-            probs = tf.sigmoid(tf.matmul(mf.hidden1, p.weights1, transpose_b=True)
-                               + p.visible_bias)
-            v = probs if observed is None else observed * v0 + (1.0 - observed) * probs
-        return v
+        mf = dbm_mean_field(v, p, iterations or self.mean_field_steps, observed=observed)
+        probs = tf.sigmoid(tf.matmul(mf.hidden1, p.weights1, transpose_b=True) + p.visible_bias)
+        return probs if observed is None else observed * v + (1.0 - observed) * probs
 
     def reconstruction_error(self, v):
         """Cross-entropy of v under E[v | mean-field mu1], per example."""
@@ -398,7 +395,7 @@ class DBM(BoltzmannModel):
             plots.image_rows([self.as_images(s) for s in snapshots],
                              [f"Gibbs sweep {k}" for k in record], path("chains.png")),
             plots.image_rows([x, self.as_images(cue),
-                              self.as_images(self.reconstruct(x, observed, iterations=10))],
+                              self.as_images(self.reconstruct(x, observed, iterations=30))],
                              ["data", "bottom half hidden", "mean-field inpainting"],
                              path("inpainting.png")),
         ]

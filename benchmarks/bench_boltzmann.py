@@ -1,0 +1,212 @@
+"""Boltzmann machines on binarized MNIST: our RBM against scikit-learn's BernoulliRBM, and
+our DBM, with AIS test log-likelihoods.
+
+One run trains, with one budget (training examples, epochs, batch size, SGD learning rate):
+
+- our ``zoo.RBM`` with PCD-1 and as many persistent chains as the batch size, which is what
+  scikit-learn's ``BernoulliRBM`` does (its update is ``learning_rate / batch_size`` times the
+  summed statistics, i.e. our SGD on the batch mean): training time as a ratio;
+- scikit-learn's ``BernoulliRBM`` with the same hidden size, epochs (``n_iter``), batch size and
+  learning rate;
+- our ``zoo.DBM`` (doubled-RBM pretraining, then mean field + PCD), when ``--dbm-epochs`` > 0.
+
+Both RBMs are evaluated by the same code: our AIS (Salakhutdinov & Murray 2008: base-rate
+model from the training pixels' means, ``--ais-chains`` runs, ``--ais-betas`` temperatures)
+for log Z, then log p(v) = -F(v) - log Z averaged over the test examples (a seeded random
+subset when ``--test-examples`` is given, else the whole test split), with the standard error
+of that mean and the SE of log Z. For the DBM: AIS on log Z (h1 summed out) and the
+mean-field variational lower bound per test example, as Salakhutdinov & Hinton 2009 report.
+
+Published context (the papers' budgets are far beyond ``--quick``): RBM, 500 hidden units,
+CD-25, -86.34 (Salakhutdinov & Murray 2008, as quoted in the issue; not found in a copy of
+the paper in this session); 2-layer DBM 500-1000, -84.62 test / -83.61 train with
+ln Z = 356.18 (Salakhutdinov & Hinton 2009, the table of partition-function estimates and
+average log-probabilities in the MNIST section).
+
+Run: ``python benchmarks/bench_boltzmann.py --quick`` (a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PUBLISHED_RBM = -86.34  # S&M 2008, CD-25, 500 hidden (as quoted in issue 16)
+PUBLISHED_DBM = -84.62  # S&H 2009, 2-layer BM 500-1000, AIS + variational bound
+
+
+def load_data(dataset: str, train_examples: int | None, test_examples: int | None,
+              seed: int):
+    """Flat binary train / test arrays (seeded random subsets when sizes are given)."""
+    from zoo.datasets import load_arrays
+
+    try:
+        train = load_arrays(dataset, split="train", **_binarize(dataset))["image"]
+        test = load_arrays(dataset, split="test", **_binarize(dataset))["image"]
+    except Exception as err:  # noqa: BLE001 - fall back to the offline subset
+        print(f"{dataset} unavailable ({type(err).__name__}: {err}); using mnist5k static")
+        dataset = "mnist5k"
+        train = load_arrays(dataset, split="train", binarize="static")["image"]
+        test = load_arrays(dataset, split="test", binarize="static")["image"]
+    rng = np.random.default_rng(seed)
+    train = train.reshape(len(train), -1).astype("float32")
+    test = test.reshape(len(test), -1).astype("float32")
+    if train_examples and train_examples < len(train):
+        train = train[rng.choice(len(train), train_examples, replace=False)]
+    if test_examples and test_examples < len(test):
+        test = test[rng.choice(len(test), test_examples, replace=False)]
+    return dataset, train, test
+
+
+def _binarize(dataset):
+    return {} if dataset == "binarized_mnist" else {"binarize": "static"}
+
+
+def ais_test_log_likelihood(params, train, test, chains, betas, seed):
+    """(mean log p(test), SE of the mean over examples, log Z, SE of log Z, seconds)."""
+    import tensorflow as tf
+
+    from zoo.layers import ais
+    from zoo.layers.boltzmann_energy import RBMParams, rbm_free_energy
+
+    params = RBMParams(*(tf.constant(np.asarray(p, np.float64)) for p in params))
+    start = time.perf_counter()
+    result = ais.rbm_ais(params, ais.base_rate_bias(train.mean(0)), chains, betas,
+                         seed=(seed, 1))
+    seconds = time.perf_counter() - start
+    log_p = -rbm_free_energy(tf.constant(test, tf.float64), params).numpy() - float(
+        result.log_z)
+    return (float(log_p.mean()), float(log_p.std(ddof=1) / math.sqrt(len(log_p))),
+            float(result.log_z), float(result.log_z_std_err), seconds)
+
+
+def train_ours(train, hidden, epochs, batch, lr, seed):
+    import keras
+
+    from zoo import RBM
+
+    model = RBM(train.shape[1], hidden_dim=hidden, training="pcd", cd_steps=1,
+                num_chains=batch, seed=seed)
+    model.compile(optimizer=keras.optimizers.SGD(lr))
+    start = time.perf_counter()
+    model.fit(train, epochs=epochs, batch_size=batch, shuffle=True, verbose=0)
+    seconds = time.perf_counter() - start
+    p = model.params()
+    return (p.weights.numpy(), p.visible_bias.numpy(), p.hidden_bias.numpy()), seconds
+
+
+def train_sklearn(train, hidden, epochs, batch, lr, seed):
+    from sklearn.neural_network import BernoulliRBM
+
+    model = BernoulliRBM(n_components=hidden, learning_rate=lr, batch_size=batch,
+                         n_iter=epochs, random_state=seed)
+    start = time.perf_counter()
+    model.fit(train)
+    seconds = time.perf_counter() - start
+    return (model.components_.T, model.intercept_visible_, model.intercept_hidden_), seconds
+
+
+def train_dbm(train, test, hidden_dims, epochs, batch, lr, pretrain_epochs, chains, betas,
+              seed):
+    import keras
+
+    from zoo import DBM
+
+    steps = -(-len(train) // batch)
+    model = DBM(train.shape[1], hidden_dims=hidden_dims, pretrain_steps=pretrain_epochs * steps,
+                num_chains=100, seed=seed)
+    model.compile(optimizer=keras.optimizers.SGD(lr))
+    start = time.perf_counter()
+    model.fit(train, epochs=epochs + 2 * pretrain_epochs, batch_size=batch, verbose=0)
+    seconds = time.perf_counter() - start
+    ais = model.log_partition(num_chains=chains, num_betas=betas, seed=seed)
+    bound = model.unnormalized_bound(test) - float(ais.log_z)
+    return (float(bound.mean()), float(bound.std(ddof=1) / math.sqrt(len(bound))),
+            float(ais.log_z), float(ais.log_z_std_err), seconds)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="mnist5k-sized budget: 1 epoch, 1000 AIS temperatures")
+    parser.add_argument("--dataset", default="binarized_mnist")
+    parser.add_argument("--hidden", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--train-examples", type=int, default=None)
+    parser.add_argument("--test-examples", type=int, default=None)
+    parser.add_argument("--ais-chains", type=int, default=100)
+    parser.add_argument("--ais-betas", type=int, default=None)
+    parser.add_argument("--dbm-epochs", type=int, default=None)
+    parser.add_argument("--dbm-pretrain-epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the numbers to this file")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    epochs = args.epochs or (1 if quick else 20)
+    betas = args.ais_betas or (1000 if quick else 14500)
+    train_n = args.train_examples or (5000 if quick else None)
+    test_n = args.test_examples or (1000 if quick else None)
+    dbm_epochs = args.dbm_epochs if args.dbm_epochs is not None else (1 if quick else 20)
+    dbm_pre = (args.dbm_pretrain_epochs if args.dbm_pretrain_epochs is not None
+               else (1 if quick else 5))
+
+    from benchmarks.common import load_average, machine, markdown_table
+
+    dataset, train, test = load_data(args.dataset, train_n, test_n, args.seed)
+    print(f"{dataset}: {len(train)} training, {len(test)} test examples; hidden {args.hidden},"
+          f" {epochs} epoch(s), batch {args.batch_size}, SGD lr {args.learning_rate}, "
+          f"AIS {args.ais_chains} chains x {betas} temperatures; load {load_average()}")
+    budget = (args.hidden, epochs, args.batch_size, args.learning_rate, args.seed)
+    ours, t_ours = train_ours(train, *budget)
+    theirs, t_theirs = train_sklearn(train, *budget)
+    rows, record = [], {}
+    for name, params, seconds in (("zoo.RBM (PCD-1, Keras 3)", ours, t_ours),
+                                  ("sklearn BernoulliRBM (PCD-1)", theirs, t_theirs)):
+        ll, se, log_z, log_z_se, ais_s = ais_test_log_likelihood(
+            params, train, test, args.ais_chains, betas, args.seed)
+        rows.append([name, f"{seconds:.1f}", f"{t_theirs / seconds:.2f}x",
+                     f"{ll:.2f} ± {math.hypot(se, log_z_se):.2f}",
+                     f"{log_z:.2f} ± {log_z_se:.3f}", f"{ais_s:.0f}"])
+        record[name] = {"train_seconds": seconds, "ais_log_likelihood": ll,
+                        "se_examples": se, "log_z": log_z, "log_z_se": log_z_se}
+    rows.append(["published RBM 500 CD-25 (S&M 2008)", "", "", f"{PUBLISHED_RBM:.2f}", "",
+                 ""])
+    print()
+    print(markdown_table(["system", "train s", "sklearn time / this", "AIS test log p(v)",
+                          "log Z", "AIS s"], rows))
+    if dbm_epochs > 0:
+        dims = (args.hidden, 2 * args.hidden)
+        bound, se, log_z, log_z_se, seconds = train_dbm(
+            train, test, dims, dbm_epochs, args.batch_size, args.learning_rate / 5, dbm_pre,
+            args.ais_chains, betas, args.seed)
+        print()
+        print(markdown_table(
+            ["system", "epochs (pretrain + joint)", "train s", "AIS test lower bound",
+             "log Z"],
+            [[f"zoo.DBM {dims[0]}-{dims[1]}", f"2 x {dbm_pre} + {dbm_epochs}", f"{seconds:.0f}",
+              f"{bound:.2f} ± {math.hypot(se, log_z_se):.2f}", f"{log_z:.2f} ± {log_z_se:.3f}"],
+             ["published DBM 500-1000 (S&H 2009)", "", "", f"{PUBLISHED_DBM:.2f}", "356.18"]]))
+        record["zoo.DBM"] = {"train_seconds": seconds, "ais_lower_bound": bound,
+                             "se_examples": se, "log_z": log_z, "log_z_se": log_z_se}
+    print()
+    print(machine())
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
+
+
+if __name__ == "__main__":
+    main()
