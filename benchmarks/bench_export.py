@@ -6,10 +6,12 @@ Rows:
   bare decoder network (logits only, no probabilistic wrapper) converted the same way, the
   reference of the "within 1.2x of the bare network" target.
 - DLGM (50, 50) and CategoricalVAE (20 x 10) decoders at their MNIST sizes (full run only).
-- Kalman filter step, state 4, observation 2 (target <= 10 us per frame): inputs ``state``
-  (mean, covariance and started flag packed in one vector of 21), ``observation``,
-  ``observed``; outputs ``state``, ``estimate``, ``uncertainty``, ``log_likelihood``.
-- LSTM Kalman filter step, state 4, observation 2, three 64-unit LSTMs.
+- Kalman filter step, state 4, observation 2 (target <= 10 us per frame): the model's own
+  ``filter_step``; inputs ``state`` (mean, covariance and started flag packed in one vector of
+  21), ``observation``, ``observed``; outputs ``state``, ``estimate``, ``uncertainty``,
+  ``log_likelihood``.
+- LSTM Kalman filter step (the model's own ``filter_step``, with ``observed``), state 4,
+  observation 2, three 64-unit LSTMs.
 - DKF (q-RNN) and DMM (ST-L) filter steps at their default sizes: 88 binary values per frame,
   latent 32, GRU 256, emission 100-100 (target <= 50 us per frame).
 
@@ -18,7 +20,8 @@ Latency is timed per call (``perf_counter_ns``), median and p99 over N calls aft
 "LiteRT frame" copies every input in, invokes and copies every output out (what an app does
 per frame, :class:`export.runtime.SignatureCall`); "invoke" is the interpreter alone; "runner
 step" is :meth:`export.runtime.StreamingFilter.step` with the state held between frames (the
-previous output state fed back, the frame's inputs checked, every output copied out).
+previous output state fed back, the frame's inputs checked, every output copied out, through
+``SignatureCall.frame_runner``).
 
 Run: ``python benchmarks/run.py export [--quick] [--write]`` (``--write`` rewrites its
 section of ``benchmarks/README.md``: this text and the results).

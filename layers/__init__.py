@@ -16,6 +16,7 @@ from zoo.layers.kalman_filter import KalmanFilterLayer
 from zoo.layers.maf import MAF
 from zoo.layers.masked_dense import MaskedDense
 from zoo.layers.planar_flow import PlanarFlow
+from zoo.layers.posterior_flow import PosteriorFlow
 from zoo.layers.persistent_chains import PersistentChains
 from zoo.layers.relaxed_categorical import RelaxedCategorical
 from zoo.layers.state_transition import StateTransition
@@ -35,6 +36,7 @@ __all__ = [
     "MAF",
     "MaskedDense",
     "PlanarFlow",
+    "PosteriorFlow",
     "RelaxedCategorical",
     "StateTransition",
     "TemperatureAnnealing",
@@ -44,7 +46,7 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name == "KalmanFilter":  # the layer's former name (one release); the model is zoo.KalmanFilter
+    if name == "KalmanFilter":  # the layer's former name (one release); zoo.KalmanFilter: model
         from zoo.layers import kalman_filter
 
         return kalman_filter.__getattr__(name)

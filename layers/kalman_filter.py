@@ -54,7 +54,8 @@ class KalmanFilterLayer(keras.layers.Layer):
       spectral radius is below 1; it starts at ``transition_init * I`` scaled to
       $\lVert A\rVert_F \le 0.95$);
       ``"identity"`` (fixed $A = I$, e.g. a local-level or random-walk model).
-    - ``H``: ``"free"`` or ``"identity"`` (fixed $H = [I_p\ 0]$, needs observation_dim <= state_dim).
+    - ``H``: ``"free"`` or ``"identity"`` (fixed $H = [I_p\ 0]$, needs
+      observation_dim <= state_dim).
     - ``Q``, ``R``: ``"diag"`` ($\mathrm{diag}(\mathrm{softplus}(\cdot)^2)$) or ``"full"``
       ($L L^\top$ with $L$ from ``fill_triangular`` and a softplus diagonal), plus
       ``min_scale``$^2 I$ so they stay positive definite.

@@ -365,7 +365,7 @@ def linear_gaussian_update(pred_mean, pred_cov, y, observation_matrix, observati
     [p, n] or [batch, p, n], ``R`` [p, p] or [batch, p, p], ``d`` [p] / [batch, p] or None.
     """
     h, r = observation_matrix, observation_cov
-    n, p = small_linalg._size(pred_cov), small_linalg._size(y)
+    n, p = small_linalg.static_size(pred_cov), small_linalg.static_size(y)
     predicted_y = _bmv(h, pred_mean)
     if observation_offset is not None:
         predicted_y = predicted_y + observation_offset

@@ -19,11 +19,15 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def _size(x) -> int:
+def static_size(x) -> int:
+    """The static size of ``x``'s last axis (ValueError when it is unknown)."""
     m = x.shape[-1]
     if m is None:
         raise ValueError("Unrolled linear algebra needs a static matrix size.")
     return int(m)
+
+
+_size = static_size
 
 
 def small_cholesky(s):
