@@ -135,6 +135,55 @@ def train_dbm(train, test, hidden_dims, epochs, batch, lr, pretrain_epochs, chai
             float(ais.log_z), float(ais.log_z_std_err), seconds)
 
 
+def litert_latency(params, out_dir, seed, n=500):
+    """Median and p99 microseconds per call of the exported float32 ``gibbs_step``,
+    ``denoise`` and ``inpaint`` (batch 1) in the LiteRT interpreter, for an RBM with
+    ``params``; beside them the Keras model's own compiled call on the same inputs."""
+    import tensorflow as tf
+
+    from zoo import RBM
+    from zoo.export import export_tflite
+    from zoo.export.adapters import adapter_for
+    from zoo.export.litert import load_interpreter
+
+    w, b, c = (np.asarray(p, np.float32) for p in params)
+    model = RBM(w.shape[0], hidden_dim=w.shape[1], seed=seed)
+    model.weights_vh.assign(w)
+    model.visible_bias.assign(b)
+    model.hidden_bias.assign(c)
+    path = os.path.join(out_dir, "rbm_float32.tflite")
+    export_tflite(model, path)
+    runner = load_interpreter(path)
+    spec = adapter_for(model).export_spec(1)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, sig in spec.signatures.items():
+        example = sig.example(rng)
+        run = runner.get_signature_runner(name)
+        keras_fn = tf.function(sig.fn)
+        tensors = {k: tf.constant(v) for k, v in example.items()}
+        lite = _times(lambda: run(**example), n)
+        ours = _times(lambda: [np.asarray(v) for v in keras_fn(**tensors).values()], n)
+        rows.append([name, f"{lite[0]:,.1f} / {lite[1]:,.1f}",
+                     f"{ours[0]:,.1f} / {ours[1]:,.1f}", f"{ours[0] / lite[0]:.2f}x"])
+    return rows, os.path.getsize(path)
+
+
+def _times(fn, n, warmup=20, budget_s=5.0):
+    """Median and p99 in microseconds of up to n timed calls after a warm-up."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    fn()
+    n = max(10, min(n, int(budget_s / max(time.perf_counter() - start, 1e-9))))
+    out = np.empty(n)
+    for i in range(n):
+        start = time.perf_counter_ns()
+        fn()
+        out[i] = time.perf_counter_ns() - start
+    return float(np.median(out)) / 1e3, float(np.percentile(out, 99)) / 1e3
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -186,6 +235,15 @@ def main(argv=None):
     print()
     print(markdown_table(["system", "train s", "sklearn time / this", "AIS test log p(v)",
                           "log Z", "AIS s"], rows))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        latency, size = litert_latency(ours, tmp, args.seed)
+    print()
+    print(f"LiteRT, float32, batch 1, RBM {train.shape[1]}-{args.hidden} ({size / 1e6:.1f} MB):")
+    print(markdown_table(["signature", "LiteRT us (median / p99)",
+                          "Keras tf.function us (median / p99)", "Keras / LiteRT"], latency))
+    record["litert"] = latency
     if dbm_epochs > 0:
         dims = (args.hidden, 2 * args.hidden)
         bound, se, log_z, log_z_se, seconds = train_dbm(

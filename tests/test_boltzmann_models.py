@@ -162,15 +162,18 @@ def test_hopfield_asynchronous_updates_never_raise_the_energy_and_fit_stores(dig
         energies.append(net.energy(s).numpy())
     assert np.all(np.diff(np.array(energies), axis=0) <= 1e-5)
     # fit stores the training images (Hebbian: W = X^T X / d, zero diagonal)
-    model = HopfieldNetwork(**HopfieldNetwork.data_kwargs(digits), seed=0)
+    model = HopfieldNetwork(**HopfieldNetwork.data_kwargs(digits), max_patterns=8, seed=0)
     model.compile(optimizer="sgd")
     model.fit(digits["image"][:8], epochs=1, batch_size=4, verbose=0)
     xi = np.where(digits["image"][:8].reshape(8, -1) > 0.5, 1.0, -1.0)
     expected = xi.T @ xi / 64
     np.fill_diagonal(expected, 0)
     np.testing.assert_allclose(model.coupling.numpy(), expected, atol=1e-6)
+    assert sorted(map(tuple, model.memory.numpy())) == sorted(map(tuple, xi))  # fit shuffles
+    model.fit(digits["image"][8:12], epochs=1, batch_size=4, verbose=0)  # beyond max_patterns
+    np.testing.assert_allclose(model.coupling.numpy(), expected, atol=1e-6)
     report = model.evaluation(digits["image"][8:40], None, {}, EvalSettings())
-    assert report["stored_patterns"] == 8 and 0 <= report["test_recall_error"] <= 1
+    assert report["stored_patterns"] == 8 and 0 <= report["stored_recall_error"] <= 1
     path = str(tmp_path / "hopfield.keras")
     model.save(path)
     np.testing.assert_allclose(keras.saving.load_model(path).coupling.numpy(), expected,

@@ -177,11 +177,13 @@ register("dbm", ModelEntry(
     "field and PCD, centering option, AIS log Z and the variational bound"))
 register("hopfield", ModelEntry(
     "zoo.boltzmann", "HopfieldNetwork", "digits", BOLTZMANN_IMAGES,
-    {"model": {"rule": "storkey", "update": "asynchronous", "max_iterations": 10},
+    {"model": {"rule": "storkey", "update": "asynchronous", "max_iterations": 10,
+               "max_patterns": 5},
      "data": {"binarize": "threshold"},
      "train": {"optimizer": "sgd", "batch_size": 10, "epochs": 1, "eval_examples": 100}},
     "Hopfield network (Hopfield 1982): Hebbian or Storkey storage, synchronous or "
-    "asynchronous recall"))
+    "asynchronous recall",
+    {name: {"model": {"max_patterns": 50}} for name in ("mnist5k", "mnist", "binarized_mnist")}))
 register("rnade", ModelEntry(
     "zoo.autoregressive", "RNADE", "digits", AUTOREGRESSIVE_IMAGES,
     {"model": {"hidden_units": 100, "components": 10, "dequantization": 0.00390625},

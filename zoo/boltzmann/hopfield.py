@@ -31,8 +31,9 @@ class HopfieldNetwork(BoltzmannModel):
     Functionality", 1997), $\Delta W_{ij} = \frac1d(\xi_i\xi_j - \xi_i h_{ji} - h_{ij}\xi_j)$
     with $h_{ij} = \sum_{k \ne i, j} W_{ik}\xi_k$. Recall iterates synchronous (all units at
     once) or asynchronous (one unit at a time, random order; the energy never rises) updates.
-    ``fit`` stores every training example once per epoch (``loss``: the fraction of bits
-    wrong when the batch is recalled from cues with ``cue_noise`` of their bits flipped).
+    ``fit`` stores the first ``max_patterns`` training examples it sees (``loss``: the fraction
+    of bits wrong when the stored patterns are recalled from cues with ``cue_noise`` of their
+    bits flipped).
 
     Args:
         visible_dim: int. Number of units d.
@@ -40,6 +41,7 @@ class HopfieldNetwork(BoltzmannModel):
         update: str. ``"synchronous"`` or ``"asynchronous"``.
         max_iterations: int. Recall sweeps.
         cue_noise: float. Fraction of flipped bits in the cues of ``loss`` and ``evaluation``.
+        max_patterns: int. How many examples ``fit`` stores (kept in ``memory``).
         image_shape, seed: as for :class:`zoo.RBM`.
 
     Example:
@@ -56,8 +58,8 @@ class HopfieldNetwork(BoltzmannModel):
     export_adapter = None
 
     def __init__(self, visible_dim: int, rule: str = "hebbian", update: str = "synchronous",
-                 max_iterations: int = 20, cue_noise: float = 0.1, image_shape=None,
-                 seed: int | None = None, **kwargs):
+                 max_iterations: int = 20, cue_noise: float = 0.1, max_patterns: int = 100,
+                 image_shape=None, seed: int | None = None, **kwargs):
         super().__init__(visible_dim, image_shape=image_shape, seed=seed, **kwargs)
         check_choice("rule", rule, RULES)
         check_choice("update", update, UPDATES)
@@ -65,6 +67,9 @@ class HopfieldNetwork(BoltzmannModel):
             raise ValueError(f"`max_iterations` must be >= 1, got {max_iterations}.")
         if not 0 <= cue_noise < 0.5:
             raise ValueError(f"`cue_noise` must be in [0, 0.5), got {cue_noise}.")
+        if int(max_patterns) < 1:
+            raise ValueError(f"`max_patterns` must be >= 1, got {max_patterns}.")
+        self.max_patterns = int(max_patterns)
         self.rule = rule
         self.update = update
         self.max_iterations = int(max_iterations)
@@ -73,6 +78,9 @@ class HopfieldNetwork(BoltzmannModel):
                                         trainable=False, name="coupling")
         self.stored = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                       name="stored")
+        # the patterns ``fit`` stored (the first ``max_patterns`` examples it saw)
+        self.memory = self.add_weight(shape=(self.max_patterns, visible_dim),
+                                      initializer="zeros", trainable=False, name="memory")
         self.built = True
 
     # ------------------------------------------------------------------ the model's math
@@ -82,9 +90,25 @@ class HopfieldNetwork(BoltzmannModel):
         return tf.where(x > 0.5, 1.0, -1.0)
 
     def store(self, patterns):
-        """Add patterns ({-1, 1} or [0, 1] values, [n, d]) to the memory."""
+        """Add patterns ({-1, 1} or [0, 1] values, [n, d]) to the couplings (any number;
+        ``fit`` stops at ``max_patterns`` and keeps them in ``memory``)."""
         self.coupling.assign(self._stored_weights(self.spins(patterns)))
         self.stored.assign_add(tf.cast(tf.shape(patterns)[0], self.stored.dtype))
+
+    def memorize(self, xi):
+        """Store as many of the patterns xi [n, d] as ``max_patterns`` leaves room for."""
+        count = tf.cast(self.stored, tf.int32)
+        take = tf.minimum(tf.shape(xi)[0], tf.maximum(self.max_patterns - count, 0))
+        new = xi[:take]
+        self.coupling.assign(self._stored_weights(new))
+        rows = count + tf.range(take)
+        self.memory.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(self.memory),
+                                                       rows[:, None], new))
+        self.stored.assign_add(tf.cast(take, self.stored.dtype))
+
+    def stored_patterns(self):
+        """The patterns ``fit`` stored, [stored, d] in {-1, 1}."""
+        return tf.convert_to_tensor(self.memory)[: tf.cast(self.stored, tf.int32)]
 
     def _stored_weights(self, xi):
         d = float(self.visible_dim)
@@ -144,11 +168,9 @@ class HopfieldNetwork(BoltzmannModel):
     # ------------------------------------------------------------------ training
     def train_step(self, data):
         x = self.visible(data)
-        xi = tf.where(x > 0.5, 1.0, -1.0)
-        self.coupling.assign(self._stored_weights(xi))
-        self.stored.assign_add(tf.cast(tf.shape(xi)[0], self.stored.dtype))
+        self.memorize(tf.where(x > 0.5, 1.0, -1.0))
         seed = tf.cast(keras.random.randint([2], 0, 2 ** 30, seed=self.seed_generator), tf.int32)
-        self.loss_tracker.update_state(self.recall_error(xi, seed))
+        self.loss_tracker.update_state(self.recall_error(self.stored_patterns(), seed))
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
@@ -158,21 +180,32 @@ class HopfieldNetwork(BoltzmannModel):
 
     # ------------------------------------------------------------------ evaluation
     def evaluation(self, x, y, arrays, settings) -> dict:
-        """Recall of the stored (training) patterns is ``loss``; here: the test examples as
-        cues, and the stored load alpha = patterns / d against the Hebbian 0.138."""
-        s = self.spins(np.asarray(x))
-        err, err_se = mean_and_error(self.recall_error(s, tf.constant([settings.seed, 31])))
-        return {"test_recall_error": err, "test_recall_error_se": err_se,
-                "stored_patterns": int(self.stored.numpy()),
-                "load": float(self.stored.numpy()) / self.visible_dim,
-                "mean_energy_per_unit": float(np.mean(self.energy(s))) / self.visible_dim}
+        """Recall of the stored patterns from cues with ``cue_noise`` of their bits flipped,
+        the load alpha = patterns / d (Hebbian capacity about 0.138), and how far each test
+        example's recall lands from its nearest stored pattern (fraction of bits)."""
+        memory = self.stored_patterns()
+        seed = tf.constant([settings.seed, 31])
+        err, err_se = mean_and_error(self.recall_error(memory, seed)) if len(memory) else (
+            float("nan"), float("nan"))
+        out = {"stored_recall_error": err, "stored_recall_error_se": err_se,
+               "stored_patterns": int(self.stored.numpy()),
+               "load": float(self.stored.numpy()) / self.visible_dim,
+               "mean_energy_per_unit": float(np.mean(self.energy(memory))) / self.visible_dim
+               if len(memory) else float("nan")}
+        if len(memory):
+            recalled = self.recall(np.asarray(x), seed=settings.seed)
+            overlap = recalled @ np.asarray(memory).T / self.visible_dim  # in [-1, 1]
+            out["test_distance_to_memory"] = float(np.mean((1 - overlap.max(1)) / 2))
+        return out
 
     def pictures(self, x, arrays, out_dir, settings) -> list:
         from zoo import plots
 
         if not self.image_shape:
             return []
-        s = self.spins(np.asarray(x)[:8])
+        s = self.stored_patterns()[:8]
+        if len(s) == 0:
+            return []
         seed = tf.constant([settings.seed, 37])
         cue = self.corrupt(s, self.cue_noise, seed)
         out = self._recall(cue, seed + 1, self.max_iterations)
@@ -183,4 +216,5 @@ class HopfieldNetwork(BoltzmannModel):
 
     def get_config(self):
         return {**super().get_config(), "rule": self.rule, "update": self.update,
-                "max_iterations": self.max_iterations, "cue_noise": self.cue_noise}
+                "max_iterations": self.max_iterations, "cue_noise": self.cue_noise,
+                "max_patterns": self.max_patterns}
