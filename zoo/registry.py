@@ -141,13 +141,17 @@ register("rbm", ModelEntry(
      "data": {"binarize": "static"},
      "train": {"optimizer": "sgd", "learning_rate": 0.05, "batch_size": 100, "epochs": 10}},
     "Restricted Boltzmann machine (CD-k / PCD), AIS test log-likelihood (Salakhutdinov & "
-    "Murray 2008)"))
+    "Murray 2008)",
+    smoke={"dataset": "digits", "config": {"model": {"hidden_dim": 16, "ais_betas": 200}},
+           "pictures": ["filters.png", "chains.png", "reconstructions.png"]}))
 register("gbrbm", ModelEntry(
     "zoo.boltzmann", "GaussianBernoulliRBM", "digits", BOLTZMANN_IMAGES,
     {"model": {"hidden_dim": 64, "training": "pcd", "initial_log_variance": -2.0},
      "data": {"binarize": None},
      "train": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 50, "epochs": 20}},
-    "Gaussian-Bernoulli RBM with learned visible variances (Cho et al. 2011), real-valued data"))
+    "Gaussian-Bernoulli RBM with learned visible variances (Cho et al. 2011), real-valued data",
+    smoke={"dataset": "digits", "config": {"model": {"hidden_dim": 8}},
+           "pictures": ["filters.png", "reconstructions.png"]}))
 
 
 # Autoregressive models (issue 14).
@@ -174,7 +178,10 @@ register("dbm", ModelEntry(
      "data": {"binarize": "static"},
      "train": {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 100, "epochs": 20}},
     "Deep Boltzmann machine (Salakhutdinov & Hinton 2009): doubled-RBM pretraining, mean "
-    "field and PCD, centering option, AIS log Z and the variational bound"))
+    "field and PCD, centering option, AIS log Z and the variational bound",
+    smoke={"dataset": "digits",
+           "config": {"model": {"hidden_dims": [16, 8], "pretrain_steps": 5, "ais_betas": 200}},
+           "pictures": ["filters.png", "chains.png", "inpainting.png"]}))
 register("hopfield", ModelEntry(
     "zoo.boltzmann", "HopfieldNetwork", "digits", BOLTZMANN_IMAGES,
     {"model": {"rule": "storkey", "update": "asynchronous", "max_iterations": 10,
@@ -183,7 +190,9 @@ register("hopfield", ModelEntry(
      "train": {"optimizer": "sgd", "batch_size": 10, "epochs": 1, "eval_examples": 100}},
     "Hopfield network (Hopfield 1982): Hebbian or Storkey storage, synchronous or "
     "asynchronous recall",
-    {name: {"model": {"max_patterns": 50}} for name in ("mnist5k", "mnist", "binarized_mnist")}))
+    {name: {"model": {"max_patterns": 50}} for name in ("mnist5k", "mnist", "binarized_mnist")},
+    smoke={"dataset": "digits", "config": {"model": {"max_patterns": 5, "update": "synchronous"}},
+           "pictures": ["recall.png"]}))
 register("rnade", ModelEntry(
     "zoo.autoregressive", "RNADE", "digits", AUTOREGRESSIVE_IMAGES,
     {"model": {"hidden_units": 100, "components": 10, "dequantization": 0.00390625},
