@@ -18,7 +18,8 @@ Two-layer deep Boltzmann machine (Salakhutdinov & Hinton, "Deep Boltzmann Machin
 $$E(v, h^1, h^2) = -v^\top W^1 h^1 - {h^1}^\top W^2 h^2 - b^\top v - {c^1}^\top h^1
 - {c^2}^\top h^2.$$
 
-Hopfield network (Hopfield 1982) on $s \in \{-1, 1\}^d$: $E(s) = -\tfrac12 s^\top W s - \theta^\top s$.
+Hopfield network (Hopfield 1982) on $s \in \{-1, 1\}^d$:
+$E(s) = -\tfrac12 s^\top W s - \theta^\top s$.
 
 Every function takes tensors ``[batch, units]`` and parameter ``NamedTuple``s and holds no
 Keras object, so models, AIS and export call the same code.
@@ -151,7 +152,8 @@ def rbm_exact_log_partition_hidden(params: RBMParams):
 def gaussian_rbm_hidden_marginal(params: RBMParams, log_variance) -> ExactLogPartition:
     """log Z of a Gaussian-Bernoulli RBM by enumerating h, with log p(h) (``log_marginal``).
 
-    sum_h exp(c^T h + sum_i ((b_i + (W h)_i)^2 - b_i^2) / (2 sigma_i^2)) prod_i (2 pi sigma_i^2)^(1/2).
+    Z = sum_h exp(c^T h + sum_i ((b_i + (W h)_i)^2 - b_i^2) / (2 sigma_i^2))
+        * prod_i (2 pi sigma_i^2)^(1/2).
     """
     h = binary_states(int(params.weights.shape[1]), params.weights.dtype)
     mean = params.visible_bias + tf.matmul(h, params.weights, transpose_b=True)

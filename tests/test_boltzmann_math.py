@@ -181,3 +181,17 @@ def test_ais_rejects_bad_arguments():
         ais.rbm_ais(p, np.zeros(3), num_chains=1)
     with pytest.raises(ValueError, match="num_betas"):
         ais.ais_betas(2)
+
+
+def test_inpainting_mean_field_clamps_the_observed_units_and_solves_for_the_rest():
+    rng = np.random.default_rng(6)
+    d = random_dbm(rng, 8, 5, 3)
+    v = tf.constant((rng.uniform(size=(4, 8)) < 0.5).astype("float64"))
+    observed = tf.constant(np.repeat([[1.0] * 4 + [0.0] * 4], 4, 0))
+    mf = dbm_mean_field(v, d, iterations=300, observed=observed)
+    np.testing.assert_array_equal(mf.visible[:, :4], v[:, :4])
+    filled = tf.sigmoid(mf.hidden1 @ tf.transpose(d.weights1) + d.visible_bias)
+    np.testing.assert_allclose(mf.visible[:, 4:], filled[:, 4:], atol=1e-10)
+    mu1 = tf.sigmoid(mf.visible @ d.weights1 + mf.hidden2 @ tf.transpose(d.weights2)
+                     + d.hidden1_bias)
+    np.testing.assert_allclose(mf.hidden1, mu1, atol=1e-10)

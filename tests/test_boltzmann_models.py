@@ -128,7 +128,8 @@ def test_dbm_pretraining_and_centering_keep_their_promises(digits):
     assert np.all(model.hidden1_offset.numpy() > 0)  # offsets follow the mean field
     # moving the offsets leaves the distribution (the standard parameters) unchanged
     before = model.params()
-    model._move_offsets(tf.constant(x[:16].reshape(16, -1)), tf.fill([16, 8], 0.9), tf.fill([16, 4], 0.1))
+    model.move_offsets(tf.constant(x[:16].reshape(16, -1)), tf.fill([16, 8], 0.9),
+                       tf.fill([16, 4], 0.1))
     for a, b in zip(before, model.params()):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -204,3 +205,18 @@ def test_export_gibbs_step_denoise_inpaint(kind, tmp_path):
         step = model.gibbs_step(example["visible"], example["hidden_noise"],
                                 example["visible_noise"])
         np.testing.assert_allclose(out["visible"], step.visible, rtol=1e-6)
+
+
+@pytest.mark.parametrize("module", ["zoo.layers.persistent_chains", "zoo.boltzmann.rbm",
+                                    "zoo.boltzmann.dbm", "zoo.boltzmann.hopfield"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    import zoo
+    from zoo import layers
+
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, extraglobs={**vars(layers), **vars(zoo), "keras": keras,
+                                              "tf": tf}, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -227,11 +227,11 @@ class DBM(BoltzmannModel):
         names = ["weights1", "weights2", "visible_bias", "hidden1_bias", "hidden2_bias"]
         grads = tape.gradient(gap, [getattr(self, k) for k in names])
         if self.centered:
-            self._move_offsets(x, mu1, mu2)
+            self.move_offsets(x, mu1, mu2)
         self.energy_gap.update_state(gap)
         return dict(zip(names, grads)), self.reconstruction_error(x)
 
-    def _move_offsets(self, x, mu1, mu2):
+    def move_offsets(self, x, mu1, mu2):
         """Offsets toward the batch means, biases compensated so that p is unchanged."""
         r = self.offset_rate
         t = tf.convert_to_tensor
