@@ -175,7 +175,7 @@ def test_zoo_contract(tmp_path):
         batch_size=16, epochs=3,
         bad_inputs=[(lambda m: m.validate_data({**arrays, "observations": bad}), ValueError,
                      "'observations' array holds 1 NaN")])
-    assert model.compile_kwargs() == {"loss": "mse"} and not model.supports_jit
+    assert model.compile_kwargs() == {"loss": "mse"} and not type(model).supports_jit
     want = model.filter(obs[:8]).filtered_means.numpy() - states[:8]
     np.testing.assert_allclose(report["rmse"], np.sqrt(np.mean(want ** 2)), rtol=1e-5)
     with pytest.raises(ValueError, match="'H'"):
