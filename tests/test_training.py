@@ -482,3 +482,26 @@ def test_multiworker_without_tf_config_is_a_clear_error(tmp_path, capsys, monkey
                         str(tmp_path / "r")])
     assert "TF_CONFIG" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_piecewise_schedule_and_optimizer_options_reach_the_optimizer():
+    from zoo.training.loop import optimizer_for
+
+    config = training.resolve_config("vae", "digits", {"train": {
+        "schedule": "piecewise", "schedule_epochs": [1, 4], "schedule_values": [1e-3, 1e-4, 1e-5],
+        "optimizer_options": {"epsilon": 1e-4, "beta_2": 0.99, "clipnorm": 5.0}}})
+    optimizer = optimizer_for(config["train"], steps_per_epoch=10)
+    schedule = optimizer._learning_rate  # the schedule object (learning_rate is its value)
+    rates = [float(schedule(step)) for step in (0, 9, 10, 39, 40, 100)]
+    np.testing.assert_allclose(rates, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5], rtol=1e-6)
+    assert optimizer.epsilon == 1e-4 and optimizer.beta_2 == 0.99 and optimizer.clipnorm == 5.0
+    for train, message in [
+            ({"schedule": "piecewise", "schedule_epochs": [3, 2], "schedule_values": [1, 2, 3]},
+             "increasing"),
+            ({"schedule": "piecewise", "schedule_epochs": [2], "schedule_values": [1e-3]},
+             "must hold 2 rates"),
+            ({"schedule_epochs": [2], "schedule_values": [1e-3, 1e-4]}, "need train.schedule"),
+            ({"optimizer_options": {"momentum": 0.9}}, "optimizer_options key for adam"),
+            ({"optimizer": "sgd", "optimizer_options": {"momentum": -1}}, ">= 0")]:
+        with pytest.raises(training.ConfigError, match=message):
+            training.resolve_config("vae", "digits", {"train": train})

@@ -200,3 +200,36 @@ def test_sample_weight_is_a_weighted_mean_of_the_objective(digits):
               verbose=0)
     for a, b in zip(before, [w.numpy() for w in model.trainable_variables]):
         np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_iwae_objective_is_the_k_sample_bound_and_trains(digits):
+    """objective='iwae' with k samples: its expectation is the k-sample importance-weighted
+    bound that log_likelihood(num_samples=k) estimates with other noise (equal within Monte
+    Carlo error), above the k-sample ELBO; the multi-sample ELBO keeps the ELBO's mean."""
+    reps = 400
+    x = tf.constant(np.repeat(digits[:4], reps, axis=0))  # each row: independent noise
+    iwae = VAE(latent_dim=3, objective="iwae", num_samples=5, seed=2, **SMALL)
+    elbo = VAE(latent_dim=3, num_samples=5, seed=2, **SMALL)
+    single = VAE(latent_dim=3, seed=2, **SMALL)
+    elbo.set_weights(iwae.get_weights())
+    single.set_weights(iwae.get_weights())
+
+    def per_input(values):  # [4 * reps] -> [reps, 4]
+        return np.asarray(values).reshape(4, reps).T
+
+    draws = per_input(-iwae.elbo_terms(x)["objective"])
+    log_w = iwae.log_weights(x, 5, tf.constant([7, 0]))
+    reference = per_input(tf.reduce_logsumexp(log_w, 1) - np.log(5.0))
+    assert_mc_equal(draws, reference)
+    elbo_draws = per_input(elbo.elbo_terms(x)["elbo"])
+    assert np.all(draws.mean(0) > elbo_draws.mean(0))
+    assert_mc_equal(elbo_draws, per_input(single.elbo_terms(x)["elbo"]))
+    # It trains, and saves its settings.
+    model = VAE(latent_dim=3, objective="iwae", num_samples=4, seed=1, **SMALL)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(digits, batch_size=64, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    config = model.get_config()
+    assert config["objective"] == "iwae" and config["num_samples"] == 4
+    with pytest.raises(ValueError, match="objective"):
+        VAE(latent_dim=3, objective="vimco", **SMALL)

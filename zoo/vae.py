@@ -10,6 +10,8 @@ from zoo.layers.common import check_choice, check_positive, check_positive_int, 
 from zoo.base import ImageLatentModel
 from zoo.networks import ARCHITECTURES, conv_decoder, conv_encoder, flat_size, mlp
 
+OBJECTIVES = ("elbo", "iwae")
+
 LIKELIHOODS = ("bernoulli", "gaussian")
 GAUSSIAN_VARIANCES = ("fixed", "learned", "per_pixel")
 
@@ -62,7 +64,9 @@ class VAE(ImageLatentModel):
 
     $$\mathcal{L}(x) = E_{q}[\log p_\theta(x|z)] - \beta\, \mathrm{KL}(q_\phi(z|x) \| p(z))$$
 
-    with one sample per input; the KL is analytic (estimator B, ``kl_estimator="analytic"``) or
+    with ``num_samples`` samples per input (one by default); with ``objective="iwae"`` it
+    maximizes the importance-weighted bound $\log \frac1k \sum_i p(x, z_i) / q(z_i|x)$ over
+    $k$ = ``num_samples`` samples instead (Burda et al. 2016's IWAE); the KL is analytic (estimator B, ``kl_estimator="analytic"``) or
     the Monte Carlo $\log q - \log p$ (estimator A, ``"mc"``); $\beta$ is the posterior layer's
     ``kl_weight`` (``KLAnnealing`` schedules it). ``free_bits`` > 0 (diagonal posterior only)
     replaces each dimension's batch-mean KL by max(free_bits, KL_j) (Kingma et al. 2016).
@@ -84,6 +88,8 @@ class VAE(ImageLatentModel):
         free_bits: float. Free-bits floor per latent dimension in nats (0 disables).
         gaussian_variance: str. ``"fixed"``, ``"learned"`` or ``"per_pixel"``.
         gaussian_scale: float. Fixed or initial Gaussian standard deviation.
+        objective: str. ``"elbo"`` or ``"iwae"`` (the training bound).
+        num_samples: int. Samples of z per input in training (Burda et al.'s k).
         seed: int or None. Seed of the posterior's sampler.
 
     Example:
@@ -112,6 +118,8 @@ class VAE(ImageLatentModel):
         free_bits: float = 0.0,
         gaussian_variance: str = "learned",
         gaussian_scale: float = 1.0,
+        objective: str = "elbo",
+        num_samples: int = 1,
         seed: int | None = None,
         **kwargs,
     ):
@@ -119,6 +127,11 @@ class VAE(ImageLatentModel):
         check_positive_int("latent_dim", latent_dim)
         check_choice("architecture", architecture, ARCHITECTURES)
         check_positive("free_bits", free_bits, allow_zero=True)
+        check_choice("objective", objective, OBJECTIVES)
+        check_positive_int("num_samples", num_samples)
+        if free_bits > 0 and objective == "iwae":
+            raise ValueError("`free_bits` applies to the ELBO's KL term; objective='iwae' has "
+                             "none.")
         if free_bits > 0 and covariance != "diag":
             raise ValueError(
                 f"`free_bits` needs a KL that splits over dimensions: covariance='diag', got "
@@ -136,6 +149,8 @@ class VAE(ImageLatentModel):
         self.free_bits = float(free_bits)
         self.gaussian_variance = gaussian_variance
         self.gaussian_scale = gaussian_scale
+        self.objective = objective
+        self.num_samples = int(num_samples)
         self.seed = seed
         self.head, per_value = likelihood_head(likelihood, self.data_shape, gaussian_variance,
                                                gaussian_scale)
@@ -177,15 +192,36 @@ class VAE(ImageLatentModel):
         return tf.fill(tf.shape(per_dim)[:1], tf.reduce_sum(floored))
 
     def elbo_terms(self, x, training=None):
-        posterior = self.posterior(self.encoder(x))
-        reconstruction = self.head(apply_with_particles(self.decoder, posterior["z"]),
-                                   x)["log_prob"]
-        weight = tf.cast(self.posterior.kl_weight, reconstruction.dtype)
+        k = self.num_samples
+        features = self.encoder(x)
+        if k == 1 and self.objective == "elbo":
+            posterior = self.posterior(features)
+            reconstruction = self.head(apply_with_particles(self.decoder, posterior["z"]),
+                                       x)["log_prob"]
+            kl = posterior["kl"]
+            weight = tf.cast(self.posterior.kl_weight, reconstruction.dtype)
+            objective = weight * self.kl_objective(posterior) - reconstruction
+        else:  # k samples per input: [batch, k] terms
+            posterior = self.posterior(features, num_samples=k)
+            log_px = self.head(apply_with_particles(self.decoder, posterior["z"]),
+                               x)["log_prob"]
+            reconstruction = tf.reduce_mean(log_px, 1)
+            kl = posterior["kl"]
+            if kl.shape.rank == 2:  # Monte Carlo KL: one per sample
+                kl = tf.reduce_mean(kl, 1)
+            if self.objective == "iwae":
+                log_w = log_px + tf.cast(posterior["log_prior"] - posterior["log_q"],
+                                         log_px.dtype)
+                objective = -(tf.reduce_logsumexp(log_w, 1)
+                              - tf.math.log(tf.cast(k, log_w.dtype)))
+            else:
+                weight = tf.cast(self.posterior.kl_weight, reconstruction.dtype)
+                objective = weight * self.kl_objective({**posterior, "kl": kl}) - reconstruction
         return {
-            "elbo": reconstruction - posterior["kl"],
+            "elbo": reconstruction - kl,
             "reconstruction": reconstruction,
-            "kl": posterior["kl"],
-            "objective": weight * self.kl_objective(posterior) - reconstruction,
+            "kl": kl,
+            "objective": objective,
             "posterior_loc": posterior["loc"],
         }
 
@@ -213,6 +249,8 @@ class VAE(ImageLatentModel):
             free_bits=self.free_bits,
             gaussian_variance=self.gaussian_variance,
             gaussian_scale=self.gaussian_scale,
+            objective=self.objective,
+            num_samples=self.num_samples,
             seed=self.seed,
         )
         return config

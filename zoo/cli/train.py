@@ -34,7 +34,7 @@ def build_parser():
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--schedule", choices=["constant", "cosine", "exponential"])
+    parser.add_argument("--schedule", choices=["constant", "cosine", "exponential", "piecewise"])
     parser.add_argument("--seed", type=int)
     parser.add_argument("--jit", action="store_true", help="compile train steps with XLA")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy")

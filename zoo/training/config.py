@@ -14,10 +14,13 @@ TRAIN_DEFAULTS = {
     "epochs": 10,
     "batch_size": 100,
     "learning_rate": 1e-3,
-    "schedule": "constant",  # constant | cosine | exponential
+    "schedule": "constant",  # constant | cosine | exponential | piecewise
     "decay_rate": 0.5,  # exponential: factor per `decay_epochs`
     "decay_epochs": 10,
+    "schedule_epochs": [],  # piecewise: epochs at which the rate changes...
+    "schedule_values": [],  # ...and the rates (one more than the epochs)
     "optimizer": "adam",  # adam | rmsprop | sgd
+    "optimizer_options": {},  # e.g. {"epsilon": 1e-4, "beta_1": 0.9, "clipnorm": 10.0}
     "seed": 0,
     "jit": False,
     "mixed_precision": False,
@@ -25,11 +28,18 @@ TRAIN_DEFAULTS = {
     "eval_samples": 100,  # K of the importance-weighted bound in the final evaluation
     "eval_examples": 500,  # a seeded random subset of the test split of this size (0: all)
 }
-CHOICES = {"schedule": ("constant", "cosine", "exponential"),
+CHOICES = {"schedule": ("constant", "cosine", "exponential", "piecewise"),
            "optimizer": ("adam", "rmsprop", "sgd"),
            "strategy": ("default", "mirrored", "multiworker")}
 POSITIVE_INTS = ("epochs", "batch_size", "eval_samples", "decay_epochs")
 BOOLEANS = ("jit", "mixed_precision")
+#: Keyword arguments ``train.optimizer_options`` may pass to the Keras optimizer.
+OPTIMIZER_OPTIONS = {
+    "adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
+    "rmsprop": ("rho", "momentum", "epsilon", "centered"),
+    "sgd": ("momentum", "nesterov"),
+}
+COMMON_OPTIMIZER_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay")
 #: What ``--resume`` may change in a run's config; any other difference is refused.
 RESUMABLE = ("epochs", "learning_rate", "eval_samples", "eval_examples")
 
@@ -130,6 +140,8 @@ def _check_train(train: dict, model_cls) -> None:
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or value <= 0):
             raise ConfigError(f"train.{key} must be a finite number > 0, got {value!r}")
+    _check_schedule(train)
+    _check_optimizer_options(train)
     if isinstance(train["seed"], bool) or not isinstance(train["seed"], int):
         raise ConfigError(f"train.seed must be an integer, got {train['seed']!r}")
     if train["jit"] and not getattr(model_cls, "supports_jit", True):
@@ -137,6 +149,46 @@ def _check_train(train: dict, model_cls) -> None:
             f"train.jit is not supported for {model_cls.__name__}: XLA cannot compile the "
             f"gradient of its time loop (tf.scan over variable-length sequences / per-step "
             f"Jacobians) in TF 2.21; train without --jit")
+
+
+def _number(value) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value))
+
+
+def _check_schedule(train: dict) -> None:
+    epochs, values = train["schedule_epochs"], train["schedule_values"]
+    if not isinstance(epochs, list) or not isinstance(values, list):
+        raise ConfigError("train.schedule_epochs and train.schedule_values must be lists")
+    if train["schedule"] != "piecewise":
+        if epochs or values:
+            raise ConfigError("train.schedule_epochs / schedule_values need "
+                              "train.schedule=piecewise")
+        return
+    if (not all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in epochs)
+            or epochs != sorted(set(epochs))):
+        raise ConfigError(f"train.schedule_epochs must be increasing positive epoch numbers, "
+                          f"got {epochs!r}")
+    if len(values) != len(epochs) + 1 or not all(_number(v) and v > 0 for v in values):
+        raise ConfigError(f"train.schedule_values must hold {len(epochs) + 1} rates > 0 (one "
+                          f"more than train.schedule_epochs), got {values!r}")
+
+
+def _check_optimizer_options(train: dict) -> None:
+    options = train["optimizer_options"]
+    if not isinstance(options, dict):
+        raise ConfigError(f"train.optimizer_options must be a mapping, got {options!r}")
+    valid = OPTIMIZER_OPTIONS[train["optimizer"]] + COMMON_OPTIMIZER_OPTIONS
+    for key, value in options.items():
+        if key not in valid:
+            raise _choices_error(f"train.optimizer_options key for {train['optimizer']}:", key,
+                                 valid)
+        if key in ("amsgrad", "centered", "nesterov"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"train.optimizer_options.{key} must be true or false")
+        elif not (_number(value) and value >= 0):
+            raise ConfigError(f"train.optimizer_options.{key} must be a finite number >= 0, "
+                              f"got {value!r}")
 
 
 def resolve_config(model: str, dataset: str | None = None, config: dict | None = None,

@@ -33,8 +33,13 @@ def optimizer_for(train: dict, steps_per_epoch: int):
     elif train["schedule"] == "exponential":
         lr = keras.optimizers.schedules.ExponentialDecay(
             lr, train["decay_epochs"] * steps_per_epoch, train["decay_rate"])
+    elif train["schedule"] == "piecewise":
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [e * steps_per_epoch - 1 for e in train["schedule_epochs"]],  # boundary inclusive
+            [float(v) for v in train["schedule_values"]])
+    options = dict(train.get("optimizer_options") or {})
     return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-            "sgd": keras.optimizers.SGD}[train["optimizer"]](learning_rate=lr)
+            "sgd": keras.optimizers.SGD}[train["optimizer"]](learning_rate=lr, **options)
 
 
 def _rank1_logs(step):
