@@ -296,7 +296,7 @@ def test_zoo_contract_padding_missing_frames_and_pictures(tmp_path):
     frames = (np.random.RandomState(1).rand(2, 3, 4, 4, 1) > 0.5).astype("float32")
     drawn = images.pictures({"observations": frames}, {"clean": frames}, str(tmp_path),
                             settings)
-    assert [p.rsplit("/", 1)[-1] for p in drawn] == ["frames.png"]
+    assert [p.rsplit("/", 1)[-1] for p in drawn] == ["healing.png"]
     series = DeepKalmanFilter(observation_shape=(2,), likelihood="gaussian", seed=0, **TINY)
     drawn = series.pictures({"observations": np.random.RandomState(2).randn(2, 6, 2)}, {},
                             str(tmp_path), settings)

@@ -91,20 +91,21 @@ def looks_binary(values) -> bool:
 def picture_sequence(observations, means, length: int, out_dir: str, arrays: dict,
                      sample=None, std=None, truth=None, title: str = "") -> list:
     """One sequence drawn by what its frames are, not by the dataset's name: image frames
-    (rank >= 4, [batch, time, h, w(, c)]) as rows of input / model / ``arrays["clean"]`` when
-    present; binary vectors as piano rolls (data and ``sample``, a model draw); otherwise
-    trajectories (with ``std`` bands and ``truth``)."""
+    (rank >= 4, [batch, time, h, w(, c)]) as rows of input / healed (the model's emission
+    means) / ``arrays["clean"]`` when present (``healing.png``); binary vectors as piano rolls
+    (data and ``sample``, a model draw; ``piano_rolls.png``); otherwise trajectories (with
+    ``std`` bands and ``truth``; ``trajectories.png``)."""
     from zoo import plots
 
     path = lambda name: os.path.join(out_dir, name)  # noqa: E731
     obs = np.asarray(observations)[0, :length]
     means = np.asarray(means)[0, :length]
-    if obs.ndim >= 3:
-        rows, labels = [obs, means], ["input", "model"]
+    if obs.ndim >= 3:  # image frames: the model's reconstruction "heals" noise and occlusion
+        rows, labels = [obs, means], ["input", "healed"]
         if "clean" in arrays:
             rows.append(np.asarray(arrays["clean"])[0, :length])
             labels.append("clean")
-        return [plots.image_rows(rows, labels, path("frames.png"))]
+        return [plots.image_rows(rows, labels, path("healing.png"))]
     if looks_binary(obs) and sample is not None:
         return [plots.piano_rolls([obs, np.asarray(sample)[:length]],
                                   ["data", "model sample (emission means)"],
