@@ -66,6 +66,10 @@ class BoltzmannModel(ZooModel, keras.Model):
     binarizes_inputs = True
 
     def __init__(self, visible_dim: int, image_shape=None, seed: int | None = None, **kwargs):
+        # Energies, free energies and AIS need float32 at least: under a mixed-precision
+        # policy the model keeps float32 (the sampling noise and the parameters alike).
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         visible_dim = int(visible_dim)
         if visible_dim < 1:
