@@ -48,6 +48,15 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
                  "checkpoints/state.json", *[f"plots/{p}" for p in pictures]]:
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    if "samples.png" in pictures:  # the image models also log pictures to TensorBoard
+        import glob
+
+        import tensorflow as tf
+
+        tags = {v.tag for path in glob.glob(os.path.join(run_dir, "tensorboard", "images", "*"))
+                for event in tf.compat.v1.train.summary_iterator(path)
+                for v in event.summary.value}
+        assert {"samples", "reconstructions"} <= tags, tags
     result = json.load(open(os.path.join(run_dir, "evaluation.json")))
     assert "evaluation_examples" in result or not any(
         k.startswith(("iwae", "log_likelihood", "rmse")) for k in result)

@@ -140,13 +140,16 @@ class LatentVariableModel(ZooModel, keras.Model):
     def evaluation(self, x, y, arrays: dict, settings: EvalSettings) -> dict:
         """The K-sample importance-weighted log-likelihood (mean over the examples ``x``)."""
         k = settings.num_samples
-        bound = self.log_likelihood(x, num_samples=k, seed=settings.seed)
+        # K = 5000 over a whole test split takes minutes: show progress.
+        bound = self.log_likelihood(x, num_samples=k, seed=settings.seed,
+                                    progress=k * len(tf.nest.flatten(x)[0]) >= 1_000_000)
         return {f"iwae_log_likelihood_k{k}": float(np.mean(bound.log_likelihood)),
                 "likelihood_examples": int(len(bound.log_likelihood))}
 
     # ------------------------------------------------------------------ evaluation
     def log_likelihood(self, x, num_samples: int = 5000, batch_size: int = 100,
-                       chunk_size: int = 500, seed: int = 0) -> ImportanceWeightedBound:
+                       chunk_size: int = 500, seed: int = 0,
+                       progress: bool = False) -> ImportanceWeightedBound:
         """K-sample importance-weighted bound per example (Burda et al. 2016).
 
         With K = 5000 it is how published tables estimate log p(x). Runs in batches of
@@ -158,10 +161,14 @@ class LatentVariableModel(ZooModel, keras.Model):
             raise ValueError("`num_samples`, `batch_size` and `chunk_size` must be >= 1.")
         fn = tf.function(self.log_weights, reduce_retracing=True)
         results = []
+        count = len(tf.nest.flatten(x)[0])
+        bar = keras.utils.Progbar(count, unit_name="example") if progress else None
         for start, batch in _batches(x, batch_size):
             results.append(chunked_importance_bound(
                 fn, self.check_input(batch), num_samples, chunk_size,
                 seed + 7919 * (start // batch_size)))
+            if bar is not None:
+                bar.update(min(start + batch_size, count))
         return ImportanceWeightedBound(
             log_likelihood=np.concatenate([r.log_likelihood for r in results]),
             elbo=np.concatenate([r.elbo for r in results]),
@@ -215,6 +222,21 @@ class ImageLatentModel(LatentVariableModel):
             if "binarize" not in user_data:
                 data["binarize"] = None
         return data
+
+    def tensorboard_images(self, x, settings: EvalSettings) -> dict:
+        def images(batch):
+            batch = np.asarray(batch, np.float32)
+            if batch.ndim == 2:  # flat vectors: no picture unless square
+                side = int(round(np.sqrt(batch.shape[1])))
+                if side * side != batch.shape[1]:
+                    return None
+                batch = batch.reshape(-1, side, side)
+            return batch[..., None] if batch.ndim == 3 else batch
+
+        out = {"samples": images(self.sample(8, seed=settings.seed)),
+               "reconstructions": images(np.concatenate(
+                   [np.asarray(x[:8]), np.asarray(self.reconstruct(x[:8]))]))}
+        return {k: np.clip(v, 0, 1) for k, v in out.items() if v is not None}
 
     def pictures(self, x, arrays: dict, out_dir: str, settings: EvalSettings) -> list:
         import os

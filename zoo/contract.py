@@ -139,6 +139,11 @@ class ZooModel:
         return {}
 
     # ------------------------------------------------------------------ pictures
+    def tensorboard_images(self, x, settings: EvalSettings) -> dict:
+        """Images for TensorBoard at every epoch end: ``{name: [n, H, W, C] in [0, 1]}``,
+        drawn from a few fixed evaluation examples ``x``."""
+        return {}
+
     def pictures(self, x, arrays: dict, out_dir: str, settings: EvalSettings) -> list:
         """PNG files a person would look at, drawn from a few evaluation examples ``x``
         (a seeded random choice); returns their paths."""

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.contract import EvalSettings
 from zoo.registry import model_entry
 from zoo.training import data as run_data
 from zoo.training.checkpoint import (EpochCheckpoint, atomic_write_json, read_state, restore)
@@ -82,6 +83,26 @@ def build_model(config: dict, arrays: dict):
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model settings for {config['model_name']!r} are invalid: "
                           f"{err}") from None
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Writes the model's ``tensorboard_images`` (samples, reconstructions...) to TensorBoard
+    at every epoch end, from a fixed seeded choice of evaluation examples."""
+
+    def __init__(self, log_dir: str, x, settings):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.x = x
+        self.settings = settings
+
+    def on_epoch_end(self, epoch, logs=None):
+        images = self.model.tensorboard_images(self.x, self.settings)
+        if not images:
+            return
+        with self.writer.as_default(step=epoch):
+            for name, batch in images.items():
+                tf.summary.image(name, batch, max_outputs=len(batch))
+        self.writer.flush()
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -219,11 +240,17 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
         checkpoint.best = state["best"]
         log(f"Resuming {run_dir} at epoch {initial_epoch + 1} (optimizer step {state['step']})")
     nan_stop = StopOnNaN(checkpoint)
+    picked, _ = run_data.subset(valid_arrays if valid_split else train_arrays, config, 8,
+                                train_cfg["seed"])
+    images = ImageSummaries(os.path.join(run_dir, "tensorboard", "images"),
+                            cls.fit_inputs(picked)[0],
+                            EvalSettings(seed=train_cfg["seed"]))
     callbacks = [
         *model.default_callbacks(),
         nan_stop,
         checkpoint,
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        images,
         *(callbacks or []),
     ]
     train_data = run_data.train_stream(cls, x, y, config, initial_epoch)
