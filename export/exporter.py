@@ -305,7 +305,14 @@ def verify(tflite_path: str, model, inputs: dict | None = None, allow_flex: bool
                 if key in sig.random_outputs:
                     continue
                 ref = np.asarray(ref, np.float64)
-                diff = float(np.max(np.abs(np.asarray(got[key], np.float64) - ref), initial=0.0))
+                out = np.asarray(got[key], np.float64)
+                if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(out))):
+                    which = "the Keras model" if not np.all(np.isfinite(ref)) else "the file"
+                    raise ValueError(
+                        f"{tflite_path}: {name}.{key} is not finite (NaN or Inf) in {which} "
+                        f"for a valid example input: the model's weights or the export are "
+                        f"broken (a diverged training run?); nothing verified.")
+                diff = float(np.max(np.abs(out - ref), initial=0.0))
                 scale = max(float(np.max(np.abs(ref), initial=0.0)), 1e-30)
                 old = worst.get(key, Parity(0.0, 0.0))
                 worst[key] = Parity(max(old.max_abs, diff), max(old.max_rel, diff / scale))
