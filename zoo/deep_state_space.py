@@ -363,9 +363,11 @@ class DeepStateSpaceModel(LatentVariableModel):
         return tf.reshape(tf.reduce_sum(t["mask"] * per_step, 1), [batch, num_samples])
 
     def log_likelihood(self, inputs, num_samples: int = 1000, batch_size: int = 20,
-                       chunk_size: int = 100, seed: int = 0):
-        """Per-sequence importance-weighted bound over whole latent trajectories."""
-        return super().log_likelihood(inputs, num_samples, batch_size, chunk_size, seed)
+                       chunk_size: int = 100, seed: int = 0, **kwargs):
+        """Per-sequence importance-weighted bound over whole latent trajectories (other
+        arguments as ``LatentVariableModel.log_likelihood``)."""
+        return super().log_likelihood(inputs, num_samples, batch_size, chunk_size, seed,
+                                      **kwargs)
 
     # ------------------------------------------------------------------ user methods
     def _posterior_pass(self, inputs):
