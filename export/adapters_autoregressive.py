@@ -1,4 +1,5 @@
-"""Export adapter of the autoregressive models (FVSBN, NADE, MADE, order-agnostic NADE).
+"""Export adapters of issue 14: the autoregressive models (FVSBN, NADE, MADE, order-agnostic
+NADE) and the flow-posterior VAE (``"latent_flow"``, at the end).
 
 Signatures, built-in TFLite ops only, for images flattened to D = prod(input_shape) values:
 
@@ -25,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from zoo.export.adapters import ExportSpec, Signature, model_config, register_adapter, spec
+from zoo.export.adapters import (ExportSpec, LatentModelAdapter, Signature, model_config,
+                                 posterior_parameters, register_adapter, spec)
 
 
 def _away_from(p, x):
@@ -104,3 +106,22 @@ class AutoregressiveAdapter:
                     "ordering": [int(i) for i in np.argsort(np.asarray(degrees0))],
                     "members": m.num_members}
         return ExportSpec(signatures, metadata)
+
+
+@register_adapter("latent_flow")
+class FlowPosteriorAdapter(LatentModelAdapter):
+    """A VAE whose posterior ends in a flow (``posterior_flow="iaf"|"planar"``): the latent
+    adapter's ``decode`` / ``sample`` / ``sample_random``, and an ``encode`` that takes the
+    posterior's standard-normal ``noise`` [b, latent_dim] and returns the base Gaussian's
+    parameters (``loc``, ``scale``...), the flowed sample ``z`` = z_K and its log-density
+    ``log_q`` = log q_0(z_0|x) - sum_k log|det J_k|."""
+
+    def encode_noise_shape(self):
+        return (self.model.latent_dim,)
+
+    def call_encode(self, x, noise=None):
+        m = self.model
+        features = m.encoder(x)
+        params = posterior_parameters(m.posterior, features)
+        post = m.sample_posterior(features, noise=noise)
+        return {**params, "z": post["z"], "log_q": post["log_q"]}

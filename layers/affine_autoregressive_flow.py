@@ -57,17 +57,17 @@ class AffineAutoregressiveFlow(keras.layers.Layer):
         self.forget_bias = float(forget_bias)
         self.activation = activation
         self.seed = seed
-        # Small last-layer weights start the step near the identity (gated: sigma ~ sigmoid(1)).
+        # A small last layer starts the step near the identity (gated: sigma ~ sigmoid(b_f)).
         self.network = AutoregressiveNetwork(
             event_size, params=2, hidden_units=self.hidden_units, input_order=input_order,
             activation=activation, conditional_size=context_size, seed=seed,
             dtype=self.dtype_policy, name="made")
         self.input_order = self.network.input_order
+        self.network.masked[-1].kernel_initializer = keras.initializers.RandomUniform(
+            -1e-3, 1e-3, seed=seed)
 
     def build(self, input_shape):
         self.network.build((None, self.event_size))
-        last = self.network.masked[-1]
-        last.kernel.assign(last.kernel * 0.01)
 
     def _params(self, v, context):
         out = self.network(tf.cast(v, self.compute_dtype), conditional=context)
@@ -91,13 +91,17 @@ class AffineAutoregressiveFlow(keras.layers.Layer):
         return (v - shift) / scale, -log_det
 
     def _sequential(self, given, context, direction):
-        """D fixed-point passes; after pass k the first k dimensions of the ordering are
-        exact, so D passes solve the triangular system exactly."""
+        """D passes, pass k solving the k-th dimension of the ordering from the ones before
+        it (exact); dimensions not yet solved stay 0, so a wild guess never reaches the
+        network (a masked weight times inf would still give NaN)."""
+        order = tf.argsort(self.network.degrees[0])
+
         def body(k, v):
             scale, shift, _ = self._params(v, context)
             new = (scale * given + shift if direction == "forward"
                    else (given - shift) / scale)
-            return k + 1, new
+            pick = tf.one_hot(order[k], self.event_size, dtype=v.dtype)
+            return k + 1, v + pick * (new - v)
 
         _, v = tf.while_loop(lambda k, v: k < self.event_size, body,
                              [tf.constant(0), tf.zeros_like(given)])

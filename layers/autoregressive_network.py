@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.layers.common import check_choice, check_positive_int, register
-from zoo.layers.masked_dense import MaskedDense
+from zoo.layers.masked_dense import MaskedDense, constant_initializer
 
 ORDERS = ("left-to-right", "right-to-left", "random")
 HIDDEN_DEGREES = ("equal", "random")
@@ -167,18 +167,20 @@ class AutoregressiveNetwork(keras.layers.Layer):
         if dim != self.event_size:
             raise ValueError(f"AutoregressiveNetwork(event_size={self.event_size}) got inputs "
                              f"with last axis {dim}.")
-        self.degrees = self.add_weight(name="degrees", shape=(self.num_masks, self.event_size),
-                                       initializer="zeros", trainable=False, dtype="float32",
-                                       autocast=False)
+        draws = [self.draw_degrees(k) for k in range(self.num_masks)]
+        masks = [np.stack(m) for m in zip(*[made_masks(d, self.params) for d in draws])]
+        # Initial values, not assigns: a first call under a symbolic scope would drop those.
+        self.degrees = self.add_weight(
+            name="degrees", shape=(self.num_masks, self.event_size), trainable=False,
+            dtype="float32", autocast=False,
+            initializer=constant_initializer(np.stack([d[0] for d in draws])))
         width = dim
-        for layer in self.masked:
+        for layer, mask in zip(self.masked, masks):
+            layer.initial_masks = mask
             layer.build((None, width))
             width = layer.units
-        for i, layer in enumerate(self.conditioners):
+        for layer in self.conditioners:
             layer.build((None, self.conditional_size))
-        draws = [self.draw_degrees(k) for k in range(self.num_masks)]
-        self.set_masks([np.stack(m) for m in zip(*[made_masks(d, self.params) for d in draws])],
-                       np.stack([d[0] for d in draws]))
 
     def set_masks(self, masks, degrees) -> None:
         """Replace every layer's masks (``masks[l]``: [num_masks, in, out], or [in, out] for

@@ -9,6 +9,16 @@ import tensorflow as tf
 from zoo.layers.common import check_positive_int, register
 
 
+def constant_initializer(value):
+    """An initializer returning ``value`` (an array of the weight's shape)."""
+    value = np.asarray(value)
+
+    def init(shape, dtype=None):
+        return tf.constant(value.reshape(shape), dtype=dtype or "float32")
+
+    return init
+
+
 @register
 class MaskedDense(keras.layers.Layer):
     r"""$y = a\big(x\,(W \odot M_k) + b\big)$ with $M_k$ one of ``num_masks`` binary masks.
@@ -34,7 +44,7 @@ class MaskedDense(keras.layers.Layer):
     >>> layer = MaskedDense(2)
     >>> _ = layer(np.zeros((1, 2), "float32"))
     >>> layer.set_masks(np.array([[[1, 1], [0, 1]]]))  # output 0 sees input 0 only
-    >>> layer.kernel.assign(np.ones((2, 2), "float32"))
+    >>> _ = layer.kernel.assign(np.ones((2, 2), "float32"))
     >>> np.asarray(layer(np.array([[1.0, 10.0]], "float32"))).tolist()
     [[1.0, 11.0]]
     """
@@ -59,9 +69,13 @@ class MaskedDense(keras.layers.Layer):
         self.bias = (self.add_weight(name="bias", shape=(self.units,),
                                      initializer=self.bias_initializer)
                      if self.use_bias else None)
-        self.masks = self.add_weight(name="masks", shape=(self.num_masks, input_dim, self.units),
-                                     initializer="ones", trainable=False, dtype="float32",
-                                     autocast=False)
+        # Masks a parent chose before building (MADE's degrees) are the initial value rather
+        # than an assign after creation: a first call under a symbolic scope drops assigns.
+        initial = getattr(self, "initial_masks", None)
+        self.masks = self.add_weight(
+            name="masks", shape=(self.num_masks, input_dim, self.units), trainable=False,
+            dtype="float32", autocast=False,
+            initializer="ones" if initial is None else constant_initializer(initial))
 
     def set_masks(self, masks) -> None:
         """Replace the masks: ``masks`` [num_masks, input_dim, units] (or [input_dim, units]

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from zoo.layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior
+from zoo.layers.posterior_flow import FLOWS, PosteriorFlow
 from zoo.layers.common import check_choice, check_positive, check_positive_int, register
 from zoo.base import ImageLatentModel
 from zoo.networks import ARCHITECTURES, conv_decoder, conv_encoder, flat_size, mlp
@@ -90,6 +91,12 @@ class VAE(ImageLatentModel):
         gaussian_scale: float. Fixed or initial Gaussian standard deviation.
         objective: str. ``"elbo"`` or ``"iwae"`` (the training bound).
         num_samples: int. Samples of z per input in training (Burda et al.'s k).
+        posterior_flow: str or None. ``"iaf"`` (Kingma et al. 2016) or ``"planar"``
+            (Rezende & Mohamed 2015): z_0 ~ q_0 passes through ``flow_steps`` flow steps
+            conditioned on the encoder's features; log q(z_K|x) = log q_0(z_0|x) - sum_k
+            log|det J_k| (the IWAE weights use it), and the KL term becomes the single-sample
+            Monte Carlo log q(z_K|x) - log p(z_K) whatever ``kl_estimator`` says.
+        flow_steps: int. Number K of flow steps (with ``posterior_flow``).
         seed: int or None. Seed of the posterior's sampler.
 
     Example:
@@ -120,6 +127,8 @@ class VAE(ImageLatentModel):
         gaussian_scale: float = 1.0,
         objective: str = "elbo",
         num_samples: int = 1,
+        posterior_flow: str | None = None,
+        flow_steps: int = 2,
         seed: int | None = None,
         **kwargs,
     ):
@@ -129,6 +138,13 @@ class VAE(ImageLatentModel):
         check_positive("free_bits", free_bits, allow_zero=True)
         check_choice("objective", objective, OBJECTIVES)
         check_positive_int("num_samples", num_samples)
+        if posterior_flow is not None:
+            check_choice("posterior_flow", posterior_flow, FLOWS)
+            check_positive_int("flow_steps", flow_steps)
+            if free_bits > 0:
+                raise ValueError("`free_bits` needs the analytic per-dimension KL of a Gaussian "
+                                 "posterior; with `posterior_flow` the KL is a Monte Carlo "
+                                 "estimate.")
         if free_bits > 0 and objective == "iwae":
             raise ValueError("`free_bits` applies to the ELBO's KL term; objective='iwae' has "
                              "none.")
@@ -160,6 +176,14 @@ class VAE(ImageLatentModel):
             latent_dim, covariance=covariance, kl=kl_estimator, kl_weight=kl_weight,
             add_kl_loss=False, seed=seed, name="posterior",
         )
+        self.posterior_flow = posterior_flow
+        self.flow_steps = int(flow_steps)
+        self.flow = None
+        if posterior_flow is not None:
+            width = int(self.encoder(tf.zeros((1, *self.data_shape))).shape[-1])
+            self.flow = PosteriorFlow(latent_dim, context_size=width, kind=posterior_flow,
+                                      steps=self.flow_steps, name="posterior_flow")
+            self.export_adapter = "latent_flow"  # its encode runs the flow
         self.decoder = data_decoder(architecture, self.hidden_units, self.conv_filters,
                                     activation, self.data_shape, per_value)
         self(tf.zeros((1, *self.data_shape)))  # build every weight now
@@ -181,6 +205,23 @@ class VAE(ImageLatentModel):
     def prior_sample(self, n: int, seed=None):
         return tf.random.stateless_normal([n, self.latent_dim], self.stateless_seed(seed))
 
+    def sample_posterior(self, features, **kwargs):
+        """The posterior layer's sample (``kwargs``: ``noise``, ``num_samples``), pushed
+        through the posterior flow when there is one: then ``z`` is z_K, ``log_q`` includes
+        the flow's log-determinant, ``log_prior`` is log N(z_K; 0, I) and ``kl`` is their
+        single-sample difference (per particle)."""
+        posterior = self.posterior(features, **kwargs)
+        if self.flow is None:
+            return posterior
+        out = self.flow(posterior["z"], features)
+        z = tf.cast(out["z"], posterior["z"].dtype)
+        log_q = posterior["log_q"] - tf.cast(out["log_det"], posterior["log_q"].dtype)
+        log_prior = (-0.5 * tf.reduce_sum(tf.square(z), -1)
+                     - 0.5 * self.latent_dim * tf.math.log(tf.constant(2.0 * 3.141592653589793,
+                                                                       z.dtype)))
+        return {**posterior, "z": z, "log_q": log_q, "log_prior": log_prior,
+                "kl": log_q - log_prior}
+
     # ------------------------------------------------------------------ bounds
     def kl_objective(self, posterior):
         """The KL term of the training objective, with free bits when asked."""
@@ -195,14 +236,14 @@ class VAE(ImageLatentModel):
         k = self.num_samples
         features = self.encoder(x)
         if k == 1 and self.objective == "elbo":
-            posterior = self.posterior(features)
+            posterior = self.sample_posterior(features)
             reconstruction = self.head(apply_with_particles(self.decoder, posterior["z"]),
                                        x)["log_prob"]
             kl = posterior["kl"]
             weight = tf.cast(self.posterior.kl_weight, reconstruction.dtype)
             objective = weight * self.kl_objective(posterior) - reconstruction
         else:  # k samples per input: [batch, k] terms
-            posterior = self.posterior(features, num_samples=k)
+            posterior = self.sample_posterior(features, num_samples=k)
             log_px = self.head(apply_with_particles(self.decoder, posterior["z"]),
                                x)["log_prob"]
             reconstruction = tf.reduce_mean(log_px, 1)
@@ -229,7 +270,7 @@ class VAE(ImageLatentModel):
         features = self.encoder(x)
         noise = tf.random.stateless_normal(
             [tf.shape(x)[0], num_samples, self.latent_dim], seed, dtype=features.dtype)
-        posterior = self.posterior(features, noise=noise, num_samples=num_samples)
+        posterior = self.sample_posterior(features, noise=noise, num_samples=num_samples)
         log_px = self.head(apply_with_particles(self.decoder, posterior["z"]), x)["log_prob"]
         return log_px + posterior["log_prior"] - posterior["log_q"]
 
@@ -251,6 +292,8 @@ class VAE(ImageLatentModel):
             gaussian_scale=self.gaussian_scale,
             objective=self.objective,
             num_samples=self.num_samples,
+            posterior_flow=self.posterior_flow,
+            flow_steps=self.flow_steps,
             seed=self.seed,
         )
         return config

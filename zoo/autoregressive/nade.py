@@ -8,6 +8,7 @@ import tensorflow as tf
 from zoo.autoregressive.base import BinaryAutoregressiveModel
 from zoo.layers.autoregressive_network import input_degrees
 from zoo.layers.common import check_positive_int, register
+from zoo.layers.masked_dense import constant_initializer
 
 
 @register
@@ -57,8 +58,7 @@ class NADE(BinaryAutoregressiveModel):
         self.b = self.add_weight(name="b", shape=(d,), initializer="zeros")
         self.degrees = self.add_weight(name="degrees", shape=(1, d), trainable=False,
                                        dtype="float32", autocast=False,
-                                       initializer="zeros")
-        self.degrees.assign(degrees[None].astype(np.float32))
+                                       initializer=constant_initializer(degrees[None]))
 
     def member_degrees(self):
         return self.degrees

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from zoo.autoregressive.base import BinaryAutoregressiveModel, bernoulli_log_prob, degrees_first
 from zoo.layers.common import check_positive_int, register
+from zoo.layers.masked_dense import constant_initializer
 
 
 @register
@@ -66,8 +67,8 @@ class OrderAgnosticNADE(BinaryAutoregressiveModel):
         orders = np.stack([rng.permutation(self.event_size) + 1
                            for _ in range(num_orderings)])
         self.degrees = self.add_weight(name="degrees", shape=orders.shape, trainable=False,
-                                       dtype="float32", autocast=False, initializer="zeros")
-        self.degrees.assign(orders.astype(np.float32))
+                                       dtype="float32", autocast=False,
+                                       initializer=constant_initializer(orders))
 
     @property
     def num_members(self) -> int:

@@ -12,6 +12,7 @@ from zoo.base import scale_loss_for_distribution
 from zoo.contract import EvalSettings, ZooModel
 from zoo.layers.autoregressive_network import input_degrees
 from zoo.layers.common import assert_finite, check_positive, check_positive_int, register
+from zoo.layers.masked_dense import constant_initializer
 
 HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 
@@ -82,8 +83,8 @@ class RNADE(ZooModel, keras.Model):
         self.v = self.add_weight(name="v", shape=(d, h, 3 * c), initializer=glorot)
         self.b = self.add_weight(name="b", shape=(d, 3 * c), initializer="zeros")
         self.degrees = self.add_weight(name="degrees", shape=(d,), trainable=False,
-                                       dtype="float32", autocast=False, initializer="zeros")
-        self.degrees.assign(degrees.astype(np.float32))
+                                       dtype="float32", autocast=False,
+                                       initializer=constant_initializer(degrees))
 
     # ------------------------------------------------------------------ contract
     @classmethod
