@@ -205,18 +205,3 @@ def test_export_gibbs_step_denoise_inpaint(kind, tmp_path):
         step = model.gibbs_step(example["visible"], example["hidden_noise"],
                                 example["visible_noise"])
         np.testing.assert_allclose(out["visible"], step.visible, rtol=1e-6)
-
-
-@pytest.mark.parametrize("module", ["zoo.layers.persistent_chains", "zoo.boltzmann.rbm",
-                                    "zoo.boltzmann.dbm", "zoo.boltzmann.hopfield"])
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    import zoo
-    from zoo import layers
-
-    mod = importlib.import_module(module)
-    result = doctest.testmod(mod, extraglobs={**vars(layers), **vars(zoo), "keras": keras,
-                                              "tf": tf}, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

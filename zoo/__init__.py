@@ -23,20 +23,20 @@ if (not os.path.isdir(os.path.join(_HERE, "layers"))
 _LAZY = {
     "CategoricalVAE": "zoo.categorical_vae",
     "DBM": "zoo.boltzmann",
-    "DLGM": "zoo.dlgm",
     "DeepKalmanFilter": "zoo.deep_state_space",
+    "DeepMarkovModel": "zoo.deep_state_space",
+    "DLGM": "zoo.dlgm",
     "FVSBN": "zoo.autoregressive",
     "GaussianBernoulliRBM": "zoo.boltzmann",
     "HopfieldNetwork": "zoo.boltzmann",
-    "DeepMarkovModel": "zoo.deep_state_space",
     "KalmanFilter": "zoo.kalman_filter",
     "KalmanFilterModel": "zoo.kalman_filter",
     "LSTMKalmanFilter": "zoo.lstm_kalman_filter",
     "MADE": "zoo.autoregressive",
     "NADE": "zoo.autoregressive",
     "OrderAgnosticNADE": "zoo.autoregressive",
-    "RNADE": "zoo.autoregressive",
     "RBM": "zoo.boltzmann",
+    "RNADE": "zoo.autoregressive",
     "VAE": "zoo.vae",
 }
 
