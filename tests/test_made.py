@@ -158,3 +158,25 @@ def test_bad_arguments_are_named():
         net(np.zeros((2, 4), "float32"))
     with pytest.raises(ValueError, match="conditional"):
         AutoregressiveNetwork(3, conditional_size=2)(np.zeros((2, 3), "float32"))
+
+
+def test_masks_survive_a_first_call_inside_a_model_build():
+    """The masks are the weights' initial values: an assign after creation was dropped when
+    the first call ran inside a model's symbolic build (an IAF in a VAE had all-ones masks)."""
+    from zoo.layers import IAF
+
+    class Wrapper(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.flow = IAF(4, hidden_units=(8,), input_order="right-to-left")
+
+        def call(self, z):
+            return self.flow(z)["z"]
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, Wrapper()(inputs))
+    net = model.layers[-1].flow.network
+    np.testing.assert_array_equal(net.degrees.numpy()[0], [4, 3, 2, 1])
+    expected = made_masks(net.draw_degrees(0), params=2)
+    for layer, mask in zip(net.masked, expected):
+        np.testing.assert_array_equal(layer.masks.numpy()[0], mask)
