@@ -77,6 +77,7 @@ class LSTMKalmanFilter(ZooModel, keras.Model):
 
     export_adapter = "lstm_kalman_filter"
     supports_jit = False  # XLA cannot compile the gradient of the per-step Jacobian loop
+    supports_sample_weight = True  # the compiled "mse" loss weights the sequences
 
     def __init__(self, state_dim: int, observation_dim: int | None = None,
                  observation_matrix=None, lstm_units: int = 64, min_variance: float = 1e-4,
