@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from zoo.layers.common import assert_finite, register
 from zoo.bounds import ImportanceWeightedBound, active_units, chunked_importance_bound
-from zoo.contract import EvalSettings, ZooModel
+from zoo.contract import EvalSettings, ImageInputs, ZooModel
 
 
 def scale_loss_for_distribution(loss):
@@ -199,20 +199,12 @@ class LatentVariableModel(ZooModel, keras.Model):
         return tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed
 
 
-class ImageLatentModel(LatentVariableModel):
+class ImageLatentModel(ImageInputs, LatentVariableModel):
     """A latent-variable model of images: fed ``arrays["image"]``, pictured by samples from the
     prior and reconstructions, exported by the ``latent`` adapter (decode, encode, sample)."""
 
     export_adapter = "latent"
     binarizes_inputs = True
-
-    @classmethod
-    def data_kwargs(cls, arrays: dict) -> dict:
-        return {"input_shape": tuple(int(s) for s in arrays["image"].shape[1:])}
-
-    @classmethod
-    def fit_inputs(cls, arrays: dict):
-        return arrays["image"], None
 
     @classmethod
     def data_defaults(cls, model_config: dict, data_config: dict, user_data: dict) -> dict:

@@ -148,3 +148,16 @@ class ZooModel:
         """PNG files a person would look at, drawn from a few evaluation examples ``x``
         (a seeded random choice); returns their paths."""
         return []
+
+
+class ImageInputs:
+    """The contract's data side for a model fed one split's ``image`` array [n, H, W, C]
+    (put it before ``ZooModel`` in the bases: ``class M(ImageInputs, ZooModel, keras.Model)``)."""
+
+    @classmethod
+    def data_kwargs(cls, arrays: dict) -> dict:
+        return {"input_shape": tuple(int(s) for s in arrays["image"].shape[1:])}
+
+    @classmethod
+    def fit_inputs(cls, arrays: dict):
+        return arrays["image"], None
