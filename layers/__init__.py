@@ -20,7 +20,7 @@ from zoo.layers.posterior_flow import PosteriorFlow
 from zoo.layers.persistent_chains import PersistentChains
 from zoo.layers.relaxed_categorical import RelaxedCategorical
 from zoo.layers.state_transition import StateTransition
-from zoo.layers import kalman_inference, sampling
+from zoo.layers import kalman_inference, particle_filter, resampling, sampling
 
 __all__ = [
     "AutoregressiveNetwork",

@@ -35,6 +35,7 @@ _LAZY = {
     "MADE": "zoo.autoregressive",
     "NADE": "zoo.autoregressive",
     "OrderAgnosticNADE": "zoo.autoregressive",
+    "ParticleFilter": "zoo.particle_filter",
     "RBM": "zoo.boltzmann",
     "RNADE": "zoo.autoregressive",
     "VAE": "zoo.vae",

@@ -1,0 +1,225 @@
+r"""Bootstrap particle filter over any transition and emission, as pure functions.
+
+Gordon, Salmond & Smith, "Novel approach to nonlinear/non-Gaussian Bayesian state estimation"
+(1993); the adaptive scheme and the marginal-likelihood estimate as in Doucet & Johansen, "A
+Tutorial on Particle Filtering and Smoothing: Fifteen years later" (2009).
+
+Frame 0 weights draws of $x_0$ from the prior (no prediction before it, as in the Kalman
+filter of :mod:`layers.kalman_inference`); each later frame $t$
+
+1. resamples when $\mathrm{ESS} < \tau N$ (:func:`layers.resampling.adaptive_resample`),
+2. propagates $x_t^i = f(x_{t-1}^{a_i}, \epsilon_t^i)$ (``transition_sample``),
+3. weights $\log \tilde w^i = \log W_{t-1}^i + \log g(y_t \mid x_t^i)$
+   (``emission_log_prob``), skipped where ``observed`` is 0 (a missing frame, NaN allowed),
+
+and adds $\log \hat p(y_t \mid y_{<t}) = \operatorname{logsumexp}_i \log \tilde w^i$ to the
+running estimate $\log \hat Z_t$. The weights $W_{t-1}$ are normalized, so after a resampling
+step ($W = 1/N$) the increment is the log mean of the incremental weights, and without one it
+is their $W$-weighted sum: $\hat Z$ is unbiased for $p(y_{0:t})$ either way (Del Moral 2004).
+
+Callables: ``transition_sample(particles [batch, N, n], noise [batch, N, noise_dim]) ->
+particles``, ``emission_log_prob(particles [batch, N, n], observation [batch, p]) -> [batch,
+N]`` and, for :func:`particle_filter`, ``initial_sample(noise [batch, N, noise_dim]) ->
+particles``. They must be traceable by ``tf.function``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import keras
+import tensorflow as tf
+
+from zoo.layers import resampling
+
+
+class ParticleState(NamedTuple):
+    """What one frame hands the next."""
+
+    particles: tf.Tensor  # [batch, N, n]
+    log_weights: tf.Tensor  # [batch, N]: normalized
+    log_marginal_likelihood: tf.Tensor  # [batch]: log Z-hat so far
+
+
+class ParticleStep(NamedTuple):
+    """Outputs of one frame of :func:`particle_filter_step`."""
+
+    filtered_mean: tf.Tensor  # [batch, n]: sum_i W_i x_i
+    filtered_cov: tf.Tensor  # [batch, n, n]: sum_i W_i (x_i - m)(x_i - m)^T
+    predicted_mean: tf.Tensor  # [batch, n]: the same before weighting by y_t
+    predicted_cov: tf.Tensor  # [batch, n, n]
+    log_likelihood: tf.Tensor  # [batch]: log p-hat(y_t | y_<t), 0 on missing frames
+    ess: tf.Tensor  # [batch]: effective sample size after weighting
+    resampled: tf.Tensor  # [batch]: bool, whether this frame resampled
+    ancestors: tf.Tensor  # [batch, N]: int32 parent indices
+
+
+class ParticleFilterResult(NamedTuple):
+    """Whole-sequence result of :func:`particle_filter`; the first six fields are those of
+    :class:`layers.kalman_inference.FilterResult`."""
+
+    log_likelihood: tf.Tensor  # [batch]: log Z-hat
+    log_likelihoods: tf.Tensor  # [batch, time]
+    filtered_means: tf.Tensor  # [batch, time, n]
+    filtered_covs: tf.Tensor  # [batch, time, n, n]
+    predicted_means: tf.Tensor  # [batch, time, n]
+    predicted_covs: tf.Tensor  # [batch, time, n, n]
+    ess: tf.Tensor  # [batch, time]
+    resampled: tf.Tensor  # [batch, time]: bool
+    particles: tf.Tensor  # [batch, N, n]: the final cloud
+    log_weights: tf.Tensor  # [batch, N]: its normalized log-weights
+
+
+def weighted_moments(particles, log_weights):
+    """Mean [batch, n] and covariance [batch, n, n] of the cloud under normalized weights."""
+    w = tf.exp(resampling.normalize_log_weights(log_weights))
+    mean = tf.einsum("bi,bin->bn", w, particles)
+    centred = particles - mean[:, None, :]
+    cov = tf.einsum("bi,bin,bim->bnm", w, centred, centred)
+    return mean, cov
+
+
+def _observed_flags(observed, batch, dtype):
+    if observed is None:
+        return tf.ones([batch], tf.bool)
+    return tf.cast(observed, dtype) > 0.5
+
+
+def weight_step(particles, log_weights, observation, emission_log_prob: Callable,
+                observed=None):
+    """Weight the cloud by y_t: (new normalized log-weights, log p-hat(y_t | y_<t)).
+
+    ``observed`` [batch] 0 leaves the weights as they were and the increment 0; the observation
+    there may be anything (NaN included): the emission sees zeros in its place.
+    """
+    dtype = log_weights.dtype
+    y = tf.cast(observation, dtype)
+    seen = _observed_flags(observed, tf.shape(log_weights)[0], dtype)
+    y = tf.where(seen[:, None], y, tf.zeros_like(y))
+    log_g = tf.cast(emission_log_prob(particles, y), dtype)
+    log_g = tf.where(seen[:, None], log_g, tf.zeros_like(log_g))
+    unnormalized = log_weights + log_g
+    increment = tf.reduce_logsumexp(unnormalized, axis=-1)
+    return unnormalized - increment[:, None], tf.where(seen, increment,
+                                                       tf.zeros_like(increment))
+
+
+def particle_filter_step(state: ParticleState, observation, transition_sample: Callable,
+                         emission_log_prob: Callable, transition_noise, resample_noise,
+                         observed=None, scheme: str = "systematic",
+                         threshold: float = 0.5,
+                         method: str = "compare") -> tuple[ParticleState, ParticleStep]:
+    """One frame after the first: adaptive resampling, bootstrap proposal, weighting.
+
+    ``observation`` [batch, p]; ``observed`` [batch] (0: missing frame); ``transition_noise``
+    [batch, N, noise_dim] for ``transition_sample``; ``resample_noise`` [batch, N] uniforms
+    (:mod:`layers.resampling`; ``method`` "compare" uses TFLite built-ins only, "search" is
+    O(N log N) with the same indices). Returns the new state and the frame's :class:`ParticleStep`.
+    """
+    chosen = resampling.adaptive_resample(state.log_weights, resample_noise, scheme, threshold,
+                                          method)
+    parents = resampling.gather_particles(state.particles, chosen.indices)
+    particles = transition_sample(parents, tf.cast(transition_noise, parents.dtype))
+    predicted_mean, predicted_cov = weighted_moments(particles, chosen.log_weights)
+    log_weights, increment = weight_step(particles, chosen.log_weights, observation,
+                                         emission_log_prob, observed)
+    mean, cov = weighted_moments(particles, log_weights)
+    new = ParticleState(particles, log_weights, state.log_marginal_likelihood + increment)
+    return new, ParticleStep(mean, cov, predicted_mean, predicted_cov, increment,
+                             resampling.effective_sample_size(log_weights), chosen.resampled,
+                             chosen.indices)
+
+
+def initial_step(particles, observation, emission_log_prob: Callable,
+                 observed=None) -> tuple[ParticleState, ParticleStep]:
+    """Frame 0: weight equally weighted draws of x_0 [batch, N, n] by y_0."""
+    n = tf.shape(particles)[1]
+    log_weights = tf.zeros(tf.shape(particles)[:2], particles.dtype) - tf.math.log(
+        tf.cast(n, particles.dtype))
+    predicted_mean, predicted_cov = weighted_moments(particles, log_weights)
+    log_weights, increment = weight_step(particles, log_weights, observation,
+                                         emission_log_prob, observed)
+    mean, cov = weighted_moments(particles, log_weights)
+    batch = tf.shape(particles)[0]
+    keep = tf.broadcast_to(tf.range(n)[None, :], [batch, n])
+    return (ParticleState(particles, log_weights, increment),
+            ParticleStep(mean, cov, predicted_mean, predicted_cov, increment,
+                         resampling.effective_sample_size(log_weights),
+                         tf.zeros([batch], tf.bool), keep))
+
+
+def draw_noise(seed, batch: int, time: int, num_particles: int, noise_dim: int, dtype):
+    """All the noise a filter run needs, drawn up front: (initial [batch, N, d], transition
+    [time, batch, N, d] normals, resampling [time, batch, N] uniforms). ``seed``: an int or a
+    ``keras.random.SeedGenerator``."""
+    if isinstance(seed, int) or seed is None:
+        seed = keras.random.SeedGenerator(seed)
+    normals = keras.random.normal((time + 1, batch, num_particles, noise_dim), seed=seed,
+                                  dtype=dtype)
+    uniforms = keras.random.uniform((time, batch, num_particles), seed=seed, dtype=dtype)
+    return normals[0], normals[1:], uniforms
+
+
+def particle_filter(observations, initial_sample: Callable, transition_sample: Callable,
+                    emission_log_prob: Callable, num_particles: int, noise_dim: int,
+                    observed=None, seed=None, scheme: str = "systematic",
+                    threshold: float = 0.5, dtype="float64",
+                    noise: Optional[tuple] = None) -> ParticleFilterResult:
+    """Run the filter over ``observations`` [batch, time, p] (``observed`` [batch, time]: 0 =
+    missing frame), compiled as one ``tf.function`` over a ``tf.while_loop``.
+
+    The noise (:func:`draw_noise`) is drawn up front from ``seed`` (int or SeedGenerator), or
+    given as ``noise`` = (initial, transition, resampling), so a run is reproducible. ``batch``
+    rows are independent filters: replicate one sequence along it for independent runs.
+    """
+    if scheme not in resampling.SCHEMES:
+        raise ValueError(f"`scheme` must be one of {resampling.SCHEMES}, got {scheme!r}")
+    if not (isinstance(num_particles, int) and num_particles >= 1):
+        raise ValueError(f"`num_particles` must be a positive int, got {num_particles!r}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"`threshold` must be in [0, 1], got {threshold!r}")
+    observations = tf.cast(tf.convert_to_tensor(observations), dtype)
+    if observations.shape.rank != 3:
+        raise ValueError(f"`observations` must be [batch, time, p], got shape "
+                         f"{observations.shape}")
+    batch, time = int(observations.shape[0]), int(observations.shape[1])
+    if time < 1:
+        raise ValueError("`observations` must have at least one time step")
+    if observed is None:
+        observed = tf.ones([batch, time], dtype)
+    observed = tf.cast(tf.convert_to_tensor(observed), dtype)
+    if tuple(observed.shape) != (batch, time):
+        raise ValueError(f"`observed` must be [batch, time] = {[batch, time]}, got "
+                         f"{list(observed.shape)}")
+    if noise is None:
+        noise = draw_noise(seed, batch, time - 1, num_particles, noise_dim, dtype)
+    initial_noise, transition_noise, resample_noise = [tf.cast(x, dtype) for x in noise]
+
+    def run(y, seen, init_eps, trans_eps, res_u):
+        y_t = tf.transpose(y, [1, 0, 2])
+        seen_t = tf.transpose(seen)
+        state, first = initial_step(initial_sample(init_eps), y_t[0], emission_log_prob,
+                                    seen_t[0])
+        arrays = [tf.TensorArray(x.dtype, size=time).write(0, x) for x in first]
+
+        def body(t, state, arrays):
+            state, out = particle_filter_step(state, y_t[t], transition_sample,
+                                              emission_log_prob, trans_eps[t - 1],
+                                              res_u[t - 1], seen_t[t], scheme, threshold,
+                                              "search")
+            return t + 1, state, [a.write(t, x) for a, x in zip(arrays, out)]
+
+        _, state, arrays = tf.while_loop(lambda t, *_: t < time, body,
+                                         (tf.constant(1), state, arrays))
+        out = ParticleStep(*[a.stack() for a in arrays])  # [time, batch, ...]
+
+        def bt(x):
+            return tf.transpose(x, [1, 0] + list(range(2, x.shape.rank)))
+
+        return ParticleFilterResult(
+            state.log_marginal_likelihood, bt(out.log_likelihood), bt(out.filtered_mean),
+            bt(out.filtered_cov), bt(out.predicted_mean), bt(out.predicted_cov), bt(out.ess),
+            bt(out.resampled), state.particles, state.log_weights)
+
+    return tf.function(run)(observations, observed, initial_noise, transition_noise,
+                            resample_noise)

@@ -1,0 +1,232 @@
+"""Resampling and the bootstrap particle filter against exact answers: offspring counts
+against N W_i, log Z-hat against the Kalman log-likelihood (and its unbiasedness), filtered
+means against the Kalman means, and log Z-hat against TFP's particle_filter."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from zoo.kalman_filter import KalmanFilterModel
+from zoo.layers import particle_filter as pf
+from zoo.layers import resampling
+from zoo.particle_filter import ParticleFilter, linear_gaussian_functions
+
+tfd = tfp.distributions
+Z = 4.0  # standard errors allowed in a Monte Carlo assertion
+
+
+# ------------------------------------------------------------------------------ resampling
+def _counts(scheme, log_w, draws, seed):
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(log_w[None], draws, 0)
+    noise = rng.uniform(size=rows.shape)
+    idx = resampling.resample_indices(rows, noise, scheme)
+    # the TFLite-friendly count and tf.searchsorted give the same ancestors
+    np.testing.assert_array_equal(idx, resampling.resample_indices(rows, noise, scheme,
+                                                                   method="search"))
+    return np.asarray(resampling.offspring_counts(idx, log_w.shape[0]), np.float64)
+
+
+def test_offspring_counts_have_expectation_n_w_and_lower_variance_when_stratified():
+    n, draws = 10, 4000
+    w = np.random.default_rng(0).dirichlet(np.ones(n))
+    log_w = np.log(w) + 3.0  # unnormalized on purpose
+    totals = {}
+    for k, scheme in enumerate(resampling.SCHEMES):
+        counts = _counts(scheme, log_w, draws, k)
+        assert np.all(counts.sum(1) == n)
+        se = counts.std(0) / np.sqrt(draws) + 1e-12
+        assert np.all(np.abs(counts.mean(0) - n * w) <= Z * se + 1e-9), scheme
+        totals[scheme] = counts.var(0).sum()
+        if scheme == "multinomial":  # pooled counts ~ Multinomial(draws N, W): Pearson
+            stat = np.sum((counts.sum(0) - draws * n * w) ** 2 / (draws * n * w))
+            from scipy import stats
+            assert stats.chi2.sf(stat, n - 1) > 1e-3
+            # and the variance is the multinomial one, N W (1 - W), within its sampling error
+            np.testing.assert_allclose(counts.var(0), n * w * (1 - w), rtol=0.15)
+        else:  # floor / ceil of N W_i only
+            assert np.all(counts >= np.floor(n * w) - (scheme == "stratified") * n)
+    assert totals["systematic"] < 0.5 * totals["multinomial"]
+    assert totals["stratified"] < 0.7 * totals["multinomial"]
+    assert np.all(_counts("systematic", log_w, 200, 9) >= np.floor(n * w))
+    assert np.all(_counts("systematic", log_w, 200, 9) <= np.ceil(n * w))
+
+
+def test_systematic_by_hand_and_adaptive_resampling():
+    log_w = np.log([[0.5, 0.25, 0.25]])
+    idx = resampling.resample_indices(log_w, np.full((1, 3), 0.5), "systematic")
+    np.testing.assert_array_equal(idx, [[0, 1, 2]])  # u = 1/6, 1/2, 5/6
+    idx = resampling.resample_indices(log_w, [[0.9, 0.1, 0.6]], "multinomial")
+    np.testing.assert_array_equal(idx, [[2, 0, 1]])
+    rows = np.stack([np.zeros(4), np.log([0.97, 0.01, 0.01, 0.01])])
+    out = resampling.adaptive_resample(rows, np.full((2, 4), 0.3), threshold=0.5)
+    np.testing.assert_allclose(out.ess, [4.0, 1.0 / (0.97**2 + 3e-4)])
+    np.testing.assert_array_equal(out.resampled, [False, True])
+    np.testing.assert_array_equal(out.indices, [[0, 1, 2, 3], [0, 0, 0, 0]])
+    np.testing.assert_allclose(out.log_weights, np.log(np.full((2, 4), 0.25)))
+    with pytest.raises(ValueError, match="scheme"):
+        resampling.resample_indices(rows, np.zeros((2, 4)), "residual")
+
+
+# ------------------------------------------------------------------------------ linear-Gaussian
+NILE_TRUE = dict(transition_cov=[[1469.1]], observation_cov=[[15099.0]],
+                 initial_mean=[1000.0], initial_cov=[[1e5]])  # Durbin & Koopman's estimates
+
+
+@pytest.fixture(scope="module")
+def nile():
+    from zoo.datasets import load_nile
+
+    y = load_nile()[None, :, None]
+    lg = KalmanFilterModel.from_matrices([[1.0]], [[1.0]], **NILE_TRUE)
+    exact = lg.filter(y)
+    model = ParticleFilter(lg, num_particles=100)
+    runs = {n: model.filter(np.repeat(y, 100, 0), num_particles=n, seed=n)
+            for n in (100, 1000)}
+    return y, exact, runs
+
+
+def test_nile_log_likelihood_converges_and_z_hat_is_unbiased(nile):
+    y, exact, runs = nile
+    z = float(exact.log_likelihood[0])
+    d = {n: np.asarray(r.log_likelihood) - z for n, r in runs.items()}
+    for n, dn in d.items():
+        ratio = np.exp(dn)  # E[Z-hat / Z] = 1
+        assert abs(ratio.mean() - 1.0) < Z * ratio.std() / np.sqrt(len(ratio)), n
+    # the spread of log Z-hat falls like 1/sqrt(N) (0.89 -> 0.26 measured), its bias with it
+    assert d[1000].std() < 0.45 * d[100].std()
+    assert abs(d[1000].mean()) < Z * d[1000].std() / 10 + d[1000].var() / 2
+    assert d[1000].std() < 0.4
+
+
+def test_nile_filtered_means_converge_to_kalman(nile):
+    y, exact, runs = nile
+    m = np.asarray(exact.filtered_means)[0, :, 0]
+    sd = np.sqrt(np.asarray(exact.filtered_covs)[0, :, 0, 0])
+    rms = {n: np.sqrt(np.mean(((np.asarray(r.filtered_means)[..., 0] - m) / sd) ** 2))
+           for n, r in runs.items()}
+    assert rms[1000] < 0.45 * rms[100]
+    assert rms[1000] < 0.1
+    var = np.asarray(runs[1000].filtered_covs)[..., 0, 0].mean(0)
+    np.testing.assert_allclose(var, sd**2, rtol=0.1)
+
+
+def test_nile_agrees_with_tfp_particle_filter(nile):
+    y, exact, runs = nile
+    b, n = 200, 100
+    obs = tf.constant(np.repeat(y[0][:, None, :], b, 1))  # [time, batch, 1]
+    f64 = tf.float64
+
+    @tf.function
+    def tfp_run(seed):
+        out = tfp.experimental.mcmc.particle_filter(
+            observations=obs,
+            initial_state_prior=tfd.MultivariateNormalDiag(
+                tf.fill([b, 1], tf.constant(1000.0, f64)),
+                tf.fill([b, 1], tf.constant(1e5**0.5, f64))),
+            transition_fn=lambda _, x: tfd.MultivariateNormalDiag(
+                x, tf.constant([1469.1**0.5], f64)),
+            observation_fn=lambda _, x: tfd.MultivariateNormalDiag(
+                x, tf.constant([15099.0**0.5], f64)),
+            num_particles=n, seed=seed)  # systematic, ESS < N / 2: as ours
+        return tf.reduce_sum(out[3], 0)
+
+    theirs = tfp_run(tf.constant([1, 2])).numpy()
+    ours = np.concatenate([np.asarray(runs[100].log_likelihood),
+                           np.asarray(ParticleFilter(
+                               KalmanFilterModel.from_matrices([[1.0]], [[1.0]], **NILE_TRUE),
+                               num_particles=n).log_likelihood(np.repeat(y, b - 100, 0),
+                                                               seed=7))])
+    se = np.sqrt(ours.var() / len(ours) + theirs.var() / len(theirs))
+    assert abs(ours.mean() - theirs.mean()) < Z * se
+    assert 0.75 < ours.std() / theirs.std() < 1.33
+
+
+def test_two_dimensional_system_with_missing_frames():
+    rng = np.random.default_rng(3)
+    a = np.array([[0.9, 0.2], [-0.1, 0.8]])
+    h = np.array([[1.0, 0.5]])
+    lg = KalmanFilterModel.from_matrices(a, h, 0.3 * np.eye(2), [[0.5]],
+                                         initial_mean=[0.5, -0.5], initial_cov=np.eye(2))
+    x, ys = rng.multivariate_normal([0.5, -0.5], np.eye(2)), []
+    for _ in range(40):
+        ys.append(h @ x + np.sqrt(0.5) * rng.normal(size=1))
+        x = a @ x + np.sqrt(0.3) * rng.normal(size=2)
+    y = np.asarray(ys)[None]
+    observed = (rng.uniform(size=(1, 40)) > 0.25).astype(np.float64)
+    y[observed == 0] = np.nan  # missing frames may hold anything
+    exact = lg.filter(np.nan_to_num(y), observed=observed)
+    model = ParticleFilter(lg, num_particles=300, resample="stratified")
+    b = 200
+    out = model.filter(np.repeat(y, b, 0), np.repeat(observed, b, 0), seed=11)
+    d = np.asarray(out.log_likelihood) - float(exact.log_likelihood[0])
+    assert np.all(np.isfinite(d))
+    ratio = np.exp(d)
+    assert abs(ratio.mean() - 1.0) < Z * ratio.std() / np.sqrt(b)
+    # log Z-hat is then biased by about -Var / 2 (delta method)
+    assert abs(d.mean() + d.var() / 2) < Z * d.std() / np.sqrt(b)
+    np.testing.assert_array_equal(np.asarray(out.log_likelihoods)[:, observed[0] == 0], 0.0)
+    err = np.asarray(out.filtered_means).mean(0) - np.asarray(exact.filtered_means)[0]
+    sd = np.sqrt(np.diagonal(np.asarray(exact.filtered_covs)[0], axis1=-2, axis2=-1))
+    # mean of b runs: Monte Carlo error about sd / sqrt(b N_eff); bias O(1/N)
+    assert np.max(np.abs(err) / sd) < 0.05
+
+
+def test_user_functions_reproducible_and_bad_inputs():
+    lg = KalmanFilterModel.from_matrices([[0.9]], [[1.0]], [[0.5]], [[1.0]])
+    functions = linear_gaussian_functions(lg.state_space_params())
+    model = ParticleFilter(functions=functions, num_particles=50, resample="multinomial")
+    y = np.random.default_rng(0).normal(size=(3, 20, 1))
+    first = model.filter(y, seed=5)
+    np.testing.assert_array_equal(first.log_likelihood, model.filter(y, seed=5).log_likelihood)
+    wrapped = ParticleFilter(lg, num_particles=50, resample="multinomial")
+    np.testing.assert_allclose(first.log_likelihood, wrapped.filter(y, seed=5).log_likelihood)
+    assert np.all(np.asarray(first.ess) <= 50 + 1e-9)
+    with pytest.raises(NotImplementedError, match="functions"):
+        model.get_config()
+    with pytest.raises(ValueError, match="resample"):
+        ParticleFilter(lg, resample="residual")
+    with pytest.raises(ValueError, match="threshold"):
+        ParticleFilter(lg, threshold=1.5)
+    with pytest.raises(ValueError, match="exactly one"):
+        ParticleFilter()
+    with pytest.raises(ValueError, match="observations"):
+        model.filter(y[0])
+    with pytest.raises(ValueError, match="observed"):
+        model.filter(y, observed=np.ones((3, 19)))
+
+
+def test_config_round_trip_and_saving(tmp_path):
+    import keras
+
+    lg = KalmanFilterModel.from_matrices([[0.9]], [[1.0]], [[0.5]], [[1.0]])
+    model = ParticleFilter(lg, num_particles=64, resample="stratified", threshold=0.7, seed=1)
+    y = np.random.default_rng(1).normal(size=(2, 15, 1))
+    again = ParticleFilter.from_config(model.get_config())
+    assert again.get_config() == model.get_config()
+    again.state_model.set_weights(lg.get_weights())  # a config carries no weights
+    np.testing.assert_allclose(again.filter(y, seed=3).log_likelihood,
+                               model.filter(y, seed=3).log_likelihood)
+    model(y)
+    path = str(tmp_path / "pf.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.filter(y, seed=3).log_likelihood,
+                               model.filter(y, seed=3).log_likelihood)
+
+
+def test_step_functions_match_the_scan():
+    """The pure step, driven by hand with the scan's noise, reproduces particle_filter."""
+    lg = KalmanFilterModel.from_matrices([[0.9]], [[1.0]], [[0.5]], [[1.0]])
+    init, trans, emit, dim = linear_gaussian_functions(lg.state_space_params())
+    y = np.random.default_rng(2).normal(size=(2, 6, 1))
+    noise = pf.draw_noise(4, 2, 5, 16, dim, "float64")
+    whole = pf.particle_filter(y, init, trans, emit, 16, dim, noise=noise, threshold=0.9)
+    state, _ = pf.initial_step(init(noise[0]), y[:, 0], emit)
+    for t in range(1, 6):
+        state, step = pf.particle_filter_step(state, y[:, t], trans, emit, noise[1][t - 1],
+                                              noise[2][t - 1], threshold=0.9)
+        np.testing.assert_allclose(step.filtered_mean, whole.filtered_means[:, t])
+    np.testing.assert_allclose(state.log_marginal_likelihood, whole.log_likelihood)
+    np.testing.assert_allclose(state.particles, whole.particles)
