@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.base import scale_loss_for_distribution
-from zoo.contract import EvalSettings, ZooModel
+from zoo.contract import EvalSettings, ImageInputs, ZooModel
 from zoo.layers.common import assert_finite
 
 
@@ -28,7 +28,7 @@ def degrees_first(observed, degrees):
     return tf.cast(tf.argsort(tf.argsort(key, axis=-1), axis=-1) + 1, tf.float32)
 
 
-class BinaryAutoregressiveModel(ZooModel, keras.Model):
+class BinaryAutoregressiveModel(ImageInputs, ZooModel, keras.Model):
     r"""Base of the fully observed binary models $p(x) = \prod_d p(x_{o_d} \mid x_{o_{<d}})$.
 
     A subclass gives ``conditional_logits(x, member)``: the logits of every
@@ -97,14 +97,6 @@ class BinaryAutoregressiveModel(ZooModel, keras.Model):
         return self.log_prob_flat(x, member=member)
 
     # ------------------------------------------------------------------ contract
-    @classmethod
-    def data_kwargs(cls, arrays: dict) -> dict:
-        return {"input_shape": tuple(int(s) for s in arrays["image"].shape[1:])}
-
-    @classmethod
-    def fit_inputs(cls, arrays: dict):
-        return arrays["image"], None
-
     def validate_data(self, arrays: dict) -> None:
         super().validate_data(arrays)
         image = np.asarray(arrays["image"])

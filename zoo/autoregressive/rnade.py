@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.base import scale_loss_for_distribution
-from zoo.contract import EvalSettings, ZooModel
+from zoo.contract import EvalSettings, ImageInputs, ZooModel
 from zoo.layers.autoregressive_network import input_degrees
 from zoo.layers.common import assert_finite, check_positive, check_positive_int, register
 from zoo.layers.masked_dense import constant_initializer
@@ -18,7 +18,7 @@ HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 
 
 @register
-class RNADE(ZooModel, keras.Model):
+class RNADE(ImageInputs, ZooModel, keras.Model):
     r"""Real-valued NADE (Uria, Murray & Larochelle, "RNADE: The real-valued neural
     autoregressive density-estimator", 2013).
 
@@ -87,14 +87,6 @@ class RNADE(ZooModel, keras.Model):
                                        initializer=constant_initializer(degrees))
 
     # ------------------------------------------------------------------ contract
-    @classmethod
-    def data_kwargs(cls, arrays: dict) -> dict:
-        return {"input_shape": tuple(int(s) for s in arrays["image"].shape[1:])}
-
-    @classmethod
-    def fit_inputs(cls, arrays: dict):
-        return arrays["image"], None
-
     @classmethod
     def data_defaults(cls, model_config: dict, data_config: dict, user_data: dict) -> dict:
         """Real-valued data: no binarization unless the user asks for one."""
