@@ -114,7 +114,8 @@ def particle_filter_step(state: ParticleState, observation, transition_sample: C
     ``observation`` [batch, p]; ``observed`` [batch] (0: missing frame); ``transition_noise``
     [batch, N, noise_dim] for ``transition_sample``; ``resample_noise`` [batch, N] uniforms
     (:mod:`layers.resampling`; ``method`` "compare" uses TFLite built-ins only, "search" is
-    O(N log N) with the same indices). Returns the new state and the frame's :class:`ParticleStep`.
+    O(N log N) with the same indices). Returns the new state and the frame's
+    :class:`ParticleStep`.
     """
     chosen = resampling.adaptive_resample(state.log_weights, resample_noise, scheme, threshold,
                                           method)
@@ -164,20 +165,74 @@ def particle_filter(observations, initial_sample: Callable, transition_sample: C
                     emission_log_prob: Callable, num_particles: int, noise_dim: int,
                     observed=None, seed=None, scheme: str = "systematic",
                     threshold: float = 0.5, dtype="float64",
-                    noise: Optional[tuple] = None) -> ParticleFilterResult:
+                    noise: Optional[tuple] = None, compile: bool = True
+                    ) -> ParticleFilterResult:
     """Run the filter over ``observations`` [batch, time, p] (``observed`` [batch, time]: 0 =
-    missing frame), compiled as one ``tf.function`` over a ``tf.while_loop``.
+    missing frame), compiled (``compile``) as one ``tf.function`` over a ``tf.while_loop``.
 
     The noise (:func:`draw_noise`) is drawn up front from ``seed`` (int or SeedGenerator), or
     given as ``noise`` = (initial, transition, resampling), so a run is reproducible. ``batch``
     rows are independent filters: replicate one sequence along it for independent runs.
+    ``compile=False`` runs :func:`scan_filter` as it is (to call from inside a caller's own
+    ``tf.function``, which then traces once).
     """
+    check_settings(num_particles, scheme, threshold)
+    observations, observed, noise = prepare_inputs(observations, observed, num_particles,
+                                                   noise_dim, seed, dtype, noise)
+
+    def run(y, seen, noise):
+        return scan_filter(y, seen, noise, initial_sample, transition_sample,
+                           emission_log_prob, scheme, threshold)
+
+    return (tf.function(run) if compile else run)(observations, observed, noise)
+
+
+def scan_filter(observations, observed, noise, initial_sample: Callable,
+                transition_sample: Callable, emission_log_prob: Callable,
+                scheme: str = "systematic", threshold: float = 0.5) -> ParticleFilterResult:
+    """The loop of :func:`particle_filter` without its checks or compilation: ``observations``
+    [batch, time, p], ``observed`` [batch, time] (float), ``noise`` from :func:`draw_noise`."""
+    init_eps, trans_eps, res_u = noise
+    time = tf.shape(observations)[1]
+    y_t = tf.transpose(observations, [1, 0, 2])
+    seen_t = tf.transpose(observed)
+    state, first = initial_step(initial_sample(init_eps), y_t[0], emission_log_prob,
+                                seen_t[0])
+    arrays = [tf.TensorArray(x.dtype, size=time).write(0, x) for x in first]
+
+    def body(t, state, arrays):
+        state, out = particle_filter_step(state, y_t[t], transition_sample, emission_log_prob,
+                                          trans_eps[t - 1], res_u[t - 1], seen_t[t], scheme,
+                                          threshold, "search")
+        return t + 1, state, [a.write(t, x) for a, x in zip(arrays, out)]
+
+    _, state, arrays = tf.while_loop(lambda t, *_: t < time, body,
+                                     (tf.constant(1), state, arrays))
+    out = ParticleStep(*[a.stack() for a in arrays])  # [time, batch, ...]
+
+    def bt(x):
+        return tf.transpose(x, [1, 0] + list(range(2, x.shape.rank)))
+
+    return ParticleFilterResult(
+        state.log_marginal_likelihood, bt(out.log_likelihood), bt(out.filtered_mean),
+        bt(out.filtered_cov), bt(out.predicted_mean), bt(out.predicted_cov), bt(out.ess),
+        bt(out.resampled), state.particles, state.log_weights)
+
+
+def check_settings(num_particles: int, scheme: str, threshold: float) -> None:
+    """Errors naming the argument for a bad ``num_particles``, ``scheme`` or ``threshold``."""
     if scheme not in resampling.SCHEMES:
         raise ValueError(f"`scheme` must be one of {resampling.SCHEMES}, got {scheme!r}")
     if not (isinstance(num_particles, int) and num_particles >= 1):
         raise ValueError(f"`num_particles` must be a positive int, got {num_particles!r}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"`threshold` must be in [0, 1], got {threshold!r}")
+
+
+def prepare_inputs(observations, observed, num_particles: int, noise_dim: int, seed=None,
+                   dtype="float64", noise: Optional[tuple] = None):
+    """Checked ``(observations, observed, noise)`` for :func:`scan_filter`: the noise drawn
+    from ``seed`` unless given, ``observed`` all ones when None."""
     observations = tf.cast(tf.convert_to_tensor(observations), dtype)
     if observations.shape.rank != 3:
         raise ValueError(f"`observations` must be [batch, time, p], got shape "
@@ -193,33 +248,5 @@ def particle_filter(observations, initial_sample: Callable, transition_sample: C
                          f"{list(observed.shape)}")
     if noise is None:
         noise = draw_noise(seed, batch, time - 1, num_particles, noise_dim, dtype)
-    initial_noise, transition_noise, resample_noise = [tf.cast(x, dtype) for x in noise]
-
-    def run(y, seen, init_eps, trans_eps, res_u):
-        y_t = tf.transpose(y, [1, 0, 2])
-        seen_t = tf.transpose(seen)
-        state, first = initial_step(initial_sample(init_eps), y_t[0], emission_log_prob,
-                                    seen_t[0])
-        arrays = [tf.TensorArray(x.dtype, size=time).write(0, x) for x in first]
-
-        def body(t, state, arrays):
-            state, out = particle_filter_step(state, y_t[t], transition_sample,
-                                              emission_log_prob, trans_eps[t - 1],
-                                              res_u[t - 1], seen_t[t], scheme, threshold,
-                                              "search")
-            return t + 1, state, [a.write(t, x) for a, x in zip(arrays, out)]
-
-        _, state, arrays = tf.while_loop(lambda t, *_: t < time, body,
-                                         (tf.constant(1), state, arrays))
-        out = ParticleStep(*[a.stack() for a in arrays])  # [time, batch, ...]
-
-        def bt(x):
-            return tf.transpose(x, [1, 0] + list(range(2, x.shape.rank)))
-
-        return ParticleFilterResult(
-            state.log_marginal_likelihood, bt(out.log_likelihood), bt(out.filtered_mean),
-            bt(out.filtered_cov), bt(out.predicted_mean), bt(out.predicted_cov), bt(out.ess),
-            bt(out.resampled), state.particles, state.log_weights)
-
-    return tf.function(run)(observations, observed, initial_noise, transition_noise,
-                            resample_noise)
+    noise = tuple(tf.cast(x, dtype) for x in noise)
+    return observations, observed, noise

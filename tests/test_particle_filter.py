@@ -82,8 +82,8 @@ def nile():
     lg = KalmanFilterModel.from_matrices([[1.0]], [[1.0]], **NILE_TRUE)
     exact = lg.filter(y)
     model = ParticleFilter(lg, num_particles=100)
-    runs = {n: model.filter(np.repeat(y, 100, 0), num_particles=n, seed=n)
-            for n in (100, 1000)}
+    runs = {n: model.filter(np.repeat(y, b, 0), num_particles=n, seed=n)
+            for n, b in ((100, 100), (1000, 60))}
     return y, exact, runs
 
 
@@ -96,7 +96,7 @@ def test_nile_log_likelihood_converges_and_z_hat_is_unbiased(nile):
         assert abs(ratio.mean() - 1.0) < Z * ratio.std() / np.sqrt(len(ratio)), n
     # the spread of log Z-hat falls like 1/sqrt(N) (0.89 -> 0.26 measured), its bias with it
     assert d[1000].std() < 0.45 * d[100].std()
-    assert abs(d[1000].mean()) < Z * d[1000].std() / 10 + d[1000].var() / 2
+    assert abs(d[1000].mean() + d[1000].var() / 2) < Z * d[1000].std() / np.sqrt(60)
     assert d[1000].std() < 0.4
 
 
@@ -230,3 +230,24 @@ def test_step_functions_match_the_scan():
         np.testing.assert_allclose(step.filtered_mean, whole.filtered_means[:, t])
     np.testing.assert_allclose(state.log_marginal_likelihood, whole.log_likelihood)
     np.testing.assert_allclose(state.particles, whole.particles)
+
+
+def test_model_traces_once_float32_and_evaluation():
+    from zoo.contract import EvalSettings
+
+    lg = KalmanFilterModel.from_matrices([[0.9]], [[1.0]], [[0.5]], [[1.0]])
+    model = ParticleFilter(lg, num_particles=400)
+    y = np.random.default_rng(4).normal(size=(2, 12, 1))
+    a, b = model.filter(y, seed=1), model.filter(y, seed=2)
+    assert model._compiled["float64"].experimental_get_tracing_count() == 1
+    # the sd of log Z-hat here is 0.125 at N = 400 (measured over 200 runs, float32 alike)
+    sd, exact = 0.125, np.asarray(lg.filter(y).log_likelihood)
+    assert np.all(np.abs(np.asarray(a.log_likelihood) - exact) < Z * sd)
+    assert np.all(np.abs(np.asarray(b.log_likelihood) - exact) < Z * sd)
+    single = model.filter(y, seed=1, dtype="float32")
+    assert single.log_likelihood.dtype == tf.float32
+    assert np.all(np.abs(np.asarray(single.log_likelihood) - exact) < Z * sd)
+    report = model.evaluation({"observations": y}, None, {"observations": y},
+                              EvalSettings(seed=1))
+    np.testing.assert_allclose(report["log_likelihood"], np.mean(a.log_likelihood))
+    np.testing.assert_allclose(report["nll_per_step"], -np.sum(a.log_likelihood) / 24)

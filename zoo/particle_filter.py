@@ -117,6 +117,7 @@ class ParticleFilter(ZooModel, keras.Model):
         self.threshold = float(threshold)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._compiled = {}  # dtype -> tf.function (retraces per input shape only)
 
     def _functions(self, dtype):
         if self.functions is not None:
@@ -139,13 +140,20 @@ class ParticleFilter(ZooModel, keras.Model):
         observations = tf.convert_to_tensor(observations)
         if self.state_model is not None:
             self.state_model._ensure_built(observations)
-        initial, transition, emission, noise_dim = self._functions(dtype)
-        skip = _both(observed, mask)
-        return pf.particle_filter(
-            observations, initial, transition, emission,
-            num_particles or self.num_particles, noise_dim, observed=skip,
-            seed=self.seed_generator if seed is None else seed, scheme=self.resample,
-            threshold=self.threshold, dtype=dtype)
+        num_particles = num_particles or self.num_particles
+        noise_dim = self._functions(dtype)[3]
+        if dtype not in self._compiled:
+            def run(y, seen, noise):  # the model's matrices are read inside: traced once
+                initial, transition, emission, _ = self._functions(dtype)
+                return pf.scan_filter(y, seen, noise, initial, transition, emission,
+                                      self.resample, self.threshold)
+
+            self._compiled[dtype] = tf.function(run)
+        pf.check_settings(num_particles, self.resample, self.threshold)
+        inputs = pf.prepare_inputs(observations, _both(observed, mask), num_particles,
+                                   noise_dim, self.seed_generator if seed is None else seed,
+                                   dtype)
+        return self._compiled[dtype](*inputs)
 
     def log_likelihood(self, observations, observed=None, *, mask=None, num_particles=None,
                        seed=None):
