@@ -251,3 +251,43 @@ def test_model_traces_once_float32_and_evaluation():
                               EvalSettings(seed=1))
     np.testing.assert_allclose(report["log_likelihood"], np.mean(a.log_likelihood))
     np.testing.assert_allclose(report["nll_per_step"], -np.sum(a.log_likelihood) / 24)
+
+
+def test_step_converts_to_tflite_builtins_and_matches_tf():
+    """The step with the TFLite-friendly resampling ("compare") converts with built-in ops
+    only and gives the TF step's numbers (the model-level export is a later piece)."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    lg = KalmanFilterModel.from_matrices([[1.0, 0.1], [0.0, 0.9]], [[1.0, 0.0]],
+                                         0.3 * np.eye(2), [[1.0]], dtype="float32")
+    _, trans, emit, _ = linear_gaussian_functions(lg.state_space_params(), "float32")
+    n = 64
+    spec = [tf.TensorSpec(s) for s in ([1, n, 2], [1, n], [1], [1, 1], [1], [1, n, 2], [1, n])]
+
+    @tf.function(input_signature=spec)
+    def step(particles, log_weights, log_z, y, observed, eps, u):
+        state, out = pf.particle_filter_step(pf.ParticleState(particles, log_weights, log_z),
+                                             y, trans, emit, eps, u, observed)
+        return {"a_particles": state.particles, "b_log_weights": state.log_weights,
+                "c_log_z": state.log_marginal_likelihood, "d_mean": out.filtered_mean,
+                "e_cov": out.filtered_cov}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([step.get_concrete_function()],
+                                                                step)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = litert.Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    ops = {d["op_name"] for d in interpreter._get_ops_details()}
+    assert {"CUMSUM", "LESS_EQUAL", "GATHER"} <= ops and not any("Flex" in o for o in ops)
+    rng = np.random.default_rng(0)
+    args = [rng.normal(size=(1, n, 2)), np.log(rng.dirichlet(np.full(n, 0.3)))[None],
+            np.zeros(1), rng.normal(size=(1, 1)), np.ones(1), rng.normal(size=(1, n, 2)),
+            rng.uniform(size=(1, n))]
+    args = [a.astype(np.float32) for a in args]
+    for detail, value in zip(interpreter.get_input_details(), args):
+        interpreter.set_tensor(detail["index"], value)
+    interpreter.invoke()
+    ref = step(*args)
+    outs = {d["name"]: interpreter.get_tensor(d["index"])
+            for d in interpreter.get_output_details()}
+    for key, got in zip(sorted(ref), [outs[k] for k in sorted(outs)]):
+        np.testing.assert_allclose(got, ref[key], atol=1e-5, err_msg=key)
