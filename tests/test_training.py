@@ -48,7 +48,10 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
                  "checkpoints/state.json", *[f"plots/{p}" for p in pictures]]:
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
-    if "samples.png" in pictures:  # the image models also log pictures to TensorBoard
+    from zoo.contract import ZooModel
+
+    cls = training.MODELS[model].load()
+    if cls.tensorboard_images is not ZooModel.tensorboard_images:  # pictures in TensorBoard
         import glob
 
         import tensorflow as tf
@@ -60,8 +63,9 @@ def test_every_model_trains_evaluates_and_plots_from_the_cli(model, tmp_path):
     result = json.load(open(os.path.join(run_dir, "evaluation.json")))
     assert "evaluation_examples" in result or not any(
         k.startswith(("iwae", "log_likelihood", "rmse")) for k in result)
-    if "rmse" in result:  # a supervised filter
-        assert result["rmse"] == pytest.approx(np.sqrt(result["loss"]))
+    if "rmse" in result:  # a supervised filter: rmse on the evaluation subset, loss (MSE)
+        # on the whole split
+        assert result["rmse"] == pytest.approx(np.sqrt(result["loss"]), rel=0.1)
     elif "elbo" in result and "reconstruction" in result:
         np.testing.assert_allclose(result["elbo"], result["reconstruction"] - result["kl"],
                                    rtol=1e-4)
@@ -356,7 +360,8 @@ def test_two_workers_over_localhost_agree(tmp_path):
 def test_bad_flags_give_the_promised_errors(capsys):
     with pytest.raises(SystemExit):
         train_cli.main(["gan"])
-    assert "unknown model 'gan'; valid: categorical_vae, dkf, dlgm, dmm" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown model 'gan'; valid: " in err and "categorical_vae, " in err and "vae" in err
     with pytest.raises(SystemExit):
         train_cli.main(["vae", "--dataset", "cifar10"])
     assert "valid: binarized_mnist, digits" in capsys.readouterr().err

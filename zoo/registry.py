@@ -160,17 +160,22 @@ register("fvsbn", ModelEntry(
     "zoo.autoregressive", "FVSBN", "mnist5k", AUTOREGRESSIVE_IMAGES,
     {"model": {}, "data": {"binarize": "dynamic"},
      "train": {"learning_rate": 3e-3, "batch_size": 100}},
-    "Fully visible sigmoid belief net (Frey 1998): exact log-likelihood, samples, inpainting"))
+    "Fully visible sigmoid belief net (Frey 1998): exact log-likelihood, samples, inpainting",
+    smoke={"dataset": "digits", "config": {}, "pictures": ["samples.png", "inpainting.png"]}))
 register("nade", ModelEntry(
     "zoo.autoregressive", "NADE", "mnist5k", AUTOREGRESSIVE_IMAGES,
     {"model": {"hidden_units": 500}, "data": {"binarize": "dynamic"},
      "train": {"learning_rate": 1e-3, "batch_size": 100}},
-    "NADE (Larochelle & Murray 2011): exact log-likelihood, samples, inpainting"))
+    "NADE (Larochelle & Murray 2011): exact log-likelihood, samples, inpainting",
+    smoke={"dataset": "digits", "config": {"model": {"hidden_units": 8}},
+           "pictures": ["samples.png", "inpainting.png"]}))
 register("made", ModelEntry(
     "zoo.autoregressive", "MADE", "mnist5k", AUTOREGRESSIVE_IMAGES,
     {"model": {"hidden_units": [500], "num_masks": 1}, "data": {"binarize": "dynamic"},
      "train": {"learning_rate": 1e-3, "batch_size": 100}},
-    "MADE (Germain et al. 2015): masked MLP, connectivity-agnostic training, mask ensembles"))
+    "MADE (Germain et al. 2015): masked MLP, connectivity-agnostic training, mask ensembles",
+    smoke={"dataset": "digits", "config": {"model": {"hidden_units": [16], "num_masks": 2}},
+           "pictures": ["samples.png", "inpainting.png"]}))
 register("dbm", ModelEntry(
     "zoo.boltzmann", "DBM", "mnist5k", BOLTZMANN_IMAGES,
     {"model": {"hidden_dims": [500, 1000], "mean_field_steps": 10, "gibbs_steps": 5,
@@ -198,4 +203,6 @@ register("rnade", ModelEntry(
     {"model": {"hidden_units": 100, "components": 10, "dequantization": 0.00390625},
      "data": {"binarize": None}, "train": {"learning_rate": 1e-3, "batch_size": 100}},
     "RNADE (Uria et al. 2013): mixture-of-Gaussians conditionals for real-valued data",
-    {"digits": {"model": {"dequantization": 0.0625}}}))
+    {"digits": {"model": {"dequantization": 0.0625}}},
+    smoke={"dataset": "digits", "config": {"model": {"hidden_units": 8, "components": 2}},
+           "pictures": ["samples.png"]}))
