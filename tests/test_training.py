@@ -396,7 +396,7 @@ def test_help_lists_models_and_datasets(capsys):
 def test_offline_download_fails_fast_naming_alternatives(tmp_path):
     start = time.perf_counter()
     with pytest.raises(Exception, match="mnist5k"):
-        training.train(training.resolve_config("vae", "mnist", {"train": {"epochs": 1}}),
+        training.train(training.resolve_config("vae", "fashion_mnist", {"train": {"epochs": 1}}),
                        str(tmp_path / "run"), plots=False)
     assert time.perf_counter() - start < 30
 
