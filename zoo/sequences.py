@@ -52,9 +52,9 @@ def trim_to_longest(x):
     has time on axis 1. Runs inside ``tf.data``; a batch without ``mask`` is returned as is."""
     if not isinstance(x, dict) or "mask" not in x:
         return x
-    length = tf.cast(tf.reduce_max(tf.reduce_sum(tf.cast(x["mask"] > 0, tf.int32), 1)),
-                     tf.int32)
-    return {k: v[:, :length] for k, v in x.items()}
+    from zoo.datasets.pipeline import trim_to_longest as trim
+
+    return trim(x, "mask", tuple(x), batched=True)
 
 
 def check_finite(arrays: dict, model_name: str, allowed=("observations",)) -> None:
