@@ -68,6 +68,27 @@ def test_nade_equals_a_numpy_loop():
     np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("block_size", [1, 4, 10, 28])
+def test_blocked_running_sum_equals_cumsum_and_its_gradient(block_size):
+    from zoo.layers.running_sum import exclusive_running_sum
+
+    rng = np.random.RandomState(6)
+    x = tf.constant((rng.rand(3, 10) < 0.5).astype(np.float64))
+    w = tf.constant(rng.randn(10, 5))
+    g = tf.constant(rng.randn(3, 10, 5))
+    expected = np.cumsum(x.numpy()[:, :, None] * w.numpy()[None], 1) - (
+        x.numpy()[:, :, None] * w.numpy()[None])  # exclusive: sum over j < d
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, w])
+        a = exclusive_running_sum(x, w, block_size=block_size)
+        ref = tf.cumsum(x[:, :, None] * w[None], axis=1, exclusive=True)
+        loss, ref_loss = tf.reduce_sum(g * a), tf.reduce_sum(g * ref)
+    np.testing.assert_allclose(a.numpy(), expected, rtol=1e-12, atol=1e-12)
+    for var in (x, w):
+        np.testing.assert_allclose(tape.gradient(loss, var).numpy(),
+                                   tape.gradient(ref_loss, var).numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_fvsbn_equals_logistic_regressions_on_the_preceding_pixels():
     model = _randomize(MODELS["fvsbn"](), seed=5, scale=0.5)
     kernel = model.network.masked[0].kernel.numpy()
@@ -177,6 +198,7 @@ def test_fit_honours_sample_weight():
 
 @pytest.mark.parametrize("name,make", [
     ("made", lambda: MADE((4, 4, 1), hidden_units=(16,), num_masks=2, seed=0)),
+    ("nade", lambda: NADE((4, 4, 1), hidden_units=8, input_order="random", seed=0)),
 ])
 def test_export_parity_and_builtin_ops(name, make, tmp_path):
     from tests.test_case import run_export_test

@@ -195,16 +195,20 @@ class BinaryAutoregressiveModel(ImageInputs, ZooModel, keras.Model):
                 return tf.cast(self.logits_given_observed(x, seen), tf.float32)
             return logits_of(x)
 
-        def body(t, x, drawn_with):
+        def body(t, x, drawn_with, log_weight):
             position = tf.one_hot(order[:, t], self.event_size, dtype=tf.float32)
-            p = tf.sigmoid(step_logits(x, t))
+            logits = step_logits(x, t)
+            p = tf.sigmoid(logits)
             draw = tf.cast(uniform < p, tf.float32)
             step = position * (1.0 - observed)
-            return t + 1, x + step * (draw - x), drawn_with + step * p
+            # the factor of an observed dimension, given the (final) dimensions before it
+            log_weight = log_weight + tf.reduce_sum(
+                position * observed * bernoulli_log_prob(x, logits), -1)
+            return t + 1, x + step * (draw - x), drawn_with + step * p, log_weight
 
-        _, x, drawn_with = tf.while_loop(lambda t, x, q: t < self.event_size, body,
-                                         [tf.constant(0), x, tf.zeros_like(x)])
-        log_weight = tf.reduce_sum(observed * bernoulli_log_prob(x, logits_of(x)), -1)
+        _, x, drawn_with, log_weight = tf.while_loop(
+            lambda t, *_: t < self.event_size, body,
+            [tf.constant(0), x, tf.zeros_like(x), tf.zeros(tf.shape(x)[:1])])
         return x, log_weight, drawn_with
 
     def sample(self, n: int, seed: int = 0, member: int = 0):

@@ -9,6 +9,7 @@ from zoo.autoregressive.base import BinaryAutoregressiveModel
 from zoo.layers.autoregressive_network import input_degrees
 from zoo.layers.common import check_positive_int, register
 from zoo.layers.masked_dense import constant_initializer
+from zoo.layers.running_sum import exclusive_running_sum
 
 
 @register
@@ -21,7 +22,8 @@ class NADE(BinaryAutoregressiveModel):
 
     with one input matrix $W$ [D, H] shared by all conditionals: the running sum
     $a_{d+1} = a_d + W_{:, o_d} x_{o_d}$ makes all D conditionals cost O(DH) (here an exclusive
-    cumulative sum over the ordering). ``log_prob`` is exact.
+    running sum over the ordering, computed in blocks of matrix products by
+    ``zoo.layers.running_sum``). ``log_prob`` is exact.
 
     Args:
         input_shape: tuple. Shape of one example.
@@ -69,8 +71,7 @@ class NADE(BinaryAutoregressiveModel):
         inverse = tf.argsort(perm)                # step of each input index
         xo = tf.gather(tf.cast(x, dtype), perm, axis=1)
         wo = tf.gather(tf.cast(self.w, dtype), perm)
-        a = tf.cast(self.c, dtype) + tf.cumsum(xo[:, :, None] * wo[None], axis=1,
-                                                 exclusive=True)
+        a = tf.cast(self.c, dtype) + exclusive_running_sum(xo, wo)
         h = tf.sigmoid(a)
         logits = (tf.reduce_sum(h * tf.gather(tf.cast(self.v, dtype), perm)[None], -1)
                   + tf.gather(tf.cast(self.b, dtype), perm))

@@ -13,6 +13,7 @@ from zoo.contract import EvalSettings, ImageInputs, ZooModel
 from zoo.layers.autoregressive_network import input_degrees
 from zoo.layers.common import assert_finite, check_positive, check_positive_int, register
 from zoo.layers.masked_dense import constant_initializer
+from zoo.layers.running_sum import exclusive_running_sum
 
 HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 
@@ -116,9 +117,8 @@ class RNADE(ImageInputs, ZooModel, keras.Model):
         perm = tf.argsort(self.degrees)
         inverse = tf.argsort(perm)
         xo = tf.gather(tf.cast(x, dtype), perm, axis=1)
-        a = tf.cast(self.c, dtype) + tf.cumsum(
-            xo[:, :, None] * tf.gather(tf.cast(self.w, dtype), perm)[None], axis=1,
-            exclusive=True)
+        a = tf.cast(self.c, dtype) + exclusive_running_sum(
+            xo, tf.gather(tf.cast(self.w, dtype), perm))
         h = tf.sigmoid(tf.gather(tf.cast(self.rho, dtype), perm)[None, :, None] * a)
         out = (tf.einsum("bdh,dhk->bdk", h, tf.gather(tf.cast(self.v, dtype), perm))
                + tf.gather(tf.cast(self.b, dtype), perm))
