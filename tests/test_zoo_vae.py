@@ -233,3 +233,30 @@ def test_iwae_objective_is_the_k_sample_bound_and_trains(digits):
     assert config["objective"] == "iwae" and config["num_samples"] == 4
     with pytest.raises(ValueError, match="objective"):
         VAE(latent_dim=3, objective="vimco", **SMALL)
+
+
+def test_train_step_overheads_are_gone_without_changing_the_numbers(digits):
+    """Issue 17: the VAE's log p(x|z) is x*l - softplus(l) (equal to TFP's Bernoulli log_prob
+    and its gradient), fit does not track active units unless asked, evaluate still does."""
+    from zoo.layers import BernoulliLikelihood
+    from zoo.vae import LogitBernoulliLikelihood
+
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(scale=4.0, size=(5, 3, 8, 8, 1)).astype("float32"))
+    x = np.where(rng.random((5, 8, 8, 1)) < 0.3, rng.random((5, 8, 8, 1)),
+                 rng.random((5, 8, 8, 1)) > 0.5).astype("float32")  # binary and grey levels
+    results = []
+    for head in (LogitBernoulliLikelihood(event_ndims=3), BernoulliLikelihood(event_ndims=3)):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            value = head(logits, x)["log_prob"]  # a particle axis: x broadcast over it
+        results.append((value.numpy(), tape.gradient(value, logits).numpy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-6)
+    model = VAE(latent_dim=2, seed=0, **SMALL)
+    model.compile(optimizer="adam")
+    assert "active_units" not in model.fit(digits[:64], batch_size=32, verbose=0).history
+    assert "active_units" in model.evaluate(digits[:64], verbose=0, return_dict=True)
+    model.active_units_in_fit = True
+    model.compile(optimizer="adam")  # a new train function
+    assert "active_units" in model.fit(digits[:64], batch_size=32, verbose=0).history

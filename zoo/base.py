@@ -63,8 +63,9 @@ class LatentVariableModel(ZooModel, keras.Model):
     ``call(x)`` returns per-example terms: ``elbo``, ``reconstruction`` (E_q log p(x|z)),
     ``kl`` and the training ``objective`` (the negative ELBO with KL weight / free bits), and
     for Gaussian latents ``posterior_loc``. ``compute_loss`` averages the objective, adds the
-    layers' losses (weight priors), and tracks ``elbo``, ``kl``, ``reconstruction`` and
-    ``active_units`` so that ``fit`` and ``evaluate`` report them.
+    layers' losses (weight priors), and tracks ``elbo``, ``kl`` and ``reconstruction`` so
+    that ``fit`` and ``evaluate`` report them, and ``active_units`` for ``evaluate`` (for
+    ``fit`` too with ``model.active_units_in_fit = True``).
 
     Subclasses implement ``elbo_terms(x, training)``, ``log_weights(x, num_samples, seed)``
     ([batch, K] of log p(x, z_k) - log q(z_k|x) with stateless noise from ``seed``),
@@ -72,6 +73,11 @@ class LatentVariableModel(ZooModel, keras.Model):
     """
 
     supports_sample_weight = True  # compute_loss takes the weighted mean of the objective
+    #: Whether ``fit`` also tracks active units at every training step. Off by default: the
+    #: float64 update and its result cost about 3% of a small VAE's step, and the count over
+    #: an epoch of changing weights is not the number anyone reports. ``evaluate`` always
+    #: counts them (over the evaluated examples, with the final weights).
+    active_units_in_fit = False
 
     def __init__(self, input_shape, active_units_dim: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -88,7 +94,8 @@ class LatentVariableModel(ZooModel, keras.Model):
 
     # ------------------------------------------------------------------ input checks
     def check_input(self, x):
-        """Static shape check and a NaN/Inf check (no-op under XLA); returns x as a tensor."""
+        """Static shape check and the value checks of ``input_checks`` (no-ops under XLA);
+        returns x as a tensor."""
         x = tf.convert_to_tensor(x)
         if not x.dtype.is_floating:
             x = tf.cast(x, self.compute_dtype)
@@ -98,8 +105,13 @@ class LatentVariableModel(ZooModel, keras.Model):
                 f"{', '.join(map(str, self.data_shape))}] (input_shape={self.data_shape}), "
                 f"got {tuple(x.shape)}."
             )
-        with tf.control_dependencies([assert_finite(x, "x")]):
+        with tf.control_dependencies(self.input_checks(x)):
             return tf.identity(x)
+
+    def input_checks(self, x) -> list:
+        """Assertion ops on the values of a batch: NaN/Inf here; a model whose likelihood
+        needs more (data in [0, 1]) folds it into one pass over x."""
+        return [assert_finite(x, "x")]
 
     # ------------------------------------------------------------------ training
     def call(self, x, training=None):
@@ -124,9 +136,26 @@ class LatentVariableModel(ZooModel, keras.Model):
         self.elbo_tracker.update_state(y_pred["elbo"], sample_weight=weight)
         self.kl_tracker.update_state(y_pred["kl"], sample_weight=weight)
         self.reconstruction_tracker.update_state(y_pred["reconstruction"], sample_weight=weight)
-        if self.active_units_metric is not None and "posterior_loc" in y_pred:
+        if (self.active_units_metric is not None and "posterior_loc" in y_pred
+                and (not training or self.active_units_in_fit)):
             self.active_units_metric.update_state(y_pred["posterior_loc"])
         return scale_loss_for_distribution(loss)
+
+    def train_step(self, data):
+        # Keras' own step; the flag (read while tracing) leaves active units out of fit's
+        # results unless ``active_units_in_fit``: an unused result is pruned from the graph.
+        self._tracing_train_step = True
+        try:
+            return super().train_step(data)
+        finally:
+            self._tracing_train_step = False
+
+    def get_metrics_result(self):
+        results = super().get_metrics_result()
+        if getattr(self, "_tracing_train_step", False) and not self.active_units_in_fit \
+                and self.active_units_metric is not None:
+            results.pop(self.active_units_metric.name, None)
+        return results
 
     @classmethod
     def from_config(cls, config):
@@ -205,6 +234,16 @@ class ImageLatentModel(ImageInputs, LatentVariableModel):
 
     export_adapter = "latent"
     binarizes_inputs = True
+
+    def input_checks(self, x) -> list:
+        """A Bernoulli likelihood needs x in [0, 1]: one comparison pass that NaN and Inf
+        fail too (the heads of ``zoo.vae.likelihood_head`` leave the checks to this)."""
+        if getattr(self, "likelihood", "bernoulli") != "bernoulli":
+            return super().input_checks(x)
+        return [tf.debugging.Assert(
+            tf.reduce_all((x >= 0) & (x <= 1)),
+            ["`x` contains NaN or Inf values or values outside [0, 1]; a Bernoulli "
+             "likelihood needs binary or grey-level data in [0, 1]."])]
 
     @classmethod
     def data_defaults(cls, model_config: dict, data_config: dict, user_data: dict) -> dict:
