@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from math import isfinite
 
 import numpy as np
 
@@ -149,9 +150,16 @@ class StreamingFilter:
             that are also outputs).
         num_threads: int. Interpreter threads (XNNPACK).
 
-    A frame given as float32 arrays of the exported shapes goes straight into the
-    interpreter; anything else (float64, no batch axis for batch 1, a list) is converted
-    first, or refused with an error naming the input.
+    A frame given as float arrays of the exported shape, or for batch 1 without the batch
+    axis (``[obs_dim]``, the README's loop), of any float dtype (NumPy's default float64
+    included), is converted once (``astype`` / ``reshape``, about a microsecond) and goes
+    straight into the interpreter; anything else (a list, ints, a wrong shape) goes through
+    the checked path, converted or refused with an error naming the input.
+
+    A frame whose inputs hold NaN or Inf is refused (ValueError naming the frame, the input
+    and the batch rows) and the held state is left as it was, unless the rows are marked
+    missing (``observed`` 0): a missing frame's observation may hold anything. Without this
+    a single NaN frame would make the held state NaN for every later frame.
     """
 
     def __init__(self, path: str, num_threads: int = 1):
@@ -179,14 +187,59 @@ class StreamingFilter:
         self._run_frame = self._step.frame_runner(self.state_names)
         self._observed = (np.ones(self.inputs["observed"][0], np.float32)
                           if "observed" in self.inputs else None)
+        # Per frame input: (name, exported shape, that shape without a batch axis of 1 or
+        # None, exported dtype), for the one-conversion fast path.
+        self._frame_specs = tuple(
+            (k, self.inputs[k][0],
+             self.inputs[k][0][1:] if self.inputs[k][0][:1] == (1,) else None,
+             self.inputs[k][1]) for k in self.frame_inputs)
+        # Inputs checked for NaN / Inf each frame (``observed`` is a flag, ``noise`` a draw).
+        self._finite_inputs = tuple(k for k in self.frame_inputs
+                                    if k not in ("observed", "noise"))
         self.state = None
+        self.frame = 0  # frames stepped with the held state since the last reset
         self.reset()
 
     def reset(self) -> dict:
         """Start a new sequence: the state from ``init_state``."""
         out = self._init()
         self.state = {k: np.array(out[k]) for k in self.state_names}
+        self.frame = 0
         return dict(self.state)
+
+    def _fast_frame(self, frame: dict):
+        """The frame's inputs as arrays of the exported dtype and shape, converting a float
+        dtype and adding a batch axis of 1 (one ``astype`` / ``reshape`` each), or None when
+        an input needs the checked path (not a float array, a shape that does not fit)."""
+        out = {}
+        for name, shape, unbatched, dtype in self._frame_specs:
+            v = frame[name]
+            if type(v) is not np.ndarray or v.dtype.kind != "f":
+                return None
+            if v.dtype != dtype:
+                v = v.astype(dtype)
+            if v.shape != shape:
+                if v.shape != unbatched:
+                    return None
+                v = v.reshape(shape)
+            out[name] = v
+        return out
+
+    def _refuse_non_finite(self, frame: dict) -> None:
+        """ValueError naming the frame when an input holds NaN / Inf on a row marked
+        observed (a missing row's observation may hold anything)."""
+        for name in self._finite_inputs:
+            v = np.asarray(frame[name], np.float64)
+            bad = ~np.isfinite(v.reshape(v.shape[0] if v.ndim > 1 else 1, -1)).all(-1)
+            if name == "observation" and "observed" in frame:
+                seen = np.asarray(frame["observed"], np.float64).reshape(-1) > 0.5
+                bad = bad & seen
+            if bad.any():
+                rows = [int(i) for i in np.flatnonzero(bad)]
+                raise ValueError(
+                    f"frame {self.frame}: `{name}` holds NaN or Inf (batch row(s) {rows}); the "
+                    f"filter refuses it (its state would stay NaN for every later frame) and "
+                    f"keeps its state. Mark a missing frame with observed=0 instead.")
 
     def unpack(self, values: dict | None = None) -> dict:
         """The named pieces of packed state tensors, per the sidecar's ``state_layout``.
@@ -253,18 +306,25 @@ class StreamingFilter:
         if state is None:
             raise ValueError("No filter state: call reset() (or pass `state`).")
         out = None
-        if self._direct:
-            # Float32 arrays of the exported shapes go straight in (the interpreter checks
-            # dtype and shape itself); on any refusal, feed again with conversion and errors.
+        fast = self._fast_frame(frame) if self._direct else None
+        if fast is not None:
+            for name in self._finite_inputs:  # one reduction each; the reason only on failure
+                v = fast[name]
+                if not isfinite(v.sum()) and not np.isfinite(v).all():
+                    self._refuse_non_finite(fast)
+            # Arrays of the exported dtype and shape go straight in (the interpreter checks
+            # them itself); on any refusal (e.g. a wrong state), feed again with errors.
             try:
-                out = self._run_frame(state, frame)
+                out = self._run_frame(state, fast)
             except (ValueError, TypeError, KeyError):
                 pass
         if out is None:
             self._feed_checked(state, frame)
+            self._refuse_non_finite(frame)
             out = self._step.run()
         if held:
             self.state = {k: out[k] for k in self.state_names}
+            self.frame += 1
         return out
 
     def run(self, observation, reset: bool = True, **frames) -> dict:

@@ -174,7 +174,7 @@ class KalmanFilterLayer(keras.layers.Layer):
             init = np.zeros([dim * (dim + 1) // 2])
             tril = np.zeros([dim, dim])
             np.fill_diagonal(tril, raw)
-            init = tfp.math.fill_triangular_inverse(tril).numpy()
+            init = _fill_triangular_inverse(tril)
         return self.add_weight(shape=init.shape, name=name,
                                initializer=keras.initializers.Constant(init))
 
@@ -185,6 +185,15 @@ class KalmanFilterLayer(keras.layers.Layer):
         n, p = self.state_dim, input_shape[-1]
         if p is None:
             raise ValueError("The last axis (observation_dim) of the observations must be known.")
+        if input_shape[1] == 0:
+            raise ValueError(f"`observations` have 0 time steps (shape {tuple(input_shape)}): "
+                             f"a sequence needs at least one step.")
+        if self.built:  # built before (a second build, or a load): the sizes must agree
+            if p != self.observation_dim:
+                raise ValueError(f"the layer was built for observation_dim="
+                                 f"{self.observation_dim}, got observations of shape "
+                                 f"{tuple(input_shape)}")
+            return
         if self.observation == "identity" and p > n:
             raise ValueError(f"observation='identity' needs observation_dim <= state_dim, got "
                              f"observation_dim={p}, state_dim={n}.")
@@ -210,7 +219,7 @@ class KalmanFilterLayer(keras.layers.Layer):
                                             trainable=self.trainable_initial)
         raw0 = _inverse_softplus(self.initial_scale)
         init = (np.full([n], raw0) if self.initial_cov == "diag" else
-                tfp.math.fill_triangular_inverse(np.diag(np.full([n], raw0))).numpy())
+                _fill_triangular_inverse(np.diag(np.full([n], raw0))))
         self.raw_initial_scale = self.add_weight(
             shape=init.shape, name="raw_initial_scale", trainable=self.trainable_initial,
             initializer=const(init))
@@ -240,6 +249,13 @@ class KalmanFilterLayer(keras.layers.Layer):
     def obs_dim(self) -> int:
         """Former name of ``observation_dim``."""
         return self.observation_dim
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: a never-built layer has no observation_dim
+        # (nor weights) yet; say so instead of a bare AttributeError.
+        if name == "observation_dim":
+            raise _unbuilt_error(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def state_space_params(self, dtype=None) -> ki.LGSSMParams:
         """The constrained parameters as :class:`layers.kalman_inference.LGSSMParams`."""
@@ -321,7 +337,7 @@ class KalmanFilterLayer(keras.layers.Layer):
         return ki.kalman_filter(self.state_space_params(dtype), observations, observed,
                                 actions, nan_as_missing=self.nan_as_missing,
                                 method=self.method, square_root=self.square_root,
-                                validate_args=self.validate_args)
+                                validate_args=self.validate_args, validate_params=False)
 
     # ------------------------------------------------------------------------------ call
     def call(self, observations, actions=None, observed=None, mask=None, controls=None):
@@ -378,6 +394,18 @@ class KalmanFilterLayer(keras.layers.Layer):
         return config
 
 
+class UnbuiltError(ValueError, AttributeError):
+    """A never-called Kalman filter asked for something that needs its sizes (a ValueError,
+    and an AttributeError so that ``hasattr`` stays False)."""
+
+
+def _unbuilt_error(what: str) -> UnbuiltError:
+    return UnbuiltError(
+        f"the Kalman filter has no {what} yet: it has never seen observations. Call it (or "
+        f"`filter`, `fit`) on observations [batch, time, observation_dim] first, or build it "
+        f"with `model.build((None, None, observation_dim))`")
+
+
 def _raw_cov(name, cov, kind, floor):
     """Unconstrained weight for which ``KalmanFilterLayer._cov`` gives ``cov``."""
     cov = np.asarray(cov, np.float64)
@@ -392,7 +420,14 @@ def _raw_cov(name, cov, kind, floor):
         raise ValueError(f"`{name}` must be symmetric positive definite (minus "
                          f"min_scale^2 I), got {cov.tolist()}") from None
     tril[np.diag_indices_from(tril)] = _inverse_softplus(np.diag(tril))
-    return tfp.math.fill_triangular_inverse(tril).numpy()
+    return _fill_triangular_inverse(tril)
+
+
+def _fill_triangular_inverse(tril) -> np.ndarray:
+    """``tfp.math.fill_triangular_inverse`` of a NumPy matrix, as NumPy, in any context (the
+    layer is built inside ``fit``'s graph, where ``.numpy()`` of a graph tensor fails)."""
+    with tf.init_scope():
+        return tfp.math.fill_triangular_inverse(np.asarray(tril, np.float64)).numpy()
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE, name="KalmanFilter")

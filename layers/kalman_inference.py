@@ -436,19 +436,111 @@ def _canon(x, base_rank, name, batch, steps, dtype, base_shape=None):
                      f"{tuple(x.shape)}.")
 
 
-def _check_psd(x, name):
-    """Eager check that a user-given covariance is symmetric positive semi-definite."""
-    if not tf.executing_eagerly():
-        return
-    v = np.asarray(x, np.float64)
+def _host_value(x):
+    """``x`` as a NumPy array when its value is known while the graph is built (eager, a
+    constant, or an eager tensor captured by a ``tf.function``), else None."""
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, float, int)):
+        return np.asarray(x)
+    if tf.executing_eagerly():
+        try:
+            return np.asarray(x)
+        except (NotImplementedError, ValueError, TypeError):
+            return None
+    if not tf.is_tensor(x) or isinstance(x, tf.Variable):
+        return None
+    try:
+        value = tf.get_static_value(x)
+    except (TypeError, ValueError):
+        value = None
+    if value is not None:
+        return value
+    graph = getattr(x, "graph", None)
+    try:
+        captures = list(getattr(graph, "captures", ()))
+    except (TypeError, AttributeError):
+        captures = []
+    for outer, inner in captures:  # an eager tensor captured by the function being traced
+        if inner is x:
+            if getattr(outer, "dtype", tf.resource) == tf.resource:
+                return None
+            try:
+                return outer.numpy()
+            except (AttributeError, NotImplementedError, ValueError, TypeError):
+                return None
+    return None
+
+
+def _psd_message(name, v):
+    """Why the covariance ``v`` (NumPy, [..., n, n]) is not a covariance, or None."""
+    v = np.asarray(v, np.float64)
     if not np.all(np.isfinite(v)):
-        raise ValueError(f"`{name}` contains NaN or Inf.")
+        return f"`{name}` contains NaN or Inf."
     scale = max(np.max(np.abs(v)), 1e-300)
     if np.max(np.abs(v - np.swapaxes(v, -1, -2))) > 1e-6 * scale:
-        raise ValueError(f"`{name}` must be symmetric.")
-    if np.min(np.linalg.eigvalsh(v)) < -1e-8 * scale:
-        raise ValueError(f"`{name}` must be positive semi-definite; its smallest eigenvalue is "
-                         f"{np.min(np.linalg.eigvalsh(v)):.3g}.")
+        return f"`{name}` must be symmetric."
+    low = np.min(np.linalg.eigvalsh(v))
+    if low < -1e-8 * scale:
+        return (f"`{name}` must be positive semi-definite; its smallest eigenvalue is "
+                f"{low:.3g}.")
+    return None
+
+
+def _check_psd(x, name):
+    """Check that a user-given covariance is a finite symmetric positive semi-definite matrix.
+
+    When its value is known on the host (eager, or a constant / captured eager tensor while a
+    ``tf.function`` is traced, with or without ``jit_compile``): ValueError now. Otherwise (a
+    tensor computed in the graph, e.g. a ``tf.function`` argument): in a plain graph an assert
+    that raises ``InvalidArgumentError`` with the same message when run; under XLA, where
+    asserts are dropped, the returned bool tensor (False = invalid) with which the caller
+    turns the log-likelihood into NaN. Returns None when nothing is left to check at run time.
+    """
+    value = _host_value(x)
+    if value is not None:
+        msg = _psd_message(name, value)
+        if msg:
+            raise ValueError(msg)
+        return None
+    x = tf.convert_to_tensor(x)
+    scale = tf.maximum(tf.reduce_max(tf.abs(x)), tf.constant(1e-300, x.dtype)
+                       if x.dtype == tf.float64 else tf.constant(1e-30, x.dtype))
+    finite = tf.reduce_all(tf.math.is_finite(x))
+    safe = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
+    symmetric = tf.reduce_max(tf.abs(safe - _t(safe))) <= 1e-6 * scale
+    psd = tf.reduce_min(tf.linalg.eigvalsh(_sym(safe))) >= -1e-8 * scale
+    ok = tf.logical_and(finite, tf.logical_and(symmetric, psd))
+    if _in_xla():
+        return ok
+    return tf.debugging.Assert(ok, [f"`{name}` must be a finite symmetric positive "
+                                    f"semi-definite matrix"], name=f"check_{name}")
+
+
+def _check_flags(mask, steps, batch, values=True):
+    """``observed`` must be [batch, time] of 0/1 (bool too): ValueError on the host; a graph
+    assert, or under XLA a bool tensor for the NaN guard, when its value is not known."""
+    if mask.shape.rank != 2:
+        raise ValueError(f"`observed` must be [batch, time], got shape {tuple(mask.shape)}.")
+    if mask.shape[1] is not None and steps is not None and mask.shape[1] != steps:
+        raise ValueError(f"`observed` (or `mask`) has {mask.shape[1]} time steps but the "
+                         f"observations have {steps}.")
+    if mask.shape[0] is not None and batch is not None and mask.shape[0] not in (batch,):
+        raise ValueError(f"`observed` (or `mask`) has {mask.shape[0]} sequences but the "
+                         f"observations have {batch}.")
+    if mask.dtype == tf.bool or not values:
+        return None
+    value = _host_value(mask)
+    if value is not None:
+        bad = ~((value == 0) | (value == 1))
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"`observed` (or `mask`) must hold only 0 and 1, got "
+                             f"{value[at].item()!r} at (batch, time) = {at}.")
+        return None
+    ok = tf.reduce_all(tf.logical_or(tf.equal(mask, 0), tf.equal(mask, 1)))
+    if _in_xla():
+        return ok
+    return tf.debugging.Assert(ok, ["`observed` (or `mask`) must hold only 0 and 1"],
+                               name="check_observed")
 
 
 class _Model(NamedTuple):
@@ -470,10 +562,11 @@ class _Model(NamedTuple):
     cov_batched: bool
     batch: tf.Tensor  # scalar int
     steps: int
+    valid: Optional[tf.Tensor] = None  # under XLA: False when a run-time check failed
 
 
 def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
-             nan_as_missing=False, validate_args=True) -> _Model:
+             nan_as_missing=False, validate_args=True, validate_params=None) -> _Model:
     y = tf.convert_to_tensor(observations)
     if not y.dtype.is_floating:
         y = tf.cast(y, tf.float32)
@@ -482,6 +575,9 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
         raise ValueError(f"`observations` must be [batch, time, obs_dim], got shape "
                          f"{tuple(y.shape)}.")
     batch, steps, p = y.shape
+    if steps == 0:
+        raise ValueError("`observations` have 0 time steps (shape "
+                         f"{tuple(y.shape)}): a sequence needs at least one step.")
     h_raw = tf.convert_to_tensor(params.observation_matrix, dtype)
     n = h_raw.shape[-1]
     if h_raw.shape[-2] is not None and p is not None and h_raw.shape[-2] != p:
@@ -496,16 +592,20 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
     p0 = canon(params.initial_cov, 2, "initial_cov", (n, n))
     if m0.time_varying or p0.time_varying:
         raise ValueError("`initial_mean` / `initial_cov` cannot have a time axis.")
-    if validate_args:
-        for name, par in (("transition_cov", q), ("observation_cov", r), ("initial_cov", p0)):
-            _check_psd(par.value, name)
+    checks = []  # run-time checks: graph asserts, or under XLA bools for the NaN guard
+    if validate_params is None:
+        validate_params = validate_args
+    if validate_params:
+        for name, par in (("transition_cov", params.transition_cov),
+                          ("observation_cov", params.observation_cov),
+                          ("initial_cov", params.initial_cov)):
+            checks.append(_check_psd(par, name))
     nb = tf.shape(y)[0]
     # Missing data.
     finite = tf.reduce_all(tf.math.is_finite(y), -1)
     if mask is not None:
         mask = tf.convert_to_tensor(mask)
-        if mask.shape.rank != 2:
-            raise ValueError(f"`observed` must be [batch, time], got shape {tuple(mask.shape)}.")
+        checks.append(_check_flags(mask, steps, batch, validate_args))
         mask = tf.cast(mask, tf.bool)
     if nan_as_missing:
         mask = finite if mask is None else tf.logical_and(mask, finite)
@@ -557,7 +657,15 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
     yt = tf.experimental.numpy.swapaxes(y, 0, 1)
     mt = None if mask is None else tf.transpose(mask)
     cov_batched = (mask is not None) or any(x.batched for x in (a, q, h, r, p0))
-    return _Model(yt, mt, shift, a, q, h, r, m0.value, p0.value, cov_batched, nb, steps)
+    checks = [c for c in checks if c is not None]
+    valid = None
+    if checks and _in_xla():
+        valid = tf.reduce_all(tf.stack(checks))
+    elif checks:  # graph asserts: the observations wait for them
+        with tf.control_dependencies(checks):
+            yt = tf.identity(yt)
+    return _Model(yt, mt, shift, a, q, h, r, m0.value, p0.value, cov_batched, nb, steps,
+                  valid)
 
 
 def _at(par: _Param, t):
@@ -586,7 +694,8 @@ def _chol_param(par: _Param) -> _Param:
 def kalman_filter(params: LGSSMParams, observations, observed=None, actions=None,
                   nan_as_missing: bool = False, method: str = "sequential",
                   square_root: bool = False, validate_args: bool = True,
-                  steady_state: bool = True, *, mask=None, controls=None) -> FilterResult:
+                  steady_state: bool = True, *, mask=None, controls=None,
+                  validate_params: bool | None = None) -> FilterResult:
     """Forward Kalman filter: filtered and predicted moments and the log-likelihood.
 
     Args:
@@ -598,23 +707,41 @@ def kalman_filter(params: LGSSMParams, observations, observed=None, actions=None
         nan_as_missing: bool. Treat a step with any NaN observation as missing.
         method: str. ``"sequential"`` (a scan) or ``"parallel"`` (associative scan).
         square_root: bool. Propagate Cholesky factors (sequential method only).
-        validate_args: bool. Eager checks: covariances PSD, no NaN at observed steps.
+        validate_args: bool. Check the inputs: covariances finite, symmetric and positive
+            semi-definite, ``observed`` only 0/1, no NaN at observed steps (this last one
+            eagerly only). A value known while the function is built (eager, or a constant /
+            captured eager tensor under ``tf.function``, ``jit_compile`` or not) is checked
+            on the host: ValueError naming it. A value computed in a graph is checked when
+            run: by an assert in a plain ``tf.function`` (``InvalidArgumentError`` naming
+            it); under ``jit_compile=True``, which drops asserts, an invalid input makes
+            ``log_likelihood``, ``log_likelihoods`` and ``filtered_means`` NaN instead of a
+            finite meaningless number.
         steady_state: bool. With time-invariant shared parameters and no mask, stop
             recomputing the covariances once they have converged to machine precision.
         mask, controls: deprecated names of ``observed`` and ``actions`` (one release).
+        validate_params: bool or None. The covariance checks alone (None: as
+            ``validate_args``); off for covariances valid by construction (the model's).
     """
     observed = renamed_argument(observed, mask, "observed", "mask")
     actions = renamed_argument(actions, controls, "actions", "controls")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}, got {method!r}.")
-    mdl = _prepare(params, observations, observed, actions, nan_as_missing, validate_args)
+    if square_root and method == "parallel":
+        raise ValueError("`square_root=True` is only available with method='sequential'.")
+    mdl = _prepare(params, observations, observed, actions, nan_as_missing, validate_args,
+                   validate_params)
     dtype = mdl.y.dtype
     n = mdl.m0.shape[-1]
     if method == "parallel":
-        if square_root:
-            raise ValueError("`square_root=True` is only available with method='sequential'.")
-        return _parallel_filter(mdl, dtype, n)
-    return _sequential_filter(mdl, dtype, n, square_root, steady_state)
+        result = _parallel_filter(mdl, dtype, n)
+    else:
+        result = _sequential_filter(mdl, dtype, n, square_root, steady_state)
+    if mdl.valid is not None:  # under XLA: an invalid input gives NaN, not a finite number
+        nan = tf.where(mdl.valid, tf.zeros([], dtype), tf.constant(np.nan, dtype))
+        result = result._replace(log_likelihood=result.log_likelihood + nan,
+                                 log_likelihoods=result.log_likelihoods + nan,
+                                 filtered_means=result.filtered_means + nan)
+    return result
 
 
 def _sequential_filter(mdl: _Model, dtype, n, square_root, steady_state=True) -> FilterResult:

@@ -141,12 +141,22 @@ class KalmanFilterModel(ZooModel, keras.Model):
     def build(self, input_shape):
         if isinstance(input_shape, dict):
             input_shape = input_shape["observations"]
-        self.kalman.build(tuple(input_shape))
+        self.kalman.build(tuple(input_shape))  # a second build checks the sizes only
+        self.built = True
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """Keras ``load_weights``; a never-called model is first built for the observation
+        size stored in a ``.weights.h5`` file (read from the shape of R's weight)."""
+        if not self.kalman.built and str(filepath).endswith(".weights.h5"):
+            self.build((None, None, _observation_dim_in(filepath, self.kalman)))
+        return super().load_weights(filepath, *args, **kwargs)
 
     def call(self, inputs, mask=None):
         observations, actions, observed, padding = self._unpack(inputs)
         if isinstance(mask, dict):  # Keras hands a dict input a dict of (absent) masks
             mask = mask.get("observations")
+        observed = sequences.checked_flags("observed", observed)
+        padding = sequences.checked_flags("mask", padding)
         return self.kalman(observations, actions=actions,
                            observed=_both(observed, padding), mask=mask)
 
@@ -155,9 +165,9 @@ class KalmanFilterModel(ZooModel, keras.Model):
         """The fitted parameters (constrained) as tensors (in ``dtype``, default the model's)."""
         return self.kalman.state_space_params(dtype)
 
-    def _ensure_built(self, observations):
+    def _ensure_built(self, shape):
         if not self.kalman.built:
-            self.build(tuple(observations.shape))
+            self.build(tuple(shape))
 
     def filter(self, observations, actions=None, observed=None, *, mask=None,
                controls=None) -> ki.FilterResult:
@@ -168,18 +178,77 @@ class KalmanFilterModel(ZooModel, keras.Model):
         ``observations`` [batch, time, p]; ``actions`` [batch, time, action_dim];
         ``observed`` [batch, time] (0 = missing frame) and ``mask`` [batch, time] (0 = padding)
         both skip the update (so padding adds nothing to the log-likelihood). ``controls``: the
-        deprecated name of ``actions``."""
-        actions = ki.renamed_argument(actions, controls, "actions", "controls")
-        observations = tf.convert_to_tensor(observations)
-        self._ensure_built(observations)
-        return self.kalman.run_filter(observations, actions, _both(observed, mask))
+        deprecated name of ``actions``.
+
+        Called eagerly, the filter runs as one compiled function (XLA for the sequential
+        method; traced once per input shape and kind of arguments, reading the current
+        weights on every call), after the checks on the host; inside a ``tf.function`` it is
+        traced into the caller's graph."""
+        return self._run("filter", observations, actions, observed, mask, controls)
+
+    def log_likelihood(self, observations, actions=None, observed=None, *, mask=None,
+                       controls=None) -> tf.Tensor:
+        """log p(y_{0:T-1}) per sequence, ``[batch]``: :meth:`filter`'s ``log_likelihood``
+        without materializing the moments (the same arguments; compiled when called
+        eagerly)."""
+        return self._run("log_likelihood", observations, actions, observed, mask, controls)
+
+    def _run(self, what, observations, actions, observed, mask, controls):
+        actions = ki.renamed_argument(actions, controls, "actions", "controls", stacklevel=4)
+        eager = tf.executing_eagerly()
+        shape = np.shape(observations)
+        if len(shape) != 3:
+            raise ValueError(f"`observations` must be [batch, time, observation_dim], got "
+                             f"shape {tuple(shape)}")
+        batch, steps = shape[0], shape[1]
+        if steps == 0:
+            raise ValueError(f"`observations` have 0 time steps (shape {tuple(shape)}): a "
+                             f"sequence needs at least one step")
+        observed = sequences.checked_flags("observed", observed, steps, batch)
+        mask = sequences.checked_flags("mask", mask, steps, batch)
+        self._ensure_built(shape)
+        both = _both(observed, mask)
+        if not eager:
+            result = self.kalman.run_filter(observations, actions, both)
+            return result if what == "filter" else result.log_likelihood
+        dtype = ki_dtype(self.kalman)
+        y = _as(observations, dtype)
+        args = (y, None if actions is None else _as(actions, dtype),
+                None if both is None else _as(both, "bool"))
+        result = self._compiled(what, args[1] is not None, args[2] is not None)(*args)
+        log_lik = result if what == "log_likelihood" else result.log_likelihood
+        if self.kalman.validate_args and not self.kalman.nan_as_missing:
+            # NaN at an observed frame makes that series' log-likelihood NaN: only then look
+            # for it on the host (the check costs nothing when the data are clean).
+            if not np.all(np.isfinite(log_lik.numpy())):
+                _raise_if_nan_observed(y, args[2])
+        return result
+
+    def _compiled(self, what, with_actions, with_observed):
+        """The compiled filter for these kinds of arguments (cached; XLA for the sequential
+        method, whose loops compile in about a second; the parallel scan would take tens of
+        seconds, so it runs as a plain graph)."""
+        cache = self.__dict__.get("_compiled_filters")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_compiled_filters", cache)
+        key = (what, with_actions, with_observed)
+        if key not in cache:
+            layer = self.kalman
+
+            def run(y, actions, observed):
+                result = layer.run_filter(y, actions, observed)
+                return result.log_likelihood if what == "log_likelihood" else result
+
+            cache[key] = tf.function(run, jit_compile=layer.method == "sequential",
+                                     autograph=False)
+        return cache[key]
 
     def smooth(self, observations, actions=None, observed=None, *, mask=None,
                controls=None) -> ki.SmootherResult:
         """Rauch-Tung-Striebel smoothed moments of x_t given all observations."""
-        return ki.rts_smoother(self.state_space_params(),
-                               self.filter(observations, actions, observed, mask=mask,
-                                           controls=controls))
+        filtered = self.filter(observations, actions, observed, mask=mask, controls=controls)
+        return ki.rts_smoother(self.state_space_params(), filtered)
 
     def forecast(self, observations, steps: int, actions=None, observed=None,
                  future_actions=None, *, mask=None, controls=None,
@@ -187,9 +256,8 @@ class KalmanFilterModel(ZooModel, keras.Model):
         """Moments of x and y for 1..``steps`` steps after the end of ``observations``."""
         future_actions = ki.renamed_argument(future_actions, future_controls, "future_actions",
                                              "future_controls")
-        return ki.forecast(self.state_space_params(),
-                           self.filter(observations, actions, observed, mask=mask,
-                                       controls=controls), steps, future_actions)
+        filtered = self.filter(observations, actions, observed, mask=mask, controls=controls)
+        return ki.forecast(self.state_space_params(), filtered, steps, future_actions)
 
     def sample(self, observations, num_samples: int = 1, actions=None, observed=None, seed=None,
                *, mask=None, controls=None):
@@ -325,6 +393,56 @@ class KalmanFilterModel(ZooModel, keras.Model):
         config = super().get_config()
         config.update(state_dim=self.state_dim, seed=self.seed, **self.layer_kwargs)
         return config
+
+
+def ki_dtype(layer) -> str:
+    from zoo.layers.common import math_dtype
+
+    return math_dtype(layer)
+
+
+def _as(x, dtype):
+    """``x`` as a tensor of ``dtype`` (NumPy converted on the host, tensors cast)."""
+    if tf.is_tensor(x):
+        return x if x.dtype == dtype else tf.cast(x, dtype)
+    return tf.convert_to_tensor(np.asarray(x, dtype))
+
+
+def _raise_if_nan_observed(y, observed):
+    """ValueError naming the first (series, step) whose observation is NaN / Inf at a frame
+    marked observed (the filter's eager check, run on the host)."""
+    fin = np.all(np.isfinite(np.asarray(y)), -1)
+    seen = np.ones_like(fin) if observed is None else np.asarray(observed, bool)
+    if not np.all(fin[seen]):
+        bad = np.argwhere(~fin & seen)[0]
+        all_nan = ~np.any(fin, axis=1)
+        hint = (f" (series {int(np.argmax(all_nan))} is all NaN)" if np.any(all_nan) else "")
+        raise ValueError(
+            f"`observations` contain NaN or Inf at observed position (batch, time) = "
+            f"{tuple(int(i) for i in bad)}{hint}; pass `observed` (0 = missing) or "
+            f"`nan_as_missing=True`.")
+
+
+def _observation_dim_in(filepath, layer) -> int:
+    """The observation size p of the Kalman layer saved in a ``.weights.h5`` file: the shape
+    of its ``raw_observation_scale`` weight ([p] diag, [p (p + 1) / 2] full), whose place in
+    the layer's variables follows ``KalmanFilterLayer.build``'s order."""
+    import h5py
+
+    index = (layer.transition != "identity") + (layer.observation == "free") + 1
+    try:
+        with h5py.File(filepath, "r") as f:
+            size = int(f[f"kalman/vars/{index}"].shape[0])
+    except (OSError, KeyError) as e:
+        raise ValueError(f"{filepath} holds no Kalman filter weights this model can read "
+                         f"({e}); build the model (call it on observations) before loading, "
+                         f"or check the file") from None
+    if layer.observation_cov == "diag":
+        return size
+    p = int(round((np.sqrt(8 * size + 1) - 1) / 2))
+    if p * (p + 1) // 2 != size:
+        raise ValueError(f"{filepath}: R's weight has {size} entries, not p (p + 1) / 2")
+    return p
 
 
 def _both(observed, mask):

@@ -127,6 +127,18 @@ class LSTMKalmanFilter(ZooModel, keras.Model):
         raw = math.log(math.expm1(initial_variance))
         self.initial_raw_variance = self.add_weight(
             shape=(n,), initializer=keras.initializers.Constant(raw), name="initial_variance")
+        # Every weight exists now (sizes come from the arguments): a fresh model can load
+        # weights, be exported or filter without being called first.
+        self.built = True
+
+    def build(self, input_shape=None):
+        """Nothing to create (every weight is made in ``__init__``); checks the observation
+        size."""
+        shape = input_shape.get("observations") if isinstance(input_shape, dict) else input_shape
+        if shape is not None and len(shape) and shape[-1] not in (None, self.observation_dim):
+            raise ValueError(f"LSTMKalmanFilter expects observations [batch, time, "
+                             f"{self.observation_dim}], got shape {tuple(shape)}")
+        self.built = True
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int = 1) -> dict:
@@ -195,6 +207,10 @@ class LSTMKalmanFilter(ZooModel, keras.Model):
         if z.shape.rank != 3 or (z.shape[-1] is not None and z.shape[-1] != self.observation_dim):
             raise ValueError(f"LSTMKalmanFilter expects observations [batch, time, "
                              f"{self.observation_dim}], got {tuple(z.shape)}.")
+        if z.shape[1] == 0:
+            raise ValueError(f"`observations` have 0 time steps (shape {tuple(z.shape)}): a "
+                             f"sequence needs at least one step.")
+        observed = sequences.checked_flags("observed", observed, z.shape[1], z.shape[0])
         if observed is not None:  # a missing frame may hold anything, NaN included
             keep = tf.cast(observed, tf.float32)[..., None] > 0.5
             z = tf.where(keep, z, tf.zeros_like(z))

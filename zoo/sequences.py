@@ -57,8 +57,83 @@ def trim_to_longest(x):
     return trim(x, "mask", tuple(x), batched=True)
 
 
+FLAG_KEYS = ("mask", "observed")
+
+
+def check_flags(name: str, value, steps=None, batch=None) -> None:
+    """ValueError naming ``name`` unless ``value`` (a ``mask`` or ``observed`` array, NumPy or
+    an eager tensor) is [batch, time] and holds only 0 and 1 (bools too): 0.5 or 2 is neither
+    a seen nor a missing frame. ``steps`` / ``batch``: the observations' sizes, when known."""
+    v = np.asarray(value)
+    if v.ndim != 2:
+        raise ValueError(f"`{name}` must be [batch, time], got shape {list(v.shape)}")
+    if steps is not None and v.shape[1] != steps:
+        raise ValueError(f"`{name}` has {v.shape[1]} time steps but the observations have "
+                         f"{steps}")
+    if batch is not None and v.shape[0] != batch:
+        raise ValueError(f"`{name}` has {v.shape[0]} sequences but the observations have "
+                         f"{batch}")
+    if v.dtype != bool:
+        bad = ~((v == 0) | (v == 1))
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"`{name}` must hold only 0 and 1, got {v[at].item()!r} at (batch, time) "
+                             f"= {at} ({int(bad.sum())} such value(s))")
+
+
+def checked_flags(name: str, value, steps=None, batch=None):
+    """``value`` (a ``mask`` / ``observed`` input of a model's Python API or ``call``) after
+    :func:`check_flags`: on the host when its value is known (NumPy, eager), else an assert
+    in the graph (``InvalidArgumentError`` naming ``name`` when run; none under XLA, which
+    drops asserts: the trainer checks the data on the host before ``fit``). None stays None.
+    The one line a sequence model needs: ``mask = sequences.checked_flags("mask", mask)``."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) or not tf.is_tensor(value) or tf.executing_eagerly():
+        check_flags(name, value, steps, batch)
+        return value
+    if value.dtype == tf.bool:
+        return value
+    ok = tf.reduce_all(tf.logical_or(tf.equal(value, 0), tf.equal(value, 1)))
+    with tf.control_dependencies([tf.debugging.Assert(
+            ok, [f"`{name}` must hold only 0 and 1"], name=f"check_{name}")]):
+        return tf.identity(value)
+
+
+def check_time_gaps(value, name: str = "time_gaps") -> None:
+    """ValueError naming ``name`` when a time gap is negative or not finite."""
+    v = np.asarray(value, np.float64)
+    bad = ~np.isfinite(v) | (v < 0)
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"`{name}` must be finite and >= 0 (the time from step t-1 to t), got "
+                         f"{v[at].item()!r} at {at} ({int(bad.sum())} such value(s))")
+
+
+def check_sequence_arrays(arrays: dict) -> None:
+    """The shared checks of a sequence split's arrays: ``mask`` / ``observed`` 0/1 and
+    [batch, time] matching the observations, ``time_gaps`` >= 0, every sequence at least one
+    step long. ValueError naming the array."""
+    obs = arrays.get("observations")
+    batch = steps = None
+    if obs is not None:
+        shape = np.shape(obs)
+        if len(shape) >= 2:
+            batch, steps = shape[0], shape[1]
+            if steps == 0:
+                raise ValueError("`observations` have 0 time steps: a sequence needs at "
+                                 "least one step")
+    for key in FLAG_KEYS:
+        if key in arrays and arrays[key] is not None:
+            check_flags(key, arrays[key], steps, batch)
+    if arrays.get("time_gaps") is not None:
+        check_time_gaps(arrays["time_gaps"])
+
+
 def check_finite(arrays: dict, model_name: str, allowed=("observations",)) -> None:
-    """ValueError naming the first float array outside ``allowed`` that holds NaN or Inf."""
+    """ValueError naming the first float array outside ``allowed`` that holds NaN or Inf;
+    first the shared checks of :func:`check_sequence_arrays` (flags 0/1, gaps >= 0)."""
+    check_sequence_arrays(arrays)
     for key, value in arrays.items():
         value = np.asarray(value)
         if key in allowed or value.dtype.kind != "f":
