@@ -239,14 +239,14 @@ def test_train_step_overheads_are_gone_without_changing_the_numbers(digits):
     """Issue 17: the VAE's log p(x|z) is x*l - softplus(l) (equal to TFP's Bernoulli log_prob
     and its gradient), fit does not track active units unless asked, evaluate still does."""
     from zoo.layers import BernoulliLikelihood
-    from zoo.vae import LogitBernoulliLikelihood
+    from zoo.vae import BernoulliLogitsLikelihood
 
     rng = np.random.default_rng(0)
     logits = tf.constant(rng.normal(scale=4.0, size=(5, 3, 8, 8, 1)).astype("float32"))
     x = np.where(rng.random((5, 8, 8, 1)) < 0.3, rng.random((5, 8, 8, 1)),
                  rng.random((5, 8, 8, 1)) > 0.5).astype("float32")  # binary and grey levels
     results = []
-    for head in (LogitBernoulliLikelihood(event_ndims=3), BernoulliLikelihood(event_ndims=3)):
+    for head in (BernoulliLogitsLikelihood(event_ndims=3), BernoulliLikelihood(event_ndims=3)):
         with tf.GradientTape() as tape:
             tape.watch(logits)
             value = head(logits, x)["log_prob"]  # a particle axis: x broadcast over it
