@@ -12,6 +12,11 @@ chains; $\hat Z_B = Z_A \cdot \frac1M \sum_m w^{(m)}$ is unbiased. The reported 
 of $\log \hat Z$ is the delta-method $\mathrm{sd}(w) / (\sqrt{M}\, \bar w)$; the paper's
 $\log(\hat Z \pm 3\hat\sigma)$ bracket is ``log_z_low`` / ``log_z_high``.
 
+For the Gaussian-Bernoulli RBM the base model is $N(v; m_A, \operatorname{diag}\sigma^2)$
+with the model's own variances and $m_A$ the training data's mean, so every intermediate
+$p_\beta(v \mid h) = N((1-\beta) m_A + \beta (b + W h), \operatorname{diag}\sigma^2)$ is
+sampled exactly (``gaussian_rbm_ais``).
+
 Hidden units are summed out analytically wherever they can be: $h$ for the RBM, $h^1$ for the
 DBM (Salakhutdinov & Hinton, "Deep Boltzmann Machines", 2009, sec. 4), so the chains carry $v$
 (RBM) or $(v, h^2)$ (DBM). All noise is drawn with stateless ops from ``seed``.
@@ -25,7 +30,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from zoo.layers.boltzmann_energy import DBMParams, RBMParams, dbm_free_energy, rbm_free_energy
+from zoo.layers.boltzmann_energy import (DBMParams, RBMParams, dbm_free_energy,
+                                         gaussian_rbm_hidden_logits, rbm_free_energy)
 from zoo.layers.gibbs import DBMState, bernoulli, dbm_gibbs_step
 
 
@@ -177,4 +183,65 @@ def dbm_ais(params: DBMParams, base_visible_bias, num_chains: int = 100,
     log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_hidden * math.log(2.0)
     log_w = _dbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype),
                           tf.constant(int(num_chains)), tf.constant(seed, tf.int32))
+    return summarize(log_w, log_z_a)
+
+
+@tf.function(reduce_retracing=True)
+def _gaussian_rbm_ais_loop(params, log_variance, base_mean, betas, num_chains, seed):
+    dtype = params.weights.dtype
+    n_v, n_h = tf.shape(params.weights)[0], tf.shape(params.weights)[1]
+    scale = tf.exp(0.5 * log_variance)
+    precision = tf.exp(-log_variance)
+    v = base_mean[None] + scale * tf.random.stateless_normal([num_chains, n_v], seed,
+                                                             dtype=dtype)
+
+    def log_p_star(x, beta):  # h summed out; the base shares the model's variances
+        base = -0.5 * tf.reduce_sum(tf.square(x - base_mean) * precision, -1)
+        model = -0.5 * tf.reduce_sum(tf.square(x - params.visible_bias) * precision, -1)
+        hidden = tf.reduce_sum(tf.nn.softplus(
+            beta * gaussian_rbm_hidden_logits(x, params, log_variance)), -1)
+        return (1.0 - beta) * base + beta * model + hidden
+
+    def body(k, x, log_w):
+        beta_prev, beta = betas[k - 1], betas[k]
+        log_w = log_w + log_p_star(x, beta) - log_p_star(x, beta_prev)
+        seed_k = tf.random.experimental.stateless_fold_in(seed, k)
+        h = bernoulli(tf.sigmoid(beta * gaussian_rbm_hidden_logits(x, params, log_variance)),
+                      _noise(seed_k, 1, [num_chains, n_h], dtype))
+        mean = (1.0 - beta) * base_mean + beta * (
+            tf.matmul(h, params.weights, transpose_b=True) + params.visible_bias)
+        noise = tf.random.stateless_normal([num_chains, n_v],
+                                           tf.random.experimental.stateless_fold_in(seed_k, 2),
+                                           dtype=dtype)
+        return k + 1, mean + scale * noise, log_w
+
+    n = tf.shape(betas)[0]
+    _, _, log_w = tf.while_loop(lambda k, *_: k < n, body,
+                                (tf.constant(1), v, tf.zeros([num_chains], dtype)))
+    return log_w
+
+
+def gaussian_rbm_ais(params: RBMParams, log_variance, base_mean, num_chains: int = 100,
+                     num_betas: int = 14500, seed=(0, 0)) -> AISResult:
+    """AIS estimate of log Z of a Gaussian-Bernoulli RBM (energy of
+    ``zoo.layers.boltzmann_energy``), from the base model N(base_mean, diag sigma^2) with
+    Z_A = 2^H prod_i (2 pi sigma_i^2)^(1/2).
+
+    Args:
+        params: RBMParams. The target RBM (float32 or float64).
+        log_variance: [V]. log sigma^2 of the visible units.
+        base_mean: [V]. m_A, e.g. the training data's mean.
+        num_chains, num_betas, seed: as for :func:`rbm_ais`.
+    """
+    if num_chains < 2:
+        raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
+    dtype = tf.as_dtype(params.weights.dtype)
+    params = RBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    log_variance = tf.convert_to_tensor(log_variance, dtype)
+    n_h = int(params.weights.shape[1])
+    log_z_a = (0.5 * tf.reduce_sum(log_variance + math.log(2.0 * math.pi))
+               + n_h * math.log(2.0))
+    log_w = _gaussian_rbm_ais_loop(params, log_variance, tf.convert_to_tensor(base_mean, dtype),
+                                   tf.constant(ais_betas(num_betas), dtype),
+                                   tf.constant(int(num_chains)), tf.constant(seed, tf.int32))
     return summarize(log_w, log_z_a)

@@ -80,6 +80,29 @@ def test_gaussian_rbm_recovers_the_data_variance(mean, sd):
     assert np.all(np.abs(np.diag(cov0) / x.var(0) - 1) > 0.5)  # the start was far off
 
 
+def test_gaussian_rbm_ais_log_likelihood_against_exact():
+    """After training on 2-D Gaussian data, the model's AIS log Z (from N(data mean,
+    sigma^2)) equals log Z by enumerating its 2^12 hidden states within the reported error,
+    and ``evaluation`` reports the AIS test log-density beside the exact one."""
+    from zoo.contract import EvalSettings
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(1000, 2)) * [0.5, 2.0] + [1.0, -1.0]).astype("float32")
+    model = GaussianBernoulliRBM(2, hidden_dim=12, num_chains=50, ais_betas=1000, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.02))
+    model.fit(x, epochs=3, batch_size=100, verbose=0)
+    exact = model.exact_log_partition()
+    ais = model.log_partition(num_chains=200, num_betas=1000, seed=1)
+    error = float(ais.log_z_std_err)
+    assert 0 < error < 0.05 and abs(float(ais.log_z) - exact) < 3 * error, (
+        float(ais.log_z), exact, error)
+    model.exact_hidden_limit = 0  # as for a large hidden layer
+    report = model.evaluation(x[:200], None, {}, EvalSettings(num_samples=200, seed=1,
+                                                              batch_size=100))
+    expected = float(np.mean(model.exact_log_likelihood(x[:200])))
+    assert abs(report["ais_log_likelihood"] - expected) < 3 * report["ais_log_z_se"] + 1e-6
+
+
 @pytest.mark.slow
 def test_gaussian_rbm_contract(tmp_path):
     arrays = datasets.load_arrays("digits", binarize=None)

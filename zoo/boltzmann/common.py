@@ -40,6 +40,21 @@ def mean_and_error(values) -> tuple[float, float]:
     return float(np.mean(values)), se
 
 
+def ais_report(name: str, unnormalized, ais, num_betas: int) -> dict:
+    """Test numbers from per-example unnormalized log-probabilities (or bounds) and an AIS
+    estimate of log Z: ``name`` = mean(unnormalized) - log Z, its standard error (the
+    examples' spread and AIS's error on log Z, independent), and the AIS run's own numbers."""
+    value, value_se = mean_and_error(np.asarray(unnormalized) - float(ais.log_z))
+    return {
+        name: value,
+        f"{name}_se": float(np.hypot(value_se, float(ais.log_z_std_err))),
+        "ais_log_z": float(ais.log_z),
+        "ais_log_z_se": float(ais.log_z_std_err),
+        "ais_chains": int(ais.log_weights.shape[0]),
+        "ais_betas": int(num_betas),
+    }
+
+
 def batched(fn, x, batch_size: int = 100):
     """Apply ``fn`` to row blocks of ``x`` and concatenate the NumPy results."""
     return np.concatenate([np.asarray(fn(x[i:i + batch_size]))
@@ -84,6 +99,27 @@ class BoltzmannModel(ZooModel, keras.Model):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    # ------------------------------------------------------------------ data statistics
+    def add_data_statistics(self):
+        """The running sum and count of the training data seen by ``fit`` (non-trainable,
+        saved): AIS's base-rate model is built from their mean."""
+        self.data_sum = self.add_weight(shape=(self.visible_dim,), initializer="zeros",
+                                        trainable=False, name="data_sum", dtype="float64")
+        self.data_count = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                          name="data_count", dtype="float64")
+
+    def track_data(self, x):
+        """Add a training batch [batch, V] to the data statistics (inside ``train_step``)."""
+        self.data_sum.assign_add(tf.reduce_sum(tf.cast(x, tf.float64), 0))
+        self.data_count.assign_add(tf.cast(tf.shape(x)[0], tf.float64))
+
+    def data_mean(self):
+        """Mean of the training data seen by ``fit`` (1/2 before any training)."""
+        count = float(self.data_count.numpy())
+        if count == 0:
+            return np.full(self.visible_dim, 0.5)
+        return np.asarray(self.data_sum.numpy()) / count
 
     # ------------------------------------------------------------------ data
     @classmethod

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.boltzmann.common import (BoltzmannModel, batched, check_visible_shape, filter_images,
-                                  mean_and_error)
+from zoo.boltzmann.common import (BoltzmannModel, ais_report, batched, check_visible_shape,
+                                  filter_images, mean_and_error)
 from zoo.layers import ais as ais_lib
 from zoo.layers.boltzmann_energy import (
     DBMParams,
@@ -118,9 +118,7 @@ class DBM(BoltzmannModel):
         self.hidden2_offset = zeros(h2, "hidden2_offset", trainable=False)
         self.updates = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                        name="updates", dtype="int64")
-        self.data_sum = zeros(visible_dim, "data_sum", trainable=False, dtype="float64")
-        self.data_count = self.add_weight(shape=(), initializer="zeros", trainable=False,
-                                          name="data_count", dtype="float64")
+        self.add_data_statistics()
         self.chains = PersistentChains(self.num_chains, [visible_dim, h1, h2], name="chains")
         self.energy_gap = keras.metrics.Mean(name="energy_gap")
         self.built = True
@@ -274,8 +272,7 @@ class DBM(BoltzmannModel):
         else:
             loss = apply(self._joint(x))
         self.updates.assign_add(1)
-        self.data_sum.assign_add(tf.reduce_sum(tf.cast(x, tf.float64), 0))
-        self.data_count.assign_add(tf.cast(tf.shape(x)[0], tf.float64))
+        self.track_data(x)
         self.loss_tracker.update_state(loss)
         return {m.name: m.result() for m in self.metrics}
 
@@ -288,11 +285,6 @@ class DBM(BoltzmannModel):
         return [self.energy_gap]
 
     # ------------------------------------------------------------------ evaluation
-    def data_mean(self):
-        count = float(self.data_count.numpy())
-        return (np.full(self.visible_dim, 0.5) if count == 0
-                else np.asarray(self.data_sum.numpy()) / count)
-
     def log_partition(self, num_chains: int | None = None, num_betas: int | None = None,
                       seed: int = 0) -> ais_lib.AISResult:
         """AIS estimate of log Z (float64), base-rate model from the training data."""
@@ -336,15 +328,9 @@ class DBM(BoltzmannModel):
         x = np.asarray(x)
         ais = self.log_partition(num_chains=max(int(settings.num_samples), 2),
                                  seed=settings.seed)
-        bound, bound_se = mean_and_error(self.unnormalized_bound(x) - float(ais.log_z))
         recon, recon_se = mean_and_error(batched(self.reconstruction_error, x))
         return {
-            "ais_lower_bound": bound,
-            "ais_lower_bound_se": float(np.hypot(bound_se, float(ais.log_z_std_err))),
-            "ais_log_z": float(ais.log_z),
-            "ais_log_z_se": float(ais.log_z_std_err),
-            "ais_chains": int(ais.log_weights.shape[0]),
-            "ais_betas": self.ais_betas,
+            **ais_report("ais_lower_bound", self.unnormalized_bound(x), ais, self.ais_betas),
             "reconstruction_error": recon,
             "reconstruction_error_se": recon_se,
             "likelihood_examples": int(len(x)),

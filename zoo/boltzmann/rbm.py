@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.boltzmann.common import (BoltzmannModel, batched, check_visible_shape, filter_images,
-                                  mean_and_error)
+from zoo.boltzmann.common import (BoltzmannModel, ais_report, batched, check_visible_shape,
+                                  filter_images, mean_and_error)
 from zoo.layers import ais as ais_lib
 from zoo.layers.boltzmann_energy import (
     RBMParams,
@@ -99,11 +99,7 @@ class RBM(BoltzmannModel):
         self.hidden_bias = self.add_weight(shape=(self.hidden_dim,), initializer="zeros",
                                            name="hidden_bias")
         self.add_extra_weights()
-        # Running sum of the training data, for AIS's base-rate model.
-        self.data_sum = self.add_weight(shape=(self.visible_dim,), initializer="zeros",
-                                        trainable=False, name="data_sum", dtype="float64")
-        self.data_count = self.add_weight(shape=(), initializer="zeros", trainable=False,
-                                          name="data_count", dtype="float64")
+        self.add_data_statistics()  # for AIS's base-rate model
         self.chains = (PersistentChains(self.num_chains, [self.visible_dim], name="chains")
                        if training == "pcd" else None)
         self.free_energy_gap = keras.metrics.Mean(name="free_energy_gap")
@@ -150,11 +146,20 @@ class RBM(BoltzmannModel):
         return self.hidden_probs(x)
 
     # ------------------------------------------------------------------ training
+    def visible_noise(self, shape):
+        """The noise a Gibbs sweep draws the visible units with: uniform (normal for the
+        Gaussian-Bernoulli RBM), from the model's seed generator."""
+        return self.uniform(shape)
+
+    def stateless_visible_noise(self, shape, seed, dtype):
+        """The same noise drawn statelessly from ``seed``."""
+        return tf.random.stateless_uniform(shape, seed, dtype=dtype)
+
     def sample_chain(self, v, steps: int):
         """``steps`` Gibbs sweeps from ``v`` with the model's noise; the last sweep's v."""
         for _ in range(steps):
             v = self.gibbs_step(v, self.uniform(tf.stack([tf.shape(v)[0], self.hidden_dim])),
-                                self.uniform(tf.shape(v))).visible
+                                self.visible_noise(tf.shape(v))).visible
         return v
 
     def negative_start(self, x):
@@ -170,8 +175,7 @@ class RBM(BoltzmannModel):
         self.optimizer.apply(tape.gradient(objective, variables), variables)
         if self.chains is not None:
             self.chains.write([negative])
-        self.data_sum.assign_add(tf.reduce_sum(tf.cast(x, tf.float64), 0))
-        self.data_count.assign_add(tf.cast(tf.shape(x)[0], tf.float64))
+        self.track_data(x)
         self.loss_tracker.update_state(self.reconstruction_error(x))
         self.free_energy_gap.update_state(gap)
         return {m.name: m.result() for m in self.metrics}
@@ -185,13 +189,6 @@ class RBM(BoltzmannModel):
         return [self.free_energy_gap]
 
     # ------------------------------------------------------------------ evaluation
-    def data_mean(self):
-        """Mean of the training data seen by ``fit`` (1/2 before any training)."""
-        count = float(self.data_count.numpy())
-        if count == 0:
-            return np.full(self.visible_dim, 0.5)
-        return np.asarray(self.data_sum.numpy()) / count
-
     def log_partition(self, num_chains: int | None = None, num_betas: int | None = None,
                       seed: int = 0) -> ais_lib.AISResult:
         """AIS estimate of log Z (float64), from the base-rate model of the training data."""
@@ -223,17 +220,11 @@ class RBM(BoltzmannModel):
         x = np.asarray(x)
         ais = self.log_partition(num_chains=max(int(settings.num_samples), 2),
                                  seed=settings.seed)
-        log_lik, log_lik_se = mean_and_error(self.unnormalized_log_prob(x) - float(ais.log_z))
         pll, pll_se = mean_and_error(self.pseudo_log_likelihood(x))
         recon, recon_se = mean_and_error(batched(self.reconstruction_error, x))
         return {
-            "ais_log_likelihood": log_lik,
-            # examples' spread and AIS's error on log Z, independent
-            "ais_log_likelihood_se": float(np.hypot(log_lik_se, float(ais.log_z_std_err))),
-            "ais_log_z": float(ais.log_z),
-            "ais_log_z_se": float(ais.log_z_std_err),
-            "ais_chains": int(ais.log_weights.shape[0]),
-            "ais_betas": self.ais_betas,
+            **ais_report("ais_log_likelihood", self.unnormalized_log_prob(x), ais,
+                         self.ais_betas),
             "pseudo_log_likelihood": pll,
             "pseudo_log_likelihood_se": pll_se,
             "reconstruction_error": recon,
@@ -262,7 +253,7 @@ class RBM(BoltzmannModel):
     def _noisy_step(self, v, seed):
         n = tf.shape(v)[0]
         hidden = tf.random.stateless_uniform([n, self.hidden_dim], seed, dtype=v.dtype)
-        visible = tf.random.stateless_uniform(tf.shape(v), seed + 1, dtype=v.dtype)
+        visible = self.stateless_visible_noise(tf.shape(v), seed + 1, v.dtype)
         step = self.gibbs_step(v, hidden, visible)
         return step.visible, step.visible_probs
 
@@ -302,12 +293,13 @@ class GaussianBernoulliRBM(RBM):
     p(h_j = 1 \mid v) = \sigma\big(c_j + \textstyle\sum_i W_{ij} v_i / \sigma_i^2\big),$$
 
     with $\log \sigma_i^2$ learned beside W, b, c by CD-k or PCD. ``evaluation`` reports the
-    squared reconstruction error and, for at most 20 hidden units, the exact log-likelihood
-    (the hidden layer enumerated).
+    squared reconstruction error and the test log-density: exact for at most 20 hidden units
+    (the hidden layer enumerated), else with log Z from AIS (``zoo.layers.ais.
+    gaussian_rbm_ais``: from N(training mean, diag sigma^2) to the model).
 
     Args:
-        visible_dim, hidden_dim, training, cd_steps, num_chains, weight_decay, image_shape,
-        seed: as for :class:`RBM`.
+        visible_dim, hidden_dim, training, cd_steps, num_chains, weight_decay, ais_chains,
+        ais_betas, image_shape, seed: as for :class:`RBM`.
         initial_log_variance: float. Starting log sigma^2 of every visible unit.
 
     Example:
@@ -321,16 +313,17 @@ class GaussianBernoulliRBM(RBM):
     """
 
     binarizes_inputs = False
+    #: Largest hidden layer whose 2^H states ``evaluation`` enumerates (AIS beyond).
+    exact_hidden_limit = 20
 
     def __init__(self, visible_dim: int, hidden_dim: int = 500, training: str = "pcd",
                  cd_steps: int = 1, num_chains: int = 100, weight_decay: float = 0.0,
-                 initial_log_variance: float = 0.0, image_shape=None, seed: int | None = None,
-                 **kwargs):
+                 initial_log_variance: float = 0.0, ais_chains: int = 100,
+                 ais_betas: int = 14500, image_shape=None, seed: int | None = None, **kwargs):
         self.initial_log_variance = float(initial_log_variance)
-        kwargs.pop("ais_chains", None)
-        kwargs.pop("ais_betas", None)
         super().__init__(visible_dim, hidden_dim, training, cd_steps, num_chains, weight_decay,
-                         image_shape=image_shape, seed=seed, **kwargs)
+                         ais_chains=ais_chains, ais_betas=ais_betas, image_shape=image_shape,
+                         seed=seed, **kwargs)
 
     def add_extra_weights(self):
         self.log_variance = self.add_weight(
@@ -353,11 +346,11 @@ class GaussianBernoulliRBM(RBM):
         return gaussian_rbm_gibbs_step(self.flat(v), self.params(), self.variance_log(),
                                        hidden_noise, visible_noise)
 
-    def sample_chain(self, v, steps: int):
-        for _ in range(steps):
-            v = self.gibbs_step(v, self.uniform(tf.stack([tf.shape(v)[0], self.hidden_dim])),
-                                self.normal(tf.shape(v))).visible
-        return v
+    def visible_noise(self, shape):
+        return self.normal(shape)
+
+    def stateless_visible_noise(self, shape, seed, dtype):
+        return tf.random.stateless_normal(shape, seed, dtype=dtype)
 
     def reconstruct(self, v, iterations: int = 1, observed=None):
         v0 = self.flat(v)
@@ -393,6 +386,20 @@ class GaussianBernoulliRBM(RBM):
     def exact_log_likelihood(self, x):
         return self.unnormalized_log_prob(x) - float(self.hidden_marginal().log_z)
 
+    def log_partition(self, num_chains: int | None = None, num_betas: int | None = None,
+                      seed: int = 0) -> ais_lib.AISResult:
+        """AIS estimate of log Z (float64), from N(training data mean, diag sigma^2)."""
+        params = RBMParams(*(tf.cast(p, tf.float64) for p in self.params()))
+        count = float(self.data_count.numpy())
+        base_mean = (np.asarray(self.data_sum.numpy()) / count if count
+                     else self.visible_bias.numpy().astype(np.float64))
+        return ais_lib.gaussian_rbm_ais(params, tf.cast(self.variance_log(), tf.float64),
+                                        base_mean, num_chains or self.ais_chains,
+                                        num_betas or self.ais_betas, seed=(int(seed), 18))
+
+    def exact_log_partition(self) -> float:
+        return float(self.hidden_marginal().log_z)
+
     def unnormalized_log_prob(self, x):
         params = RBMParams(*(tf.cast(p, tf.float64) for p in self.params()))
         log_var = tf.cast(self.variance_log(), tf.float64)
@@ -402,21 +409,19 @@ class GaussianBernoulliRBM(RBM):
     def validate_data(self, arrays: dict) -> None:
         ZooModel.validate_data(self, arrays)  # real values: any range
 
-    def _noisy_step(self, v, seed):
-        n = tf.shape(v)[0]
-        hidden = tf.random.stateless_uniform([n, self.hidden_dim], seed, dtype=v.dtype)
-        visible = tf.random.stateless_normal(tf.shape(v), seed + 1, dtype=v.dtype)
-        step = self.gibbs_step(v, hidden, visible)
-        return step.visible, step.visible_probs
-
     def evaluation(self, x, y, arrays, settings) -> dict:
         x = np.asarray(x)
         recon, recon_se = mean_and_error(batched(self.reconstruction_error, x))
         out = {"reconstruction_error": recon, "reconstruction_error_se": recon_se,
                "mean_variance": float(np.mean(np.exp(self.variance_log().numpy())))}
-        if self.hidden_dim <= 20:
+        if self.hidden_dim <= self.exact_hidden_limit:
             out["exact_log_likelihood"], out["exact_log_likelihood_se"] = mean_and_error(
                 self.exact_log_likelihood(x))
+        else:
+            ais = self.log_partition(num_chains=max(int(settings.num_samples), 2),
+                                     seed=settings.seed)
+            out.update(ais_report("ais_log_likelihood", self.unnormalized_log_prob(x), ais,
+                                  self.ais_betas))
         return out
 
     def pictures(self, x, arrays, out_dir, settings) -> list:
@@ -434,7 +439,4 @@ class GaussianBernoulliRBM(RBM):
         ]
 
     def get_config(self):
-        config = super().get_config()
-        for key in ("ais_chains", "ais_betas"):
-            config.pop(key)
-        return {**config, "initial_log_variance": self.initial_log_variance}
+        return {**super().get_config(), "initial_log_variance": self.initial_log_variance}
