@@ -116,6 +116,45 @@ def train_sklearn(train, hidden, epochs, batch, lr, seed):
     return (model.components_.T, model.intercept_visible_, model.intercept_hidden_), seconds
 
 
+def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, betas):
+    """Both RBMs trained side by side, each evaluated by our AIS after the epochs in
+    ``checkpoints``: ours by further ``fit`` epochs (its chains and optimizer state carry on),
+    scikit-learn's by ``partial_fit`` over the same unshuffled mini-batches its ``fit`` uses
+    (its persistent hidden samples carry on). Returns rows (epoch, system, log p, SE, log Z).
+
+    The two run the same PCD-1 statistics with one difference in the chains: scikit-learn
+    keeps the hidden sample h and draws the negative v ~ p(v | h) with the current
+    parameters (h itself was drawn under the previous ones); ours keeps v and runs a full
+    sweep h ~ p(h | v), v ~ p(v | h) under the current ones."""
+    import keras
+    from sklearn.neural_network import BernoulliRBM
+    from zoo import RBM
+
+    keras.utils.set_random_seed(seed)
+    ours = RBM(train.shape[1], hidden_dim=hidden, training="pcd", cd_steps=1,
+               num_chains=batch, seed=seed)
+    ours.compile(optimizer=keras.optimizers.SGD(lr))
+    theirs = BernoulliRBM(n_components=hidden, learning_rate=lr, batch_size=batch,
+                          random_state=seed)
+    rows, done = [], 0
+    for epoch in sorted(checkpoints):
+        ours.fit(train, epochs=epoch - done, batch_size=batch, shuffle=True, verbose=0)
+        for _ in range(epoch - done):
+            for i in range(0, len(train), batch):
+                theirs.partial_fit(train[i:i + batch])
+        done = epoch
+        p = ours.params()
+        for name, params in (("zoo.RBM", (p.weights.numpy(), p.visible_bias.numpy(),
+                                          p.hidden_bias.numpy())),
+                             ("sklearn", (theirs.components_.T, theirs.intercept_visible_,
+                                          theirs.intercept_hidden_))):
+            ll, se, log_z, log_z_se, _ = ais_test_log_likelihood(params, train, test, chains,
+                                                                  betas, seed)
+            rows.append((epoch, name, ll, math.hypot(se, log_z_se), log_z))
+            print(f"  epoch {epoch} {name}: {ll:.2f} (log Z {log_z:.2f})", flush=True)
+    return rows
+
+
 def train_dbm(train, test, hidden_dims, epochs, batch, lr, pretrain_epochs, chains, betas,
               seed):
     import keras
@@ -233,6 +272,8 @@ def main(argv=None):
     parser.add_argument("--dbm-pretrain-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the numbers to this file")
+    parser.add_argument("--curve", default=None,
+                        help="only the learning curve: comma-separated epochs, e.g. 1,2,5,10")
     args = parser.parse_args(argv)
     quick = args.quick
     epochs = args.epochs or (1 if quick else 20)
@@ -252,6 +293,20 @@ def main(argv=None):
     print(f"{dataset}: {len(train)} training, {len(test)} test examples; hidden {args.hidden},"
           f" {epochs} epoch(s), batch {args.batch_size}, SGD lr {args.learning_rate}, "
           f"AIS {args.ais_chains} chains x {betas} temperatures; load {load_average()}")
+    if args.curve:
+        checkpoints = [int(e) for e in args.curve.split(",")]
+        rows = learning_curve(train, test, args.hidden, checkpoints, args.batch_size,
+                              args.learning_rate, args.seed, args.ais_chains, betas)
+        table = {}
+        for epoch, name, ll, se, log_z in rows:
+            table.setdefault(epoch, {})[name] = f"{ll:.2f} ± {se:.2f} (log Z {log_z:.1f})"
+        print()
+        print(markdown_table(["epochs", "zoo.RBM AIS test log p(v)",
+                              "sklearn BernoulliRBM AIS test log p(v)"],
+                             [[e, t["zoo.RBM"], t["sklearn"]] for e, t in table.items()]))
+        print()
+        print(machine())
+        return
     budget = (args.hidden, epochs, args.batch_size, args.learning_rate, args.seed)
     ours, t_ours = train_ours(train, *budget)
     theirs, t_theirs = train_sklearn(train, *budget)
