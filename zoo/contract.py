@@ -69,6 +69,17 @@ class ZooModel:
     #: refused instead of silently ignored.
     supports_sample_weight: ClassVar[bool] = False
 
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name: str):
+        """A trained model shipped with the package (keras-hub's convention), e.g.
+        ``VAE.from_preset("vae_mnist_burda_k1")``; ``zoo.presets.list_presets()`` lists them
+        and an unknown name raises ValueError listing them. Its files (model card, verified
+        TFLite files) are in ``zoo.presets.preset_files(name)``."""
+        from zoo import presets
+
+        return presets.load(name, expected_class=cls)
+
     # ------------------------------------------------------------------ sample weights
     def _checked_weights(self, y, sample_weight):
         if sample_weight is None:
