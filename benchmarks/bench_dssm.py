@@ -157,6 +157,60 @@ def _set_linear_truth(model, a, h, q, r, z0):
     model.emission.layers[-1].set_weights([kernel, bias.astype("float32")])
 
 
+def damped_rotation_system() -> dict:
+    """The linear-Gaussian system of issue 18 and ``tests/test_dkf_filtering.py``: a 2-d
+    damped rotation (0.95, 0.3 rad per step), transition noise std 0.05, observation
+    x_t = H z_t + N(0, 0.3 I) through a fixed mixing H, z_1 ~ N(0, I): an initial covariance
+    unlike the transition noise."""
+    th = 0.3
+    a = 0.95 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    return dict(A=a, H=np.array([[1.0, 0.0], [0.5, 1.0]]), Q=0.05**2 * np.eye(2),
+                R=0.3 * np.eye(2), m0=np.zeros(2), P0=np.eye(2))
+
+
+def simulate_system(system: dict, n: int, steps: int, seed: int):
+    """Observations [n, steps, p] (float32) and the clean signal H z_t [n, steps, p]."""
+    rng = np.random.RandomState(seed)
+    d = len(system["m0"])
+    lq, lr, l0 = (np.linalg.cholesky(system[k]) for k in ("Q", "R", "P0"))
+    z = np.zeros((n, steps, d))
+    prev = system["m0"] + rng.randn(n, d) @ l0.T
+    for t in range(steps):
+        if t:
+            prev = prev @ system["A"].T + rng.randn(n, d) @ lq.T
+        z[:, t] = prev
+    clean = z @ system["H"].T
+    x = clean + rng.randn(*clean.shape) @ lr.T
+    return x.astype("float32"), clean
+
+
+def exact_filter_signal(system: dict, x) -> np.ndarray:
+    """H E[z_t | x_1..x_t] of the exact Kalman filter (NumPy, float64)."""
+    out = filters.extended_kalman_filter(
+        np.asarray(x, np.float64), lambda z: z @ system["A"].T, lambda z: z @ system["H"].T,
+        system["Q"], system["R"], system["m0"], system["P0"])
+    return out.means @ system["H"].T
+
+
+def linear_dkf_parameters(model) -> dict:
+    """The linear-Gaussian system a DKF with linear transition and emission has learned
+    (A, H, Q, R, m0, P0, and the offsets b of the transition and c of the emission), in its
+    own latent coordinates."""
+    t = model.transition
+    kernel, bias = t.linear.get_weights()
+    q = np.asarray(tf.nn.softplus(t.raw_scale) + t.min_scale, np.float64)
+    w, c = model.emission.layers[-1].get_weights()
+    p = w.shape[1] // (2 if model.gaussian_variance == "per_pixel" else 1)
+    if model.gaussian_variance != "learned":
+        raise ValueError("linear_dkf_parameters reads the one learned observation sigma")
+    r = float(tf.nn.softplus(model.head.raw_scale) + model.head.min_scale)
+    init = model.initial_distribution()
+    return dict(A=kernel.T.astype(np.float64), b=bias.astype(np.float64),
+                H=w.T[:p].astype(np.float64), c=c[:p].astype(np.float64), Q=np.diag(q**2),
+                R=r**2 * np.eye(p), m0=init["loc"].numpy().astype(np.float64),
+                P0=np.diag(init["scale"].numpy().astype(np.float64) ** 2))
+
+
 def _rmse_ratio(err_a, err_b):
     """sqrt(mean a / mean b) of per-sequence squared errors, and its delta-method SE."""
     ma, mb = err_a.mean(), err_b.mean()
@@ -187,7 +241,7 @@ def linear_section(cfg, results):
     model = DeepKalmanFilter(observation_shape=(3,), latent_dim=2, transition="linear",
                              emission="linear", likelihood="gaussian",
                              gaussian_variance="per_pixel", inference="rnn",
-                             rnn_units=cfg["rnn_units"], seed=0)
+                             rnn_units=cfg["rnn_units"], initial_state="transition", seed=0)
     _set_linear_truth(model, a, h, q, r, z0)
     for layer in [model.transition, model.emission, model.head]:
         layer.trainable = False
@@ -606,7 +660,10 @@ def speed_section(cfg, results):
     steps = float(m.sum())
 
     keras.utils.set_random_seed(0)
-    ours = DeepMarkovModel(observation_shape=(88,), inference="st-r", seed=0, **dmm_config())
+    # Pyro's model: the tanh combiner, no filter network.
+    ours = DeepMarkovModel(observation_shape=(88,), inference="st-r", seed=0,
+                           filter_inference=None, structured_posterior="combiner",
+                           **dmm_config())
     ours.compile(optimizer=keras.optimizers.Adam(3e-4))
     batch = {"observations": x, "mask": m}
     tf_threads = (tf.config.threading.get_inter_op_parallelism_threads(),

@@ -11,10 +11,11 @@ from zoo.export.protocol import ENCODE, FILTER_STEP, INIT_STATE, ExportSpec, Sig
 
 @register_adapter("deep_state_space")
 class DeepStateSpaceAdapter(LatentModelAdapter):
-    """``decode`` / ``sample`` / ``sample_random`` of the emission p(x_t | z_t), and for causal
-    inference networks (the model's ``causal`` is true: ``rnn``, ``st-l``, ``indep``)
-    ``init_state`` + ``filter_step`` from the model's own ``initial_state`` and
-    ``filter_step``.
+    """``decode`` / ``sample`` / ``sample_random`` of the emission p(x_t | z_t), and for models
+    with a causal network (the model's ``causal`` is true: a ``filter_inference`` network, the
+    default of the learn-then-filter recipe, or a causal ``inference`` ``rnn``, ``st-l``,
+    ``indep``) ``init_state`` + ``filter_step`` from the model's own ``initial_state`` and
+    ``filter_step``, which run that causal network.
 
     Frame inputs: ``observation`` [b, *observation_shape] and ``observed`` [b] (1 = present,
     0 = missing). Outputs: the new state, ``estimate`` (posterior mean of z_t), ``uncertainty``
@@ -25,9 +26,11 @@ class DeepStateSpaceAdapter(LatentModelAdapter):
         base = super().export_spec(batch_size)
         signatures = {k: v for k, v in base.signatures.items() if k != ENCODE}
         m, b = self.model, batch_size
-        metadata = {**base.metadata, "latent_dim": m.latent_dim, "inference": m.inference}
+        metadata = {**base.metadata, "latent_dim": m.latent_dim, "inference": m.inference,
+                    "filter_inference": m.filter_inference or m.inference}
         if not m.causal:
-            metadata["filter"] = (f"none: inference={m.inference!r} looks at future frames")
+            metadata["filter"] = (f"none: inference={m.inference!r} looks at future frames "
+                                  f"and the model has no filter_inference network")
             return ExportSpec(signatures, metadata)
         state0 = m.initial_state(b)
         state = {k: spec(v.shape, k) for k, v in state0.items()}

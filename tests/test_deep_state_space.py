@@ -80,7 +80,8 @@ def test_streaming_filter_step_reproduces_filter(cls, inference):
 
 
 def test_non_causal_models_refuse_to_filter():
-    model = DeepMarkovModel(observation_shape=(5,), inference="st-r", **TINY)
+    model = DeepMarkovModel(observation_shape=(5,), inference="st-r", filter_inference=None,
+                            **TINY)
     with pytest.raises(ValueError, match="causal"):
         model.filter(_binary_sequences(n=2))
 
@@ -148,7 +149,7 @@ def test_linear_gaussian_dkf_matches_the_exact_kalman_filter():
     model = DeepKalmanFilter(observation_shape=(3,), latent_dim=2, transition="linear",
                              emission="linear", likelihood="gaussian",
                              gaussian_variance="per_pixel", inference="rnn", rnn_units=32,
-                             seed=0)
+                             initial_state="transition", seed=0)
     _set_linear_truth(model, a, h, q, r, z0)
     for layer in [model.transition, model.emission, model.head]:
         layer.trainable = False
@@ -218,7 +219,11 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="unknown input keys"):
         model({"observations": _binary_sequences(n=2), "labels": np.zeros((2,))})
     with pytest.raises(ValueError, match="inference"):
-        DeepKalmanFilter(inference="st-r")
+        DeepKalmanFilter(inference="st-x")
+    with pytest.raises(ValueError, match="filter_inference"):
+        DeepKalmanFilter(filter_inference="brnn")  # a filter must be causal
+    with pytest.raises(ValueError, match="initial_state"):
+        DeepKalmanFilter(initial_state="zero")
     with pytest.raises(ValueError, match="inference"):
         DeepMarkovModel(inference="rnn")
     with pytest.raises(ValueError, match="transition"):

@@ -1,0 +1,128 @@
+"""Issue 18: a Deep Kalman Filter that filters. The learned initial distribution, the filter
+network trained with the generative model held fixed, old files, and the recipe end to end on
+a linear-Gaussian system learned from observations only."""
+
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_dssm  # noqa: E402
+from zoo import DeepKalmanFilter, DeepMarkovModel  # noqa: E402
+
+TINY = dict(latent_dim=3, rnn_units=8, emission_units=(8,), transition_units=8)
+
+
+def _binary(n=6, steps=5, dim=4, seed=0):
+    return (np.random.RandomState(seed).rand(n, steps, dim) > 0.5).astype("float32")
+
+
+def test_first_step_prior_is_the_learned_initial_distribution():
+    """p(z_1) = N(mu_0, diag sigma_0^2) with sigma_0 = softplus(rho_0) + 1e-3: the first
+    step's prior and KL use it (the KL against the analytic Gaussian formula), later steps
+    use the transition of the previous draw."""
+    model = DeepKalmanFilter(observation_shape=(4,), seed=0, **TINY)
+    mu0, rho0 = np.array([0.5, -1.0, 2.0], "float32"), np.array([-1.0, 0.0, 1.5], "float32")
+    model.initial_loc.assign(mu0)
+    model.initial_raw_scale.assign(rho0)
+    s0 = np.log1p(np.exp(rho0)) + 1e-3
+    x = _binary()
+    noise = np.random.RandomState(1).randn(6, 5, 3).astype("float32")
+    t = model.trajectory(model.check_input(x), noise)
+    np.testing.assert_allclose(t["prior_loc"][:, 0], np.broadcast_to(mu0, (6, 3)), atol=1e-6)
+    np.testing.assert_allclose(t["prior_scale"][:, 0], np.broadcast_to(s0, (6, 3)), rtol=1e-5)
+    m, s = t["loc"][:, 0].numpy(), t["scale"][:, 0].numpy()
+    kl = np.sum(np.log(s0 / s) + (s**2 + (m - mu0) ** 2) / (2 * s0**2) - 0.5, -1)
+    np.testing.assert_allclose(t["kl"][:, 0], kl, rtol=1e-4)
+    nxt = model.transition(t["z"][:, 0])
+    np.testing.assert_allclose(t["prior_loc"][:, 1], nxt["loc"], atol=1e-6)
+    # sample(): z_1 ~ p(z_1): with sigma_0 -> 1e-3 every sequence starts at mu_0's emission.
+    model.initial_raw_scale.assign(np.full(3, -30.0, "float32"))
+    first = model.sample(3, steps=2, seed=0)[:, 0].numpy()
+    np.testing.assert_allclose(first, np.broadcast_to(model.decode(mu0[None])["mean"], (3, 4)),
+                               atol=1e-3)
+
+
+@pytest.mark.parametrize("cls", [DeepKalmanFilter, DeepMarkovModel])
+def test_filter_objective_trains_only_the_filter_network(cls):
+    """The filter's objective (dreamt sequences) reaches the filter network only: no
+    gradient to any generative weight (transition, emission, likelihood, p(z_1)), and the
+    learning network's ELBO gives no gradient to the filter network. The dreams follow the
+    model: their first states have the moments of p(z_1) within Monte Carlo error."""
+    model = cls(observation_shape=(4,), likelihood="gaussian", seed=0, **TINY)
+    assert (model.inference, model.filter_inference) == ("st-r", "rnn")
+    inputs = model.check_input(np.random.RandomState(0).randn(5, 6, 4).astype("float32"))
+    filter_vars = [v for layer in model._filter_layers() for v in layer.trainable_variables]
+    generative = (model.transition.trainable_variables + model.emission.trainable_variables
+                  + model.head.trainable_variables + [model.initial_loc,
+                                                      model.initial_raw_scale])
+    with tf.GradientTape(persistent=True) as tape:
+        learn = model._bound(model.trajectory(inputs), 1.0)["objective"]
+        filt = model._filter_terms(inputs)["objective"]
+    assert all(g is None for g in tape.gradient(filt, generative))
+    assert all(g is not None and np.any(g.numpy()) for g in tape.gradient(filt, filter_vars))
+    assert all(g is None for g in tape.gradient(learn, filter_vars))
+    assert all(g is not None and np.any(g.numpy()) for g in tape.gradient(learn, generative))
+    model.initial_loc.assign([1.0, -2.0, 0.5])
+    n = 4000
+    z1 = model.dream(model.check_input(np.zeros((n, 2, 4), "float32")),
+                     seed=[3, 4])["z"][:, 0].numpy()
+    s0 = model.initial_distribution()["scale"].numpy()
+    np.testing.assert_array_less(np.abs(z1.mean(0) - [1.0, -2.0, 0.5]), 4 * s0 / np.sqrt(n))
+    np.testing.assert_allclose(z1.std(0), s0, rtol=4 / np.sqrt(2 * n))
+
+
+def test_fit_filter_moves_only_the_filter(tmp_path):
+    model = DeepKalmanFilter(observation_shape=(4,), seed=0, **TINY)
+    x = _binary(n=16)
+    filter_weights = (model.filter_posterior.trainable_weights
+                      + model.filter_rnn.trainable_weights)
+    frozen = [v for v in model.trainable_weights if not any(v is w for w in filter_weights)]
+    before = [v.numpy().copy() for v in frozen]
+    filt_before = model.filter(x).filtered_means.numpy()
+    history = model.fit_filter({"observations": x}, epochs=3, batch_size=8,
+                               learning_rate=1e-2)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    for a, v in zip(before, frozen):
+        np.testing.assert_array_equal(a, v.numpy(), err_msg=v.path)
+    assert not np.allclose(filt_before, model.filter(x).filtered_means.numpy())
+    assert all(any(v is w for w in model.trainable_weights) for v in frozen + filter_weights)
+    with pytest.raises(ValueError, match="separate filter"):
+        DeepKalmanFilter(observation_shape=(4,), inference="rnn", **TINY).fit_filter(x)
+
+
+def test_files_saved_before_issue_18_load_with_their_model(tmp_path):
+    """A .keras file whose config predates initial_state / filter_inference /
+    structured_posterior loads as the model it was saved from (z_1 from the transition of z_0,
+    no filter network, the tanh combiner), with equal outputs."""
+    old = DeepMarkovModel(observation_shape=(4,), seed=0, initial_state="transition",
+                          filter_inference=None, structured_posterior="combiner", **TINY)
+    x = _binary()
+    path = str(tmp_path / "old.keras")
+    old.save(path)
+    legacy = str(tmp_path / "legacy.keras")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(legacy, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for key in ("initial_state", "filter_inference", "structured_posterior"):
+                    config["config"].pop(key)
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    loaded = keras.saving.load_model(legacy)
+    assert (loaded.initial_state_kind, loaded.filter_inference,
+            loaded.structured_posterior) == ("transition", None, "combiner")
+    np.testing.assert_allclose(loaded.smooth(x).smoothed_means, old.smooth(x).smoothed_means,
+                               atol=1e-6)
+    assert os.path.getsize(legacy) > 0
