@@ -553,10 +553,12 @@ class DeepStateSpaceModel(LatentVariableModel):
                 "objective": total / tf.cast(tf.shape(mask)[1], nll.dtype)}
 
     def elbo_terms(self, inputs, training=None):
-        if self.train_filter_only:
-            terms = self._bound(self.trajectory(inputs), self.posterior.kl_weight)
+        if self.train_filter_only:  # fit_filter: the ELBO's terms are not computed (zeros)
             f = self._filter_terms(inputs)
-            return {**terms, "objective": f["objective"], "filter_nll": f["filter_nll"]}
+            zeros = tf.zeros_like(f["filter_nll"])
+            return {"elbo": zeros, "reconstruction": zeros, "kl": zeros,
+                    "objective": f["objective"], "filter_nll": f["filter_nll"],
+                    "steps": tf.reduce_sum(tf.cast(inputs["mask"], zeros.dtype), 1)}
         terms = self._bound(self.trajectory(inputs), self.posterior.kl_weight)
         if self.filter_inference is not None:
             f = self._filter_terms(inputs)
