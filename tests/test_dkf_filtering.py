@@ -179,3 +179,30 @@ def test_dkf_learned_from_observations_filters_within_10_percent_of_the_kalman_f
                                    err_msg=str(report))
         assert abs(report["hp0h"] / np.trace(system["H"] @ system["H"].T) - 1) < 0.3, report
         assert report["hqh"] < 0.05, report
+
+
+def test_exported_filter_step_runs_the_filter_network(tmp_path):
+    """The default DKF (ST-R + q-RNN filter) exports init_state/filter_step that run the
+    q-RNN: streamed frame by frame in LiteRT (missing frames included) it equals
+    model.filter(), which differs from the ST-R smoother."""
+    pytest.importorskip("ai_edge_litert")
+    from zoo.export.exporter import export_tflite, verify
+    from zoo.export.runtime import StreamingFilter
+
+    keras.utils.set_random_seed(0)
+    model = DeepKalmanFilter(observation_shape=(4,), likelihood="gaussian", seed=0, **TINY)
+    path = str(tmp_path / "dkf.tflite")
+    meta = export_tflite(model, path)
+    assert {"init_state", "filter_step"} <= set(meta["signatures"])
+    report = verify(path, model)
+    assert report.ops.builtin_only and report.worst_rel() < 1e-5, str(report)
+    x = np.random.RandomState(0).randn(1, 9, 4).astype("float32")
+    observed = np.ones((1, 9), "float32")
+    observed[0, [3, 6]] = 0.0
+    ref = model.filter({"observations": x, "observed": observed})
+    out = StreamingFilter(path).run(x[0], observed=observed[0])
+    np.testing.assert_allclose(out["estimate"], ref.filtered_means[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["observation_mean"], ref.observation_means[0], rtol=1e-5,
+                               atol=1e-5)
+    smooth = model.smooth({"observations": x, "observed": observed}).smoothed_means[0]
+    assert not np.allclose(out["estimate"], smooth, atol=1e-3)
