@@ -1,4 +1,5 @@
-"""Export adapter of the Boltzmann machines (RBM, Gaussian-Bernoulli RBM, DBM).
+"""Export adapters of the Boltzmann machines (RBM, Gaussian-Bernoulli RBM, DBM; the Hopfield
+network's ``recall_step``, ``unit_update`` and ``energy`` at the end).
 
 Signatures, built-in TFLite ops only, on visible vectors of V = prod(image shape) values:
 
@@ -141,4 +142,67 @@ class BoltzmannAdapter:
                     "visible_dim": v_dim, "image_shape": m.image_shape,
                     "visible_noise": "standard normal" if self.gaussian else "uniform(0, 1)",
                     "inpaint_iterations": INPAINT_ITERATIONS}
+        return ExportSpec(signatures, metadata)
+
+
+@register_adapter("hopfield")
+class HopfieldAdapter:
+    """Associative recall of a Hopfield network on states s in {-1, 1}^d, built-in ops only:
+
+    - ``recall_step(state) -> state, energy``: one synchronous update s <- sign(W s) (ties
+      keep s_i) and the energy of the new state; an app recalls a memory by feeding the state
+      back until it stops changing.
+    - ``unit_update(state, position) -> state, energy``: the asynchronous building block, unit
+      ``position`` (one-hot [b, d]) set to sign(W_i s); sweeping the units in a random order
+      is the model's ``update="asynchronous"`` recall, and never raises the energy.
+    - ``energy(state) -> energy``: E(s) = -s^T W s / 2.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def export_spec(self, batch_size: int = 1) -> ExportSpec:
+        from zoo.layers.boltzmann_energy import hopfield_energy
+        from zoo.layers.gibbs import hopfield_update
+
+        m, b, d = self.model, batch_size, self.model.visible_dim
+
+        def coupling():
+            return tf.convert_to_tensor(m.coupling)
+
+        def recall_step(state):
+            new = hopfield_update(state, coupling())
+            return {"state": new, "energy": hopfield_energy(new, coupling())}
+
+        def unit_update(state, position):
+            field = tf.reduce_sum(tf.matmul(state, coupling()) * position, -1, keepdims=True)
+            old = tf.reduce_sum(state * position, -1, keepdims=True)
+            new = tf.where(field > 0, tf.ones_like(old), tf.where(field < 0, -tf.ones_like(old),
+                                                                  old))
+            state = state + position * (new - old)
+            return {"state": state, "energy": hopfield_energy(state, coupling())}
+
+        def energy(state):
+            return {"energy": hopfield_energy(state, coupling())}
+
+        def states(rng):
+            return np.where(rng.uniform(size=(b, d)) < 0.5, 1.0, -1.0).astype("float32")
+
+        def unit_example(rng):
+            return {"state": states(rng),
+                    "position": np.eye(d, dtype="float32")[rng.integers(0, d, size=b)]}
+
+        state = {"state": spec((b, d), "state")}
+        signatures = {
+            "recall_step": Signature(recall_step, state, lambda rng: {"state": states(rng)},
+                                     "state in {-1, 1} -> one synchronous update, its energy"),
+            "unit_update": Signature(unit_update, {**state, "position": spec((b, d), "position")},
+                                     unit_example,
+                                     "state, one-hot position -> that unit updated, energy"),
+            "energy": Signature(energy, state, lambda rng: {"state": states(rng)},
+                                "state -> E(s) = -s^T W s / 2"),
+        }
+        metadata = {"model": type(m).__name__, "config": model_config(m), "visible_dim": d,
+                    "image_shape": m.image_shape, "states": "{-1, 1}",
+                    "max_iterations": m.max_iterations, "update": m.update}
         return ExportSpec(signatures, metadata)

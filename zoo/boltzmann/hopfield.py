@@ -55,7 +55,7 @@ class HopfieldNetwork(BoltzmannModel):
     True
     """
 
-    export_adapter = None
+    export_adapter = "hopfield"
 
     def __init__(self, visible_dim: int, rule: str = "hebbian", update: str = "synchronous",
                  max_iterations: int = 20, cue_noise: float = 0.1, max_patterns: int = 100,
