@@ -1,5 +1,5 @@
 """Export adapters of issue 14: the autoregressive models (FVSBN, NADE, MADE, order-agnostic
-NADE) and the flow-posterior VAE (``"latent_flow"``, at the end).
+NADE), the flow-posterior VAE (``"latent_flow"``) and DLGM (``"dlgm_flow"``), at the end.
 
 Signatures, built-in TFLite ops only, for images flattened to D = prod(input_shape) values:
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from zoo.export.adapters import (ExportSpec, LatentModelAdapter, Signature, model_config,
-                                 posterior_parameters, register_adapter, spec)
+from zoo.export.adapters import (DLGMAdapter, ExportSpec, LatentModelAdapter, Signature,
+                                 model_config, posterior_parameters, register_adapter, spec)
 
 
 def _away_from(p, x):
@@ -125,3 +125,26 @@ class FlowPosteriorAdapter(LatentModelAdapter):
         params = posterior_parameters(m.posterior, features)
         post = m.sample_posterior(features, noise=noise)
         return {**params, "z": post["z"], "log_q": post["log_q"]}
+
+
+@register_adapter("dlgm_flow")
+class FlowPosteriorDLGMAdapter(DLGMAdapter):
+    """A DLGM whose posterior ends in a flow over all layers' noise
+    (``posterior_flow="iaf"|"planar"``): the DLGM adapter's ``decode`` / ``sample`` /
+    ``sample_random`` (inputs ``xi_1`` ... ``xi_L``), and an ``encode`` that takes the
+    posterior's standard-normal ``noise`` [b, sum(latent_dims)] (layer 1's dimensions first)
+    and returns each layer's base Gaussian parameters (``loc_1``, ...), the flowed samples
+    ``xi_1`` ... ``xi_L`` and their joint log-density ``log_q``."""
+
+    def encode_noise_shape(self):
+        return (sum(self.model.latent_dims),)
+
+    def call_encode(self, x, noise=None):
+        m = self.model
+        features = m.encoder(x)
+        out = {f"{k}_{l + 1}": v for l, layer in enumerate(m.posteriors)
+               for k, v in posterior_parameters(layer, features).items()}
+        post = m.sample_posterior(features, noises=tf.split(noise, list(m.latent_dims), -1))
+        out.update({f"xi_{l + 1}": xi for l, xi in enumerate(post["xis"])})
+        out["log_q"] = post["log_q"]
+        return out

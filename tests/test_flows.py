@@ -315,5 +315,16 @@ def test_dlgm_flow_contract(tmp_path):
         arrays, deterministic=lambda m, x: m.log_weights(x, 3, tf.constant([1, 2])),
         tmp_path=tmp_path, epochs=2)
     assert model.get_config()["posterior_flow"] == "planar"
+    # encode export: the flowed xi_l and log q of the given noise, as the model computes them
+    from tests.test_case import run_export_test
+    from zoo.export.adapters import adapter_for
+
+    reports = run_export_test(model, tmp_path, what="encode")
+    assert {"xi_1", "xi_2", "log_q", "loc_1"} <= set(reports["float32"].parity["encode"])
+    x, noise = arrays["image"][:1], np.random.RandomState(3).randn(1, 6).astype("float32")
+    out = adapter_for(model).call_encode(tf.constant(x), tf.constant(noise))
+    post = model.sample_posterior(model.encoder(x), noises=[noise[:, :4], noise[:, 4:]])
+    np.testing.assert_allclose(out["log_q"], post["log_q"], rtol=1e-6)
+    np.testing.assert_allclose(out["xi_2"], post["xis"][1], rtol=1e-6)
     with pytest.raises(ValueError, match="posterior_flow"):
         DLGM(input_shape=(4,), latent_dims=(2,), posterior_flow="radial")

@@ -124,6 +124,7 @@ class DLGM(ImageLatentModel):
             width = int(self.encoder(tf.zeros((1, *self.data_shape))).shape[-1])
             self.flow = PosteriorFlow(sum(latent_dims), context_size=width, kind=posterior_flow,
                                       steps=self.flow_steps, name="posterior_flow")
+            self.export_adapter = "dlgm_flow"  # its encode runs the flow
         # G_l: linear maps of the noise; T_l (l >= 1): MLPs h_{l+1} -> h_l; T_0: the decoder.
         # G_l start at the identity: a Glorot start has singular values near 0 that switch
         # latent directions off (measured on mnist5k: test ELBO -134.8 vs -132.0, 1 layer).
