@@ -155,6 +155,35 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
     return rows
 
 
+def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
+              betas, seed):
+    """Our DBM after ``pretrain_epochs`` of each doubled RBM, evaluated after the joint
+    epochs in ``checkpoints`` (AIS log Z and the mean-field bound per test example); rows
+    (joint epochs, bound, SE, log Z, seconds of training so far)."""
+    import keras
+    from zoo import DBM
+
+    keras.utils.set_random_seed(seed)
+    steps = -(-len(train) // batch)
+    model = DBM(train.shape[1], hidden_dims=hidden_dims, pretrain_steps=pretrain_epochs * steps,
+                num_chains=100, seed=seed)
+    model.compile(optimizer=keras.optimizers.SGD(lr))
+    rows, done, seconds = [], -2 * pretrain_epochs, 0.0
+    for joint in sorted(checkpoints):
+        start = time.perf_counter()
+        model.fit(train, epochs=joint - done, batch_size=batch, verbose=0)
+        seconds += time.perf_counter() - start
+        done = joint
+        ais = model.log_partition(num_chains=chains, num_betas=betas, seed=seed)
+        bound = model.unnormalized_bound(test) - float(ais.log_z)
+        se = math.hypot(float(bound.std(ddof=1) / math.sqrt(len(bound))),
+                        float(ais.log_z_std_err))
+        rows.append((joint, float(bound.mean()), se, float(ais.log_z), seconds))
+        print(f"  DBM joint epoch {joint}: bound {rows[-1][1]:.2f} ± {se:.2f}, log Z "
+              f"{rows[-1][3]:.2f}, {seconds:.0f} s", flush=True)
+    return rows
+
+
 def train_dbm(train, test, hidden_dims, epochs, batch, lr, pretrain_epochs, chains, betas,
               seed):
     import keras
@@ -272,6 +301,8 @@ def main(argv=None):
     parser.add_argument("--dbm-pretrain-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the numbers to this file")
+    parser.add_argument("--dbm-curve", default=None,
+                        help="only the DBM's curve: comma-separated joint epochs, e.g. 1,3,6")
     parser.add_argument("--curve", default=None,
                         help="only the learning curve: comma-separated epochs, e.g. 1,2,5,10")
     args = parser.parse_args(argv)
@@ -293,6 +324,19 @@ def main(argv=None):
     print(f"{dataset}: {len(train)} training, {len(test)} test examples; hidden {args.hidden},"
           f" {epochs} epoch(s), batch {args.batch_size}, SGD lr {args.learning_rate}, "
           f"AIS {args.ais_chains} chains x {betas} temperatures; load {load_average()}")
+    if args.dbm_curve:
+        dims = (args.hidden, 2 * args.hidden)
+        rows = dbm_curve(train, test, dims, [int(e) for e in args.dbm_curve.split(",")],
+                         args.batch_size, args.learning_rate / 5, dbm_pre, args.ais_chains,
+                         betas, args.seed)
+        print()
+        print(markdown_table(
+            ["joint epochs (after 2 x %d pretraining)" % dbm_pre, "AIS test lower bound",
+             "log Z", "train s (cumulative)"],
+            [[e, f"{b:.2f} ± {se:.2f}", f"{z:.2f}", f"{t:.0f}"] for e, b, se, z, t in rows]))
+        print()
+        print(machine())
+        return
     if args.curve:
         checkpoints = [int(e) for e in args.curve.split(",")]
         rows = learning_curve(train, test, args.hidden, checkpoints, args.batch_size,
