@@ -611,7 +611,7 @@ def published_lines(dataset: str, results: dict) -> list[str]:
 
 
 def main(quick: bool = False, datasets_: list[str] | None = None,
-         epochs: int | None = None) -> str:
+         epochs: int | None = None, seeds: list[int] | None = None) -> str:
     every = {**FULL, **MNIST}
     if quick:
         budgets = QUICK
@@ -621,6 +621,8 @@ def main(quick: bool = False, datasets_: list[str] | None = None,
         budgets = FULL
     if epochs is not None:
         budgets = {d: b._replace(epochs=epochs) for d, b in budgets.items()}
+    if seeds:
+        budgets = {d: b._replace(seeds=tuple(seeds)) for d, b in budgets.items()}
     parts = [f"Machine: {machine()}", ""]
     parts.append(
         "Budget (same for every system): "
@@ -708,6 +710,7 @@ if __name__ == "__main__":
                         help="datasets to run (default: mnist5k digits; mnist runs Burda et "
                         "al.'s one-layer VAE against its reference)")
     parser.add_argument("--epochs", type=int, help="override the datasets' epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the datasets' seeds")
     parser.add_argument("--fit-overhead", action="store_true",
                         help="only the VAE's fit throughput against its reference (issue 17)")
     parser.add_argument("--rounds", type=int, default=12, help="with --fit-overhead")
@@ -720,7 +723,8 @@ if __name__ == "__main__":
     if args.fit_overhead:
         section = fit_overhead(rounds=args.rounds, epochs=args.epochs or 30)
     else:
-        section = main(quick=args.quick, datasets_=args.datasets, epochs=args.epochs)
+        section = main(quick=args.quick, datasets_=args.datasets, epochs=args.epochs,
+                       seeds=args.seeds)
     print(section)
     if args.out:
         Path(args.out).write_text(section + "\n")
