@@ -196,6 +196,9 @@ class StreamingFilter:
         # Inputs checked for NaN / Inf each frame (``observed`` is a flag, ``noise`` a draw).
         self._finite_inputs = tuple(k for k in self.frame_inputs
                                     if k not in ("observed", "noise"))
+        self._ll_key = "log_likelihood" if "log_likelihood" in outputs else None
+        self._ll_single = (self._ll_key is not None and tuple(
+            self._step.output_details[self._ll_key]["shape"]) == (1,))
         self.state = None
         self.frame = 0  # frames stepped with the held state since the last reset
         self.reset()
@@ -208,22 +211,27 @@ class StreamingFilter:
         return dict(self.state)
 
     def _fast_frame(self, frame: dict):
-        """The frame's inputs as arrays of the exported dtype and shape, converting a float
-        dtype and adding a batch axis of 1 (one ``astype`` / ``reshape`` each), or None when
-        an input needs the checked path (not a float array, a shape that does not fit)."""
-        out = {}
+        """The frame with its inputs as arrays of the exported dtype and shape (the frame
+        itself when they already are), converting a float dtype and adding a batch axis of 1
+        (one ``astype`` / ``reshape`` each), or None when an input needs the checked path
+        (not a float array, a shape that does not fit)."""
+        out = None
         for name, shape, unbatched, dtype in self._frame_specs:
             v = frame[name]
             if type(v) is not np.ndarray or v.dtype.kind != "f":
                 return None
+            if v.dtype == dtype and v.shape == shape:
+                continue
             if v.dtype != dtype:
                 v = v.astype(dtype)
             if v.shape != shape:
                 if v.shape != unbatched:
                     return None
                 v = v.reshape(shape)
+            if out is None:
+                out = dict(frame)
             out[name] = v
-        return out
+        return frame if out is None else out
 
     def _refuse_non_finite(self, frame: dict) -> None:
         """ValueError naming the frame when an input holds NaN / Inf on a row marked
@@ -308,16 +316,26 @@ class StreamingFilter:
         out = None
         fast = self._fast_frame(frame) if self._direct else None
         if fast is not None:
-            for name in self._finite_inputs:  # one reduction each; the reason only on failure
-                v = fast[name]
-                if not isfinite(v.sum()) and not np.isfinite(v).all():
-                    self._refuse_non_finite(fast)
+            if self._ll_key is None:  # no log-likelihood output: check the inputs themselves
+                for name in self._finite_inputs:
+                    v = fast[name]
+                    if not isfinite(v.sum()) and not np.isfinite(v).all():
+                        self._refuse_non_finite(fast)
             # Arrays of the exported dtype and shape go straight in (the interpreter checks
             # them itself); on any refusal (e.g. a wrong state), feed again with errors.
             try:
                 out = self._run_frame(state, fast)
             except (ValueError, TypeError, KeyError):
                 pass
+            else:
+                # A NaN / Inf input at an observed row makes its log-likelihood non-finite
+                # (a missing row's is 0): one look at that output instead of a reduction over
+                # every input; only then are the inputs searched, and the frame refused
+                # before the held state takes the output.
+                key = self._ll_key
+                if key is not None and not isfinite(
+                        out[key][0] if self._ll_single else out[key].sum()):
+                    self._refuse_non_finite(fast)
         if out is None:
             self._feed_checked(state, frame)
             self._refuse_non_finite(frame)

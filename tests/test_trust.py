@@ -1,4 +1,6 @@
-"""Trust checks across models: verify() refuses non-finite outputs; sample_weight is honoured or refused."""
+"""Trust checks across models: verify() refuses non-finite outputs; sample_weight is honoured
+or refused; the Kalman family's bad inputs (covariances under tf.function/XLA, flags, empty
+sequences, never-called models) and the StreamingFilter's NaN frames and fast path."""
 
 import numpy as np
 import pytest

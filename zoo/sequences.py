@@ -77,8 +77,8 @@ def check_flags(name: str, value, steps=None, batch=None) -> None:
         bad = ~((v == 0) | (v == 1))
         if bad.any():
             at = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"`{name}` must hold only 0 and 1, got {v[at].item()!r} at (batch, time) "
-                             f"= {at} ({int(bad.sum())} such value(s))")
+            raise ValueError(f"`{name}` must hold only 0 and 1, got {v[at].item()!r} at "
+                             f"(batch, time) = {at} ({int(bad.sum())} such value(s))")
 
 
 def checked_flags(name: str, value, steps=None, batch=None):
