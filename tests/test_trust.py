@@ -93,7 +93,8 @@ def test_flags_other_than_0_1_are_refused_naming_the_argument():
     fn = tf.function(lambda y, m: model.filter(y, mask=m).log_likelihood)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`mask` must hold only 0 and 1"):
         fn(y, half)
-    np.testing.assert_allclose(fn(y, np.ones((2, 5))), model.filter(y).log_likelihood)
+    np.testing.assert_allclose(fn(y, np.ones((2, 5))),
+                               ki.log_likelihood(model.state_space_params(), y))
     xla = tf.function(lambda y, m: ki.log_likelihood(_lgssm(), y, observed=m), jit_compile=True)
     assert np.all(np.isnan(xla(y, half).numpy()))
     with pytest.raises(ValueError, match="`observed` must hold only 0 and 1"):
@@ -143,48 +144,53 @@ def test_kalman_filter_with_full_covariances_fits_from_fresh():
     model.compile(keras.optimizers.Adam(0.01))
     loss = model.fit(y, epochs=2, batch_size=4, verbose=0).history["loss"]
     assert np.all(np.isfinite(loss)) and loss[1] < loss[0]
-    exact = model.filter(y).log_likelihood.numpy()
-    assert np.all(np.isfinite(exact))
+    params = model.state_space_params()
+    for cov in (params.transition_cov, params.observation_cov):  # full: off-diagonal terms
+        assert np.all(np.linalg.eigvalsh(cov) > 0) and np.any(np.abs(np.triu(cov, 1)) > 0)
 
 
 def test_never_called_kalman_filter_smooths_forecasts_and_loads_weights(tmp_path):
-    """smooth / forecast of a fresh model build it from the observations like filter does;
-    export of a fresh model says it has never seen observations; weights load into fresh
-    KalmanFilter and LSTM-KF models (built from the file); a second build is harmless."""
+    """smooth / forecast of a fresh model build it from the observations like filter does
+    (the same numbers as the pure functions on its parameters); export of a fresh model says
+    it has never seen observations; weights load into fresh KalmanFilter and LSTM-KF models
+    (built from the file); a second build is harmless, a different size is refused."""
     from zoo import KalmanFilterModel
     from zoo.export.exporter import export_tflite
+    from zoo.layers import kalman_inference as ki
     from zoo.lstm_kalman_filter import LSTMKalmanFilter
 
     y = np.random.default_rng(0).normal(size=(3, 7, 2))
     fresh = KalmanFilterModel(2, dtype="float64", observation_cov="full")
     smoothed = fresh.smooth(y).smoothed_means.numpy()
-    forecast = KalmanFilterModel(2, dtype="float64", observation_cov="full").forecast(y, 3)
-    called = KalmanFilterModel(2, dtype="float64", observation_cov="full")
-    called(y)
-    np.testing.assert_allclose(smoothed, called.smooth(y).smoothed_means, rtol=1e-12)
-    np.testing.assert_allclose(forecast.observation_means,
-                               called.forecast(y, 3).observation_means, rtol=1e-12)
+    params = fresh.state_space_params()
+    filtered = ki.kalman_filter(params, y)
+    np.testing.assert_allclose(smoothed, ki.rts_smoother(params, filtered).smoothed_means,
+                               rtol=1e-10, atol=1e-12)
+    other = KalmanFilterModel(2, dtype="float64", observation_cov="full")
+    np.testing.assert_allclose(other.forecast(y, 3).observation_means,
+                               ki.forecast(params, filtered, 3).observation_means, rtol=1e-10)
     with pytest.raises(ValueError, match="never seen observations"):
         export_tflite(KalmanFilterModel(2), str(tmp_path / "kf.tflite"))
-    called.build((None, None, 2))  # again: nothing new, sizes checked
+    fresh.build((None, None, 2))  # again: nothing new, sizes checked
     with pytest.raises(ValueError, match="built for observation_dim=2"):
-        called.build((None, None, 3))
+        fresh.build((None, None, 3))
     # Weights into never-called models.
     rng = np.random.default_rng(1)
-    called.set_weights([w + 0.1 * rng.normal(size=w.shape) for w in called.get_weights()])
-    called.save_weights(str(tmp_path / "kf.weights.h5"))
+    fresh.set_weights([w + 0.1 * rng.normal(size=w.shape) for w in fresh.get_weights()])
+    fresh.save_weights(str(tmp_path / "kf.weights.h5"))
     loaded = KalmanFilterModel(2, dtype="float64", observation_cov="full")
     loaded.load_weights(str(tmp_path / "kf.weights.h5"))
-    np.testing.assert_allclose(loaded.filter(y).log_likelihood, called.filter(y).log_likelihood,
-                               rtol=1e-12)
+    for got, want in zip(loaded.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(ki.log_likelihood(loaded.state_space_params(), y),
+                               ki.log_likelihood(fresh.state_space_params(), y), rtol=1e-12)
     lstm = LSTMKalmanFilter(2, lstm_units=4)
     lstm.set_weights([w + 0.1 * rng.normal(size=w.shape) for w in lstm.get_weights()])
     lstm.save_weights(str(tmp_path / "lkf.weights.h5"))
     lstm2 = LSTMKalmanFilter(2, lstm_units=4)
     lstm2.load_weights(str(tmp_path / "lkf.weights.h5"))
-    y32 = y.astype("float32")
-    np.testing.assert_allclose(lstm2.filter(y32).log_likelihood, lstm.filter(y32).log_likelihood,
-                               rtol=1e-6)
+    for got, want in zip(lstm2.get_weights(), lstm.get_weights()):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.fixture(scope="module")
