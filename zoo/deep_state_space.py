@@ -39,6 +39,7 @@ EMISSIONS = ("mlp", "linear")
 INITIAL_STATES = ("learned", "transition")
 FILTERS = ("rnn",)
 MIN_INITIAL_SCALE = 1e-3
+DREAM_BOUND = 1e3  # dreamt latents and frames are clipped to +-DREAM_BOUND
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -527,11 +528,16 @@ class DeepStateSpaceModel(LatentVariableModel):
             scale = e[1] * prior["scale"] + (1.0 - e[1]) * first["scale"]
             return loc + scale * e[0]
 
-        z = tf.transpose(tf.scan(step, tuple(elems), initializer=tf.zeros([batch, d], md)),
+        def bounded(z_prev, e):  # a transition that diverges early in training stays finite
+            return tf.clip_by_value(step(z_prev, e), -DREAM_BOUND, DREAM_BOUND)
+
+        z = tf.transpose(tf.scan(bounded, tuple(elems), initializer=tf.zeros([batch, d], md)),
                          [1, 0, 2])
         params = apply_with_particles(self.emission, z)
         frames = self.head.distribution(params).sample(seed=seed + [0, 1])
         frames = tf.reshape(tf.cast(frames, x.dtype), tf.shape(x))
+        frames = tf.clip_by_value(tf.where(tf.math.is_finite(frames), frames, 0.0),
+                                  -DREAM_BOUND, DREAM_BOUND)
         return {"z": tf.stop_gradient(z), "observations": tf.stop_gradient(frames)}
 
     def _filter_terms(self, inputs):
