@@ -117,6 +117,9 @@ def test_export_flag_writes_verified_files(tmp_path):
 
 
 def _same_weights(dir_a, dir_b, name="last.keras"):
+    import zoo
+
+    zoo.load_all()  # register every zoo class for Keras, whatever ran before in this process
     a = keras.saving.load_model(os.path.join(dir_a, name))
     b = keras.saving.load_model(os.path.join(dir_b, name))
     for wa, wb in zip(a.get_weights(), b.get_weights()):

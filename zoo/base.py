@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -55,6 +57,9 @@ def _batches(x, batch_size: int):
     n = len(tf.nest.flatten(x)[0])
     for start in range(0, n, batch_size):
         yield start, tf.nest.map_structure(lambda a: a[start:start + batch_size], x)
+
+# Models whose train_step is being traced, per thread (see LatentVariableModel.train_step).
+_TRAIN_STEP_TRACING = threading.local()
 
 
 class LatentVariableModel(ZooModel, keras.Model):
@@ -144,15 +149,18 @@ class LatentVariableModel(ZooModel, keras.Model):
     def train_step(self, data):
         # Keras' own step; the flag (read while tracing) leaves active units out of fit's
         # results unless ``active_units_in_fit``: an unused result is pruned from the graph.
-        self._tracing_train_step = True
+        # Thread-local: MirroredStrategy traces each replica's step in its own thread.
+        tracing = _TRAIN_STEP_TRACING.__dict__.setdefault("models", set())
+        tracing.add(id(self))
         try:
             return super().train_step(data)
         finally:
-            self._tracing_train_step = False
+            tracing.discard(id(self))
 
     def get_metrics_result(self):
         results = super().get_metrics_result()
-        if getattr(self, "_tracing_train_step", False) and not self.active_units_in_fit \
+        if id(self) in _TRAIN_STEP_TRACING.__dict__.get("models", ()) \
+                and not self.active_units_in_fit \
                 and self.active_units_metric is not None:
             results.pop(self.active_units_metric.name, None)
         return results
