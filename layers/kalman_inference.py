@@ -610,16 +610,7 @@ def _prepare(params: LGSSMParams, observations, mask=None, controls=None,
     if nan_as_missing:
         mask = finite if mask is None else tf.logical_and(mask, finite)
     if tf.executing_eagerly() and validate_args:
-        fin = finite.numpy()
-        observed = np.ones_like(fin) if mask is None else mask.numpy()
-        if not np.all(fin[observed]):
-            bad = np.argwhere(~fin & observed)[0]
-            all_nan = ~np.any(fin, axis=1)
-            hint = (f" (series {int(np.argmax(all_nan))} is all NaN)" if np.any(all_nan) else "")
-            raise ValueError(
-                f"`observations` contain NaN or Inf at observed position (batch, time) = "
-                f"{tuple(int(i) for i in bad)}{hint}; pass `observed` (0 = missing) or "
-                f"`nan_as_missing=True`.")
+        raise_if_nonfinite_observed(finite.numpy(), None if mask is None else mask.numpy())
     if mask is not None:
         y = tf.where(mask[..., None], y, tf.zeros_like(y))
     # Offsets, controls.
@@ -1093,3 +1084,20 @@ def forecast(params: LGSSMParams, filtered: FilterResult, steps: int, actions=No
     swap = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)  # noqa: E731
     batched = ps.shape.rank == 4
     return ForecastResult(swap(ms), _cov_out(ps, batched), swap(ym), _cov_out(yc, batched))
+
+
+def raise_if_nonfinite_observed(finite, observed=None) -> None:
+    """ValueError naming the first (series, step) that is NaN / Inf at a frame marked observed.
+
+    ``finite`` and ``observed`` are host boolean arrays ``[batch, time]`` (``observed`` None:
+    every frame is observed)."""
+    finite = np.asarray(finite, bool)
+    observed = np.ones_like(finite) if observed is None else np.asarray(observed, bool)
+    if not np.all(finite[observed]):
+        bad = np.argwhere(~finite & observed)[0]
+        all_nan = ~np.any(finite, axis=1)
+        hint = (f" (series {int(np.argmax(all_nan))} is all NaN)" if np.any(all_nan) else "")
+        raise ValueError(
+            f"`observations` contain NaN or Inf at observed position (batch, time) = "
+            f"{tuple(int(i) for i in bad)}{hint}; pass `observed` (0 = missing) or "
+            f"`nan_as_missing=True`.")

@@ -434,18 +434,8 @@ def _as(x, dtype):
 
 
 def _raise_if_nan_observed(y, observed):
-    """ValueError naming the first (series, step) whose observation is NaN / Inf at a frame
-    marked observed (the filter's eager check, run on the host)."""
-    fin = np.all(np.isfinite(np.asarray(y)), -1)
-    seen = np.ones_like(fin) if observed is None else np.asarray(observed, bool)
-    if not np.all(fin[seen]):
-        bad = np.argwhere(~fin & seen)[0]
-        all_nan = ~np.any(fin, axis=1)
-        hint = (f" (series {int(np.argmax(all_nan))} is all NaN)" if np.any(all_nan) else "")
-        raise ValueError(
-            f"`observations` contain NaN or Inf at observed position (batch, time) = "
-            f"{tuple(int(i) for i in bad)}{hint}; pass `observed` (0 = missing) or "
-            f"`nan_as_missing=True`.")
+    """The filter's eager NaN check, run on the host (see ``ki.raise_if_nonfinite_observed``)."""
+    ki.raise_if_nonfinite_observed(np.all(np.isfinite(np.asarray(y)), -1), observed)
 
 
 def _observation_dim_in(filepath, layer) -> int:
