@@ -111,6 +111,27 @@ def test_flags_other_than_0_1_are_refused_naming_the_argument():
                             "time_gaps": np.zeros((2, 5))}, "DeepMarkovModel")  # valid
 
 
+def test_dkf_dmm_python_api_refuses_bad_flags_and_time_gaps():
+    """The DKF/DMM called directly (not through the trainer) check mask / observed / time gaps
+    on the host (issue 12, item 12), and still accept valid 0/1 flags."""
+    from zoo import DeepKalmanFilter, DeepMarkovModel
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 2)).astype("float32")
+    dkf = DeepKalmanFilter(observation_shape=(2,), latent_dim=2, use_time_gaps=True)
+    ones = np.ones((2, 5), "float32")
+    with pytest.raises(ValueError, match="`mask` must hold only 0 and 1, got 0.5"):
+        dkf({"observations": x, "mask": 0.5 * ones, "time_gaps": ones})
+    with pytest.raises(ValueError, match="`observed` has 4 time steps but the observations"):
+        dkf({"observations": x, "observed": ones[:, :4], "time_gaps": ones})
+    with pytest.raises(ValueError, match="`time_gaps` must be finite and >= 0"):
+        dkf({"observations": x, "time_gaps": -ones})
+    dmm = DeepMarkovModel(observation_shape=(2,), latent_dim=2)
+    with pytest.raises(ValueError, match="`observed` must hold only 0 and 1, got 2.0"):
+        dmm({"observations": (x > 0).astype("float32"), "observed": 2 * ones})
+    out = dmm({"observations": (x > 0).astype("float32"), "observed": ones, "mask": ones})
+    assert np.all(np.isfinite(out["elbo"]))
+
+
 def test_empty_sequences_and_wrong_length_masks_are_clear_errors():
     from zoo import KalmanFilterModel, sequences
     from zoo.lstm_kalman_filter import LSTMKalmanFilter

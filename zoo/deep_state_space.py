@@ -23,6 +23,7 @@ from zoo.layers.common import (
 )
 from zoo.layers.gaussian_posterior import gaussian_kl_to_diag
 from zoo.layers.state_transition import KINDS as TRANSITIONS
+from zoo import sequences
 from zoo.layers.state_transition import StateTransition
 from zoo import sequences
 from zoo.base import LatentVariableModel
@@ -55,6 +56,12 @@ class _Net(NamedTuple):
     zq0: object
     message: bool = False  # q = prior x Gaussian message of the RNN (structured networks)
 
+
+
+def _on_host(value) -> bool:
+    """Whether ``value``'s numbers are known now (NumPy, a list, an eager tensor): then the
+    sequence checks run on the host; inside a traced step the trainer has checked the data."""
+    return not tf.is_tensor(value) or (tf.executing_eagerly() and hasattr(value, "numpy"))
 
 class LatentFilterResult(NamedTuple):
     """:meth:`DeepStateSpaceModel.filter`: q(z_t | x_1..x_t) (diagonal Gaussian) and the
@@ -299,6 +306,8 @@ class DeepStateSpaceModel(LatentVariableModel):
         out = {"observations": x}
         for key in ("mask", "observed"):
             if inputs.get(key) is not None:
+                if _on_host(inputs[key]):  # 0/1 only and [batch, time] of the observations
+                    sequences.check_flags(key, inputs[key], x.shape[1], x.shape[0])
                 m = tf.cast(tf.convert_to_tensor(inputs[key]), self.compute_dtype)
                 if m.shape.rank is not None and m.shape.rank != 2:
                     raise ValueError(f"`{key}` must be [batch, time], got {tuple(m.shape)}.")
@@ -319,6 +328,8 @@ class DeepStateSpaceModel(LatentVariableModel):
         if self.use_time_gaps:
             if inputs.get("time_gaps") is None:
                 raise ValueError("this model uses time gaps: pass `time_gaps` [batch, time]")
+            if _on_host(inputs["time_gaps"]):
+                sequences.check_time_gaps(inputs["time_gaps"])
             g = tf.cast(tf.convert_to_tensor(inputs["time_gaps"]), self.compute_dtype)
             out["time_gaps"] = tf.reshape(g, batch_time)
         # Missing frames may hold anything (NaN included): they are zeroed before use.
