@@ -117,6 +117,14 @@ def _rbm_ais_loop(params, base_bias, betas, num_chains, seed):
     return log_w
 
 
+def _ais_params(params: RBMParams, num_chains: int):
+    """The RBM's dtype and its parameters as tensors of it, after checking ``num_chains``."""
+    if num_chains < 2:
+        raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
+    dtype = tf.as_dtype(params.weights.dtype)
+    return dtype, RBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+
+
 def rbm_ais(params: RBMParams, base_visible_bias, num_chains: int = 100,
             num_betas: int = 14500, seed=(0, 0)) -> AISResult:
     """AIS estimate of log Z of a binary RBM (Salakhutdinov & Murray 2008).
@@ -128,10 +136,7 @@ def rbm_ais(params: RBMParams, base_visible_bias, num_chains: int = 100,
         num_betas: int. Number of inverse temperatures (``ais_betas``).
         seed: two ints. Seed of the stateless noise (same seed, same estimate).
     """
-    if num_chains < 2:
-        raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
-    dtype = tf.as_dtype(params.weights.dtype)
-    params = RBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    dtype, params = _ais_params(params, num_chains)
     base = tf.convert_to_tensor(base_visible_bias, dtype)
     n_h = int(params.weights.shape[1])
     log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_h * math.log(2.0)
@@ -233,10 +238,7 @@ def gaussian_rbm_ais(params: RBMParams, log_variance, base_mean, num_chains: int
         base_mean: [V]. m_A, e.g. the training data's mean.
         num_chains, num_betas, seed: as for :func:`rbm_ais`.
     """
-    if num_chains < 2:
-        raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
-    dtype = tf.as_dtype(params.weights.dtype)
-    params = RBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    dtype, params = _ais_params(params, num_chains)
     log_variance = tf.convert_to_tensor(log_variance, dtype)
     n_h = int(params.weights.shape[1])
     log_z_a = (0.5 * tf.reduce_sum(log_variance + math.log(2.0 * math.pi))

@@ -58,8 +58,15 @@ def _batches(x, batch_size: int):
     for start in range(0, n, batch_size):
         yield start, tf.nest.map_structure(lambda a: a[start:start + batch_size], x)
 
-# Models whose train_step is being traced, per thread (see LatentVariableModel.train_step).
-_TRAIN_STEP_TRACING = threading.local()
+class _Tracing(threading.local):
+    """Per thread, the ids of the models whose ``train_step`` is being traced (see
+    ``LatentVariableModel.train_step``: MirroredStrategy traces each replica in a thread)."""
+
+    def __init__(self):
+        self.models = set()
+
+
+_TRAIN_STEP_TRACING = _Tracing()
 
 
 class LatentVariableModel(ZooModel, keras.Model):
@@ -149,17 +156,15 @@ class LatentVariableModel(ZooModel, keras.Model):
     def train_step(self, data):
         # Keras' own step; the flag (read while tracing) leaves active units out of fit's
         # results unless ``active_units_in_fit``: an unused result is pruned from the graph.
-        # Thread-local: MirroredStrategy traces each replica's step in its own thread.
-        tracing = _TRAIN_STEP_TRACING.__dict__.setdefault("models", set())
-        tracing.add(id(self))
+        _TRAIN_STEP_TRACING.models.add(id(self))
         try:
             return super().train_step(data)
         finally:
-            tracing.discard(id(self))
+            _TRAIN_STEP_TRACING.models.discard(id(self))
 
     def get_metrics_result(self):
         results = super().get_metrics_result()
-        if id(self) in _TRAIN_STEP_TRACING.__dict__.get("models", ()) \
+        if id(self) in _TRAIN_STEP_TRACING.models \
                 and not self.active_units_in_fit \
                 and self.active_units_metric is not None:
             results.pop(self.active_units_metric.name, None)

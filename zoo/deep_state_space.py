@@ -23,7 +23,6 @@ from zoo.layers.common import (
 )
 from zoo.layers.gaussian_posterior import gaussian_kl_to_diag
 from zoo.layers.state_transition import KINDS as TRANSITIONS
-from zoo import sequences
 from zoo.layers.state_transition import StateTransition
 from zoo import sequences
 from zoo.base import LatentVariableModel
@@ -57,11 +56,14 @@ class _Net(NamedTuple):
     message: bool = False  # q = prior x Gaussian message of the RNN (structured networks)
 
 
+def _step_prior(prior: dict, first: dict, later):
+    """``loc``, ``scale`` of z_t's prior: the transition's ``prior`` where ``later`` is 1
+    (t > 1), p(z_1) = ``first`` where it is 0."""
+    def blend(key):
+        return later * prior[key] + (1.0 - later) * tf.cast(first[key], later.dtype)
 
-def _on_host(value) -> bool:
-    """Whether ``value``'s numbers are known now (NumPy, a list, an eager tensor): then the
-    sequence checks run on the host; inside a traced step the trainer has checked the data."""
-    return not tf.is_tensor(value) or (tf.executing_eagerly() and hasattr(value, "numpy"))
+    return blend("loc"), blend("scale")
+
 
 class LatentFilterResult(NamedTuple):
     """:meth:`DeepStateSpaceModel.filter`: q(z_t | x_1..x_t) (diagonal Gaussian) and the
@@ -306,7 +308,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         out = {"observations": x}
         for key in ("mask", "observed"):
             if inputs.get(key) is not None:
-                if _on_host(inputs[key]):  # 0/1 only and [batch, time] of the observations
+                if sequences.on_host(inputs[key]):  # 0/1 only and [batch, time] of the observations
                     sequences.check_flags(key, inputs[key], x.shape[1], x.shape[0])
                 m = tf.cast(tf.convert_to_tensor(inputs[key]), self.compute_dtype)
                 if m.shape.rank is not None and m.shape.rank != 2:
@@ -328,7 +330,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         if self.use_time_gaps:
             if inputs.get("time_gaps") is None:
                 raise ValueError("this model uses time gaps: pass `time_gaps` [batch, time]")
-            if _on_host(inputs["time_gaps"]):
+            if sequences.on_host(inputs["time_gaps"]):
                 sequences.check_time_gaps(inputs["time_gaps"])
             g = tf.cast(tf.convert_to_tensor(inputs["time_gaps"]), self.compute_dtype)
             out["time_gaps"] = tf.reshape(g, batch_time)
@@ -439,8 +441,7 @@ class DeepStateSpaceModel(LatentVariableModel):
             z_prev = carry[0]
             later = e[3]
             prior = self.transition(z_prev, e[4] if len(e) > 4 else None)
-            p_loc = later * prior["loc"] + (1.0 - later) * first["loc"]
-            p_scale = later * prior["scale"] + (1.0 - later) * first["scale"]
+            p_loc, p_scale = _step_prior(prior, first, later)
             loc, scale = self._combine(p_loc, p_scale, {"loc": e[0], "scale": e[1]})
             z = loc + scale * e[2]
             log_q = tf.reduce_sum(tfd.Normal(loc, scale).log_prob(z), -1)
@@ -535,8 +536,7 @@ class DeepStateSpaceModel(LatentVariableModel):
                 prior = self.transition(z_prev, e[2] if len(e) > 2 else None)
                 return prior["loc"] + prior["scale"] * e[0]
             prior = self.transition(z_prev, e[2] if len(e) > 2 else None)
-            loc = e[1] * prior["loc"] + (1.0 - e[1]) * first["loc"]
-            scale = e[1] * prior["scale"] + (1.0 - e[1]) * first["scale"]
+            loc, scale = _step_prior(prior, first, e[1])
             return loc + scale * e[0]
 
         def bounded(z_prev, e):  # a transition that diverges early in training stays finite
@@ -723,9 +723,7 @@ class DeepStateSpaceModel(LatentVariableModel):
             first = self.initial_distribution()
             prior = self.transition(state["z_prev"])
             later = state["started"]
-            p_loc = later * prior["loc"] + (1.0 - later) * tf.cast(first["loc"], later.dtype)
-            p_scale = later * prior["scale"] + (1.0 - later) * tf.cast(first["scale"],
-                                                                      later.dtype)
+            p_loc, p_scale = _step_prior(prior, first, later)
             params["loc"], params["scale"] = self._combine(p_loc, p_scale, params)
             new_state["started"] = tf.ones_like(later)
         new_state["z_prev"] = params["loc"]

@@ -171,7 +171,7 @@ class KalmanFilterModel(ZooModel, keras.Model):
 
     @property
     def _math_dtype(self) -> str:
-        return ki_dtype(self.kalman)
+        return math_dtype(self.kalman)
 
     def filter(self, observations, actions=None, observed=None, *, mask=None,
                controls=None) -> ki.FilterResult:
@@ -228,7 +228,8 @@ class KalmanFilterModel(ZooModel, keras.Model):
             # NaN at an observed frame makes that series' log-likelihood NaN: only then look
             # for it on the host (the check costs nothing when the data are clean).
             if not np.all(np.isfinite(log_lik.numpy())):
-                _raise_if_nan_observed(y, None if both is None else args[-1])
+                ki.raise_if_nonfinite_observed(np.all(np.isfinite(y.numpy()), -1),
+                                               None if both is None else args[-1].numpy())
         return result
 
     def _concrete(self, what, with_actions, with_observed, args):
@@ -421,21 +422,11 @@ class KalmanFilterModel(ZooModel, keras.Model):
         return config
 
 
-def ki_dtype(layer) -> str:
-    """The dtype the layer computes in (its variables' dtype under a mixed policy)."""
-    return math_dtype(layer)
-
-
 def _as(x, dtype):
     """``x`` as a tensor of ``dtype`` (NumPy converted on the host, tensors cast)."""
     if tf.is_tensor(x):
         return x if x.dtype == dtype else tf.cast(x, dtype)
     return tf.convert_to_tensor(np.asarray(x, dtype))
-
-
-def _raise_if_nan_observed(y, observed):
-    """The filter's eager NaN check, run on the host (see ``ki.raise_if_nonfinite_observed``)."""
-    ki.raise_if_nonfinite_observed(np.all(np.isfinite(np.asarray(y)), -1), observed)
 
 
 def _observation_dim_in(filepath, layer) -> int:

@@ -81,6 +81,12 @@ def check_flags(name: str, value, steps=None, batch=None) -> None:
                              f"(batch, time) = {at} ({int(bad.sum())} such value(s))")
 
 
+def on_host(value) -> bool:
+    """Whether ``value``'s numbers are known now (NumPy, a list, an eager tensor), so that
+    the sequence checks can run on the host; inside a traced step they are not."""
+    return not tf.is_tensor(value) or tf.executing_eagerly()
+
+
 def checked_flags(name: str, value, steps=None, batch=None):
     """``value`` (a ``mask`` / ``observed`` input of a model's Python API or ``call``) after
     :func:`check_flags`: on the host when its value is known (NumPy, eager), else an assert
@@ -89,7 +95,7 @@ def checked_flags(name: str, value, steps=None, batch=None):
     The one line a sequence model needs: ``mask = sequences.checked_flags("mask", mask)``."""
     if value is None:
         return None
-    if isinstance(value, np.ndarray) or not tf.is_tensor(value) or tf.executing_eagerly():
+    if on_host(value):
         check_flags(name, value, steps, batch)
         return value
     if value.dtype == tf.bool:
