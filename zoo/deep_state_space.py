@@ -38,6 +38,7 @@ STRUCTURED = ("st-l", "st-r", "st-lr")
 EMISSIONS = ("mlp", "linear")
 INITIAL_STATES = ("learned", "transition")
 FILTERS = ("rnn",)
+RNN_CELLS = ("gru", "rnn")  # GRU, or a plain ReLU RNN (torch's nn.RNN(nonlinearity="relu"))
 MIN_INITIAL_SCALE = 1e-3
 DREAM_BOUND = 1e3  # dreamt latents and frames are clipped to +-DREAM_BOUND
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -168,6 +169,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         initial_state: str = "learned",
         filter_inference: str | None = "auto",
         structured_posterior: str = "message",
+        rnn_cell: str = "gru",
         **kwargs,
     ):
         observation_shape = tuple(int(s) for s in observation_shape)
@@ -181,6 +183,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         check_choice("likelihood", likelihood, LIKELIHOODS)
         check_choice("initial_state", initial_state, INITIAL_STATES)
         check_choice("structured_posterior", structured_posterior, ("message", "combiner"))
+        check_choice("rnn_cell", rnn_cell, RNN_CELLS)
         if filter_inference == "auto":
             filter_inference = None if inference in CAUSAL else self.default_filter
         if filter_inference is not None:
@@ -212,6 +215,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         self.initial_state_kind = initial_state
         self.filter_inference = filter_inference
         self.structured_posterior = structured_posterior
+        self.rnn_cell = rnn_cell
         self.train_filter_only = False  # set by fit_filter
         self.observation_size = flat_size(observation_shape)
         self.condition_size = action_dim + (1 if use_time_gaps else 0)
@@ -234,25 +238,29 @@ class DeepStateSpaceModel(LatentVariableModel):
                                            kl_weight=kl_weight, seed=seed, name="posterior")
         self.rnn_forward = self.rnn_backward = self.combiner = self.inference_net = None
         if inference in ("rnn", "brnn", "st-l", "st-lr"):
-            self.rnn_forward = keras.layers.GRU(rnn_units, return_sequences=True,
-                                                name="rnn_forward")
+            self.rnn_forward = self._rnn_layer(name="rnn_forward")
         if inference in ("brnn", "st-r", "st-lr"):
-            self.rnn_backward = keras.layers.GRU(rnn_units, return_sequences=True,
-                                                 go_backwards=True, name="rnn_backward")
+            self.rnn_backward = self._rnn_layer(go_backwards=True, name="rnn_backward")
         if inference in STRUCTURED and structured_posterior == "combiner":
             self.combiner = Combiner(rnn_units, name="combiner")
         if inference in ("indep", "lr"):
             self.inference_net = mlp(self.inference_units, "relu", "inference")
         self.filter_rnn = self.filter_posterior = None
         if filter_inference is not None:
-            self.filter_rnn = keras.layers.GRU(rnn_units, return_sequences=True,
-                                               name="filter_rnn")
+            self.filter_rnn = self._rnn_layer(name="filter_rnn")
             self.filter_posterior = GaussianPosterior(
                 d, covariance="diag", add_kl_loss=False, seed=None if seed is None else seed + 1,
                 name="filter_posterior")
         self._build_all()
 
     # ------------------------------------------------------------------ building
+    def _rnn_layer(self, **kwargs):
+        """An RNN of the inference/filter networks: ``rnn_cell`` "gru" or "rnn" (ReLU)."""
+        if self.rnn_cell == "rnn":
+            return keras.layers.SimpleRNN(self.rnn_units, activation="relu",
+                                          return_sequences=True, **kwargs)
+        return keras.layers.GRU(self.rnn_units, return_sequences=True, **kwargs)
+
     def _build_all(self):
         d, D, c = self.latent_dim, self.observation_size, self.condition_size
         self.z0 = self.initial_loc = self.initial_raw_scale = self.zq0 = None
@@ -900,6 +908,7 @@ class DeepStateSpaceModel(LatentVariableModel):
             initial_state=self.initial_state_kind,
             filter_inference=self.filter_inference,
             structured_posterior=self.structured_posterior,
+            rnn_cell=self.rnn_cell,
         )
         return config
 
@@ -943,7 +952,9 @@ class DeepKalmanFilter(DeepStateSpaceModel):
         use_time_gaps: bool. Condition the transition on the gap between steps.
         transition_units: int. Hidden width of the transition.
         emission_units: tuple of int. Hidden widths of the emission MLP.
-        rnn_units: int. GRU width of the RNN inference networks.
+        rnn_units: int. Width of the RNN inference networks.
+        rnn_cell: str. Their cell: ``"gru"`` (default) or ``"rnn"``, a plain ReLU RNN
+            $h_t = \mathrm{relu}(W x_t + U h_{t-1} + b)$ (the Pyro DMM example's ``nn.RNN``).
         inference_units: tuple of int. MLP widths of q-INDEP / q-LR.
         kl_weight: float. Initial KL weight.
         kl_annealing_steps: int. Steps of linear KL warm-up (0: none).
