@@ -1,4 +1,5 @@
-r"""Bootstrap particle filter over any transition and emission, as pure functions.
+r"""Particle filter over any transition and emission, as pure functions: the bootstrap
+proposal or any other one (a learned proposal such as a DKF's filter network).
 
 Gordon, Salmond & Smith, "Novel approach to nonlinear/non-Gaussian Bayesian state estimation"
 (1993); the adaptive scheme and the marginal-likelihood estimate as in Doucet & Johansen, "A
@@ -17,10 +18,23 @@ running estimate $\log \hat Z_t$. The weights $W_{t-1}$ are normalized, so after
 step ($W = 1/N$) the increment is the log mean of the incremental weights, and without one it
 is their $W$-weighted sum: $\hat Z$ is unbiased for $p(y_{0:t})$ either way (Del Moral 2004).
 
+With a ``proposal`` $r$ in place of the transition (step 2), the particles are drawn from
+$r(x_t \mid x_{t-1}^{a_i}, \cdot)$ and step 3 adds the correction
+$\log f(x_t^i \mid x_{t-1}^{a_i}) - \log r(x_t^i \mid x_{t-1}^{a_i}, \cdot)$ to the
+log-weights (Doucet & Johansen, section 4); $\hat Z$ stays unbiased for any $r$ whose support
+covers $f g$'s. On a missing frame the proposal (which sees no new data there) is replaced by
+the transition, so the weights and the increment are exactly those of the bootstrap filter.
+
 Callables: ``transition_sample(particles [batch, N, n], noise [batch, N, noise_dim]) ->
 particles``, ``emission_log_prob(particles [batch, N, n], observation [batch, p]) -> [batch,
 N]`` and, for :func:`particle_filter`, ``initial_sample(noise [batch, N, noise_dim]) ->
-particles``. They must be traceable by ``tf.function``.
+particles``. They must be traceable by ``tf.function``. A ``proposal(parents [batch, N, n],
+step_input [batch, k] or None, noise [batch, N, noise_dim]) -> (particles, log_correction
+[batch, N])`` returns its draws and $\log f - \log r$ at them; ``initial_proposal(step_input,
+noise)`` does the same for frame 0 against $p(x_0)$. ``step_inputs`` [batch, time, k] are
+per-frame inputs handed to the proposal (e.g. the parameters of a filter network's
+$q(x_t \mid y_{1:t})$, or actions); when given, ``transition_sample`` is also called with
+them, as ``transition_sample(particles, noise, step_input)``.
 """
 
 from __future__ import annotations
@@ -86,11 +100,13 @@ def _observed_flags(observed, batch, dtype):
 
 
 def weight_step(particles, log_weights, observation, emission_log_prob: Callable,
-                observed=None):
+                observed=None, log_correction=None):
     """Weight the cloud by y_t: (new normalized log-weights, log p-hat(y_t | y_<t)).
 
     ``observed`` [batch] 0 leaves the weights as they were and the increment 0; the observation
     there may be anything (NaN included): the emission sees zeros in its place.
+    ``log_correction`` [batch, N]: log f - log r of a proposal's draws (None: bootstrap); it
+    must be 0 where ``observed`` is 0 (:func:`propose` makes it so).
     """
     dtype = log_weights.dtype
     y = tf.cast(observation, dtype)
@@ -99,31 +115,63 @@ def weight_step(particles, log_weights, observation, emission_log_prob: Callable
     log_g = tf.cast(emission_log_prob(particles, y), dtype)
     log_g = tf.where(seen[:, None], log_g, tf.zeros_like(log_g))
     unnormalized = log_weights + log_g
+    if log_correction is not None:
+        unnormalized = unnormalized + tf.cast(log_correction, dtype)
     increment = tf.reduce_logsumexp(unnormalized, axis=-1)
     return unnormalized - increment[:, None], tf.where(seen, increment,
                                                        tf.zeros_like(increment))
 
 
+def _transition(transition_sample: Callable, parents, noise, step_input):
+    if step_input is None:
+        return transition_sample(parents, noise)
+    return transition_sample(parents, noise, step_input)
+
+
+def propose(parents, transition_sample: Callable, noise, observed=None,
+            proposal: Optional[Callable] = None, step_input=None):
+    """Frame t's particles [batch, N, n] and log-weight correction ([batch, N] or None for the
+    bootstrap filter): the ``proposal``'s draws where the frame is observed, the transition's
+    (correction 0) where it is missing."""
+    prior = _transition(transition_sample, parents, noise, step_input)
+    if proposal is None:
+        return prior, None
+    particles, log_correction = proposal(parents, step_input, noise)
+    seen = _observed_flags(observed, tf.shape(parents)[0], parents.dtype)
+    particles = tf.where(seen[:, None, None], tf.cast(particles, parents.dtype), prior)
+    log_correction = tf.cast(log_correction, parents.dtype)
+    return particles, tf.where(seen[:, None], log_correction, tf.zeros_like(log_correction))
+
+
 def particle_filter_step(state: ParticleState, observation, transition_sample: Callable,
                          emission_log_prob: Callable, transition_noise, resample_noise,
                          observed=None, scheme: str = "systematic",
-                         threshold: float = 0.5,
-                         method: str = "compare") -> tuple[ParticleState, ParticleStep]:
-    """One frame after the first: adaptive resampling, bootstrap proposal, weighting.
+                         threshold: float = 0.5, method: str = "compare",
+                         proposal: Optional[Callable] = None,
+                         step_input=None) -> tuple[ParticleState, ParticleStep]:
+    """One frame after the first: adaptive resampling, proposal (bootstrap by default),
+    weighting.
 
     ``observation`` [batch, p]; ``observed`` [batch] (0: missing frame); ``transition_noise``
-    [batch, N, noise_dim] for ``transition_sample``; ``resample_noise`` [batch, N] uniforms
-    (:mod:`layers.resampling`; ``method`` "compare" uses TFLite built-ins only, "search" is
-    O(N log N) with the same indices). Returns the new state and the frame's
-    :class:`ParticleStep`.
+    [batch, N, noise_dim] for ``transition_sample`` (and ``proposal``); ``resample_noise``
+    [batch, N] uniforms (:mod:`layers.resampling`; ``method`` "compare" uses TFLite built-ins
+    only, "search" is O(N log N) with the same indices). ``proposal`` and ``step_input``
+    [batch, k]: see the module docstring (None: the bootstrap filter). Returns the new state
+    and the frame's :class:`ParticleStep`.
     """
     chosen = resampling.adaptive_resample(state.log_weights, resample_noise, scheme, threshold,
                                           method)
     parents = resampling.gather_particles(state.particles, chosen.indices)
-    particles = transition_sample(parents, tf.cast(transition_noise, parents.dtype))
-    predicted_mean, predicted_cov = weighted_moments(particles, chosen.log_weights)
+    particles, log_correction = propose(parents, transition_sample,
+                                        tf.cast(transition_noise, parents.dtype), observed,
+                                        proposal, step_input)
+    if log_correction is None:
+        predicted_mean, predicted_cov = weighted_moments(particles, chosen.log_weights)
+    else:  # the predictive moments are those of f, not of the proposal's draws
+        predicted_mean, predicted_cov = weighted_moments(
+            particles, chosen.log_weights + log_correction)
     log_weights, increment = weight_step(particles, chosen.log_weights, observation,
-                                         emission_log_prob, observed)
+                                         emission_log_prob, observed, log_correction)
     mean, cov = weighted_moments(particles, log_weights)
     new = ParticleState(particles, log_weights, state.log_marginal_likelihood + increment)
     return new, ParticleStep(mean, cov, predicted_mean, predicted_cov, increment,
@@ -132,14 +180,16 @@ def particle_filter_step(state: ParticleState, observation, transition_sample: C
 
 
 def initial_step(particles, observation, emission_log_prob: Callable,
-                 observed=None) -> tuple[ParticleState, ParticleStep]:
-    """Frame 0: weight equally weighted draws of x_0 [batch, N, n] by y_0."""
+                 observed=None, log_correction=None) -> tuple[ParticleState, ParticleStep]:
+    """Frame 0: weight equally weighted draws of x_0 [batch, N, n] by y_0 (and by
+    ``log_correction`` = log p(x_0) - log r(x_0) when they come from a proposal r)."""
     n = tf.shape(particles)[1]
     log_weights = tf.zeros(tf.shape(particles)[:2], particles.dtype) - tf.math.log(
         tf.cast(n, particles.dtype))
-    predicted_mean, predicted_cov = weighted_moments(particles, log_weights)
+    prior_weights = log_weights if log_correction is None else log_weights + log_correction
+    predicted_mean, predicted_cov = weighted_moments(particles, prior_weights)
     log_weights, increment = weight_step(particles, log_weights, observation,
-                                         emission_log_prob, observed)
+                                         emission_log_prob, observed, log_correction)
     mean, cov = weighted_moments(particles, log_weights)
     batch = tf.shape(particles)[0]
     keep = tf.broadcast_to(tf.range(n)[None, :], [batch, n])
@@ -165,7 +215,9 @@ def particle_filter(observations, initial_sample: Callable, transition_sample: C
                     emission_log_prob: Callable, num_particles: int, noise_dim: int,
                     observed=None, seed=None, scheme: str = "systematic",
                     threshold: float = 0.5, dtype="float64",
-                    noise: Optional[tuple] = None, compile: bool = True
+                    noise: Optional[tuple] = None, compile: bool = True,
+                    proposal: Optional[Callable] = None,
+                    initial_proposal: Optional[Callable] = None, step_inputs=None
                     ) -> ParticleFilterResult:
     """Run the filter over ``observations`` [batch, time, p] (``observed`` [batch, time]: 0 =
     missing frame), compiled (``compile``) as one ``tf.function`` over a ``tf.while_loop``.
@@ -174,36 +226,56 @@ def particle_filter(observations, initial_sample: Callable, transition_sample: C
     given as ``noise`` = (initial, transition, resampling), so a run is reproducible. ``batch``
     rows are independent filters: replicate one sequence along it for independent runs.
     ``compile=False`` runs :func:`scan_filter` as it is (to call from inside a caller's own
-    ``tf.function``, which then traces once).
+    ``tf.function``, which then traces once). ``proposal``, ``initial_proposal``,
+    ``step_inputs`` [batch, time, k]: see the module docstring.
     """
     check_settings(num_particles, scheme, threshold)
     observations, observed, noise = prepare_inputs(observations, observed, num_particles,
                                                    noise_dim, seed, dtype, noise)
+    if step_inputs is not None:
+        step_inputs = tf.cast(step_inputs, dtype)
 
-    def run(y, seen, noise):
+    def run(y, seen, noise, inputs):
         return scan_filter(y, seen, noise, initial_sample, transition_sample,
-                           emission_log_prob, scheme, threshold)
+                           emission_log_prob, scheme, threshold, proposal, initial_proposal,
+                           inputs)
 
-    return (tf.function(run) if compile else run)(observations, observed, noise)
+    return (tf.function(run) if compile else run)(observations, observed, noise, step_inputs)
 
 
 def scan_filter(observations, observed, noise, initial_sample: Callable,
                 transition_sample: Callable, emission_log_prob: Callable,
-                scheme: str = "systematic", threshold: float = 0.5) -> ParticleFilterResult:
+                scheme: str = "systematic", threshold: float = 0.5,
+                proposal: Optional[Callable] = None,
+                initial_proposal: Optional[Callable] = None,
+                step_inputs=None) -> ParticleFilterResult:
     """The loop of :func:`particle_filter` without its checks or compilation: ``observations``
-    [batch, time, p], ``observed`` [batch, time] (float), ``noise`` from :func:`draw_noise`."""
+    [batch, time, p], ``observed`` [batch, time] (float), ``noise`` from :func:`draw_noise`,
+    ``step_inputs`` [batch, time, k] or None."""
     init_eps, trans_eps, res_u = noise
     time = tf.shape(observations)[1]
     y_t = tf.transpose(observations, [1, 0, 2])
     seen_t = tf.transpose(observed)
-    state, first = initial_step(initial_sample(init_eps), y_t[0], emission_log_prob,
-                                seen_t[0])
+    in_t = None if step_inputs is None else tf.transpose(step_inputs, [1, 0, 2])
+    particles, log_correction = initial_sample(init_eps), None
+    if initial_proposal is not None:
+        proposed, log_correction = initial_proposal(None if in_t is None else in_t[0],
+                                                    init_eps)
+        seen = _observed_flags(seen_t[0], tf.shape(particles)[0], particles.dtype)
+        particles = tf.where(seen[:, None, None], tf.cast(proposed, particles.dtype),
+                             particles)
+        log_correction = tf.cast(log_correction, particles.dtype)
+        log_correction = tf.where(seen[:, None], log_correction,
+                                  tf.zeros_like(log_correction))
+    state, first = initial_step(particles, y_t[0], emission_log_prob, seen_t[0],
+                                log_correction)
     arrays = [tf.TensorArray(x.dtype, size=time).write(0, x) for x in first]
 
     def body(t, state, arrays):
         state, out = particle_filter_step(state, y_t[t], transition_sample, emission_log_prob,
                                           trans_eps[t - 1], res_u[t - 1], seen_t[t], scheme,
-                                          threshold, "search")
+                                          threshold, "search", proposal,
+                                          None if in_t is None else in_t[t])
         return t + 1, state, [a.write(t, x) for a, x in zip(arrays, out)]
 
     _, state, arrays = tf.while_loop(lambda t, *_: t < time, body,
