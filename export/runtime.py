@@ -149,6 +149,14 @@ class StreamingFilter:
             state tensors and the layout of packed ones; otherwise the state is the inputs
             that are also outputs).
         num_threads: int. Interpreter threads (XNNPACK).
+        seed: int or None. Seed of the runner's own noise (see below).
+
+    Noise: a filter whose step takes ``noise`` (e.g. the particle filter's normals and
+    uniforms) gets it from the caller, who then replays a run exactly; when the sidecar
+    describes it (``noise_layout``: ``{kind: {offset, size, shape}}`` along the last axis,
+    kind ``normal`` or ``uniform``) a frame may leave it out and the runner draws it from its
+    own ``numpy.random.default_rng(seed)`` (float32: standard normals, U(0, 1) uniforms); the
+    last drawn noise is kept in ``last_noise``.
 
     A frame given as float arrays of the exported shape, or for batch 1 without the batch
     axis (``[obs_dim]``, the README's loop), of any float dtype (NumPy's default float64
@@ -162,7 +170,7 @@ class StreamingFilter:
     a single NaN frame would make the held state NaN for every later frame.
     """
 
-    def __init__(self, path: str, num_threads: int = 1):
+    def __init__(self, path: str, num_threads: int = 1, seed: int | None = None):
         self.path = str(path)
         self.interpreter = load_interpreter(self.path, num_threads)
         signatures = self.interpreter.get_signature_list()
@@ -196,6 +204,10 @@ class StreamingFilter:
         # Inputs checked for NaN / Inf each frame (``observed`` is a flag, ``noise`` a draw).
         self._finite_inputs = tuple(k for k in self.frame_inputs
                                     if k not in ("observed", "noise"))
+        self.noise_layout = (self.metadata.get("noise_layout") or None
+                             if "noise" in self.inputs else None)
+        self.rng = np.random.default_rng(seed)
+        self.last_noise = None
         self._ll_key = "log_likelihood" if "log_likelihood" in outputs else None
         self._ll_single = (self._ll_key is not None and tuple(
             self._step.output_details[self._ll_key]["shape"]) == (1,))
@@ -209,6 +221,26 @@ class StreamingFilter:
         self.state = {k: np.array(out[k]) for k in self.state_names}
         self.frame = 0
         return dict(self.state)
+
+    def draw_noise(self) -> np.ndarray:
+        """One frame's ``noise`` of the exported shape, drawn by ``noise_layout`` from the
+        runner's generator (float32)."""
+        if self.noise_layout is None:
+            raise ValueError(f"{self.path} describes no `noise_layout`: pass `noise` per frame.")
+        shape = self.inputs["noise"][0]
+        noise = np.empty(shape, np.float32)
+        for kind, at in self.noise_layout.items():
+            part = (*shape[:-1], at["size"])
+            o = at["offset"]
+            if kind == "normal":
+                noise[..., o:o + at["size"]] = self.rng.standard_normal(part, np.float32)
+            elif kind == "uniform":
+                noise[..., o:o + at["size"]] = self.rng.random(part, np.float32)
+            else:
+                raise ValueError(f"`noise_layout` kind {kind!r} is neither 'normal' nor "
+                                 f"'uniform'.")
+        self.last_noise = noise
+        return noise
 
     def _fast_frame(self, frame: dict):
         """The frame with its inputs as arrays of the exported dtype and shape (the frame
@@ -294,13 +326,16 @@ class StreamingFilter:
 
     def step(self, state: dict | None = None, **frame) -> dict:
         """One frame: ``observation`` (+ ``observed``, ``action``, ``time_gap``, ``noise`` as
-        exported; ``observed`` defaults to 1, a present frame).
+        exported; ``observed`` defaults to 1, a present frame; ``noise`` is drawn by the
+        runner when the sidecar has a ``noise_layout`` and the frame has none).
 
         Uses and updates the held state, or the given ``state`` dict (then the held state is
         left alone). Returns copies of every output of ``filter_step`` (new state included).
         """
         if self._observed is not None and "observed" not in frame:
             frame["observed"] = self._observed
+        if self.noise_layout is not None and "noise" not in frame:
+            frame["noise"] = self.draw_noise()
         if frame.keys() != self._frame_keys:
             unknown = sorted(set(frame) - self._frame_keys)
             if unknown:

@@ -208,3 +208,5 @@ def _both(observed, mask):
         return observed
     return tf.cast(tf.logical_and(tf.cast(observed, tf.bool), tf.cast(mask, tf.bool)),
                    tf.float64)
+    export_adapter = "particle_filter"  # zoo.export.adapters_particle_filter
+

@@ -1,0 +1,178 @@
+r"""Export adapter of the particle filter: ``"particle_filter"`` (``zoo.ParticleFilter``).
+
+``init_state() -> particles, log_weights, started`` and
+``filter_step(particles, log_weights, started, observation, observed, noise) -> particles,
+log_weights, started, estimate, uncertainty, covariance, log_likelihood, ess, resampled``,
+traced from the model's own step functions (:func:`layers.particle_filter.initial_step` on
+the first frame, :func:`layers.particle_filter.particle_filter_step` after it, over what
+``ParticleFilter._functions`` returns: the linear-Gaussian model or user functions), with the
+adaptive resampling inside the step in TFLite built-in ops only (the ``"compare"`` count of
+:mod:`layers.resampling`: CUMSUM, LESS_EQUAL, SUM over an [N, N] grid, then GATHER).
+
+Noise is an input, so a step is a deterministic function that an app (or a test) can
+reproduce: ``noise`` [b, N, d + 1] holds per particle the d standard normals of the
+propagation (frame 0: of the draw from the prior) in ``noise[..., :d]`` and one U(0, 1)
+uniform for the resampling in ``noise[..., d]`` (the systematic scheme reads particle 0's
+only). The sidecar's ``noise_layout`` says so, and :class:`export.runtime.StreamingFilter`
+draws it itself when a frame comes without ``noise``.
+
+State: ``particles`` [b, N, n], ``log_weights`` [b, N] (normalized) and ``started`` [b] (0.0
+before the first frame, then 1.0). ``init_state`` returns zeros, ``-log N`` and 0: the first
+frame draws the particles from the prior with its noise (the Kalman filter's convention: no
+prediction before frame 0). ``observed`` 0 marks a missing frame (its observation may hold
+anything, NaN included): the particles move, the weights stay and ``log_likelihood`` is 0.
+
+Outputs beside the state: ``estimate`` [b, n] (the weighted mean), ``uncertainty`` [b, n]
+(the weighted standard deviations), ``covariance`` [b, n, n], ``log_likelihood`` [b] (log
+p-hat(y_t | y_<t), the increment of the running log Z-hat; sum it for log Z-hat), ``ess`` [b]
+(effective sample size after weighting) and ``resampled`` [b] (1.0 where the frame resampled).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.export.adapters import model_config, register_adapter
+from zoo.export.protocol import FILTER_STEP, INIT_STATE, ExportSpec, Signature, spec
+from zoo.layers import particle_filter as pf
+
+NOISE_DOC = ("noise [b, N, d + 1] per frame: noise[..., :d] standard normals (the "
+             "propagation; frame 0: the draw from the prior), noise[..., d] U(0, 1) (the "
+             "resampling; the systematic scheme reads particle 0's only).")
+
+
+def noise_layout(noise_dim: int) -> dict:
+    """``{kind: {"offset", "size", "shape"}}`` of the ``noise`` input's last axis, in the
+    format of :func:`export.protocol.state_layout` (the kind names the distribution)."""
+    return {"normal": {"offset": 0, "size": int(noise_dim), "shape": [int(noise_dim)]},
+            "uniform": {"offset": int(noise_dim), "size": 1, "shape": [1]}}
+
+
+def observation_dim(model) -> int:
+    """The observation size p of a ParticleFilter: its ``observation_dim`` attribute when set
+    (needed for user ``functions``), else the state model's (a Kalman filter's R, a deep
+    state-space model's ``observation_shape``)."""
+    p = getattr(model, "observation_dim", None)
+    if p is not None:
+        return int(p)
+    sm = getattr(model, "state_model", None)
+    kalman = getattr(sm, "kalman", None)
+    if kalman is not None and getattr(kalman, "built", False):
+        return int(kalman.observation_dim)
+    shape = getattr(sm, "observation_shape", None)
+    if shape is not None:
+        return int(np.prod(shape))
+    raise ValueError(
+        f"cannot tell the observation size of this {type(model).__name__} (user functions, or "
+        f"a state model that was never built): set `model.observation_dim = p` before export")
+
+
+def _std(cov):
+    """Standard deviations from covariances [b, n, n] (masked sum: diag_part is Flex)."""
+    n = int(cov.shape[-1])
+    return tf.sqrt(tf.maximum(tf.reduce_sum(cov * tf.eye(n, dtype=cov.dtype), -1), 0.0))
+
+
+def export_step(functions, particles, log_weights, started, observation, observed, noise,
+                scheme: str, threshold: float, method: str = "compare") -> dict:
+    """One exported frame as a pure function (float32 tensors; see the module docstring):
+    frame 0 (``started`` 0) is :func:`layers.particle_filter.initial_step` on the prior draw,
+    later frames :func:`layers.particle_filter.particle_filter_step`; both are computed and
+    each batch row takes its own (the first frame's part costs O(N), the resampling O(N^2)).
+    """
+    initial_sample, transition_sample, emission_log_prob, noise_dim = functions[:4]
+    eps, u = noise[..., :noise_dim], noise[..., noise_dim]
+    first = started < 0.5  # [b]
+    b = tf.shape(log_weights)[0]
+    state = pf.ParticleState(particles, log_weights, tf.zeros([b], log_weights.dtype))
+    later, out = pf.particle_filter_step(state, observation, transition_sample,
+                                         emission_log_prob, eps, u, observed, scheme,
+                                         threshold, method)
+    start, out0 = pf.initial_step(tf.cast(initial_sample(eps), particles.dtype), observation,
+                                  emission_log_prob, observed)
+
+    def pick(a, b_):
+        return tf.where(tf.reshape(first, [-1] + [1] * (a.shape.rank - 1)), a, b_)
+
+    cov = pick(out0.filtered_cov, out.filtered_cov)
+    return {"particles": pick(start.particles, later.particles),
+            "log_weights": pick(start.log_weights, later.log_weights),
+            "started": tf.ones_like(started),
+            "estimate": pick(out0.filtered_mean, out.filtered_mean),
+            "uncertainty": _std(cov), "covariance": cov,
+            "log_likelihood": pick(out0.log_likelihood, out.log_likelihood),
+            "ess": pick(out0.ess, out.ess),
+            "resampled": tf.cast(pick(out0.resampled, out.resampled), log_weights.dtype)}
+
+
+@register_adapter("particle_filter")
+class ParticleFilterAdapter:
+    """``init_state`` and ``filter_step`` of a :class:`zoo.particle_filter.ParticleFilter` at
+    its ``num_particles``, ``resample`` scheme and ``threshold`` (see the module docstring)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def functions(self):
+        return self.model._functions("float32")
+
+    def export_spec(self, batch_size: int = 1) -> ExportSpec:
+        m, b = self.model, batch_size
+        n_part = int(m.num_particles)
+        p = observation_dim(m)
+        sm = getattr(m, "state_model", None)
+        if sm is not None and hasattr(sm, "_ensure_built"):
+            sm._ensure_built((None, None, p))
+        d = int(self.functions()[3])
+        n = int(self.functions()[0](tf.zeros([1, 1, d])).shape[-1])
+        state = {"particles": spec((b, n_part, n), "particles"),
+                 "log_weights": spec((b, n_part), "log_weights"),
+                 "started": spec((b,), "started")}
+        frame = {"observation": spec((b, p), "observation"), "observed": spec((b,), "observed"),
+                 "noise": spec((b, n_part, d + 1), "noise")}
+
+        def init_state():
+            return {"particles": tf.zeros([b, n_part, n]),
+                    "log_weights": tf.fill([b, n_part], -math.log(n_part)),
+                    "started": tf.zeros([b])}
+
+        def filter_step(particles, log_weights, started, observation, observed, noise):
+            return export_step(self.functions(), particles, log_weights, started, observation,
+                               observed, noise, m.resample, m.threshold)
+
+        def step_example(rng):
+            # A started cloud with uneven weights (some rows resample, the scheme is reached)
+            # and the observation near it; uniforms kept off the CDF's float32 rounding.
+            w = rng.dirichlet(np.full(n_part, 0.5), size=b)
+            noise = rng.standard_normal((b, n_part, d + 1))
+            noise[..., d] = rng.uniform(0.01, 0.99, (b, n_part))
+            return {"particles": rng.standard_normal((b, n_part, n)).astype("float32"),
+                    "log_weights": np.log(np.maximum(w, 1e-30)).astype("float32"),
+                    "started": np.ones((b,), "float32"),
+                    "observation": rng.standard_normal((b, p)).astype("float32"),
+                    "observed": np.ones((b,), "float32"), "noise": noise.astype("float32")}
+
+        signatures = {
+            INIT_STATE: Signature(init_state, {}, lambda rng: {},
+                                  "the state before the first frame: zeros, -log N, 0"),
+            FILTER_STEP: Signature(filter_step, {**state, **frame}, step_example,
+                                   "particles, log-weights, started + observation y_t, observed "
+                                   "flag, noise -> new cloud, weighted mean, standard "
+                                   "deviations and covariance of x_t, log p-hat(y_t | y_<t)"),
+        }
+        try:
+            config = model_config(m)
+        except NotImplementedError:  # user functions have no config
+            config = {"num_particles": n_part, "resample": m.resample,
+                      "threshold": m.threshold}
+        metadata = {"model": type(m).__name__, "config": config, "state_dim": n,
+                    "observation_dim": p, "num_particles": n_part, "noise_dim": d,
+                    "resample": m.resample, "threshold": m.threshold,
+                    "noise_layout": noise_layout(d), "noise_doc": NOISE_DOC,
+                    "estimate": "sum_i W_i x_t^i, the particle estimate of E[x_t | y_0..y_t]",
+                    "uncertainty": "sqrt(diag) of the weighted covariance of the particles",
+                    "log_likelihood": "log p-hat(y_t | y_<t); 0 on a missing frame"}
+        return ExportSpec(signatures, metadata, state=tuple(state))
