@@ -89,6 +89,8 @@ class ParticleFilter(ZooModel, keras.Model):
     True
     """
 
+    export_adapter = "particle_filter"  # zoo.export.adapters_particle_filter
+
     def __init__(self, state_model=None, num_particles: int = 100,
                  resample: str = "systematic", threshold: float = 0.5,
                  seed: int | None = None, functions=None, **kwargs):
@@ -208,5 +210,3 @@ def _both(observed, mask):
         return observed
     return tf.cast(tf.logical_and(tf.cast(observed, tf.bool), tf.cast(mask, tf.bool)),
                    tf.float64)
-    export_adapter = "particle_filter"  # zoo.export.adapters_particle_filter
-
