@@ -20,8 +20,10 @@ from zoo.layers.common import (
     math_dtype,
     register,
     standard_normal,
+    standard_uniform,
 )
 from zoo.layers.gaussian_posterior import gaussian_kl_to_diag
+from zoo.layers import smc_bound
 from zoo.layers.state_transition import KINDS as TRANSITIONS
 from zoo.layers.state_transition import StateTransition
 from zoo import sequences
@@ -112,6 +114,18 @@ class DeepStateSpaceModel(LatentVariableModel):
     ``kl_annealing_steps`` > 0, ``default_callbacks()`` anneals it from
     ``kl_annealing_start`` to 1.
 
+    ``objective="iwae"`` or ``"fivo"`` trains instead on a K-particle bound
+    (``num_particles``; :meth:`particle_bound`, :mod:`layers.smc_bound`): the importance-weighted
+    bound over K whole trajectories from q (Burda et al. 2016), or the filtering variational
+    objective (Maddison et al. 2017; Le et al. 2018), the same K particles resampled
+    (``resample``: the scheme) whenever their effective sample size falls below K/2, so
+    $\log \hat Z = \sum_t \log \sum_i W_{t-1}^i w_t^i$ with incremental weights
+    $w_t = p(x_t|z_t)^{o_t} p(z_t|z_{t-1}) / q(z_t|\cdot)$. Both are $\ge$ the ELBO in
+    expectation for K > 1 and equal a sampled ELBO for K = 1; the ELBO and its terms are
+    still reported (``elbo_per_step``), the optimized bound as ``iwae_per_step`` /
+    ``fivo_per_step``. The KL weight multiplies $\log p(z_t|z_{t-1}) - \log q$ in the
+    weights (1: the exact bound).
+
     Learning and filtering (issue 18): the ELBO with a causal $q(z_t | x_{1:t})$ is loose in
     a way that biases the generative model (it learns a large transition noise so that
     filtering looks like smoothing). So the generative model is learned with an ``inference``
@@ -170,6 +184,9 @@ class DeepStateSpaceModel(LatentVariableModel):
         filter_inference: str | None = "auto",
         structured_posterior: str = "message",
         rnn_cell: str = "gru",
+        objective: str = "elbo",
+        num_particles: int = 4,
+        resample: str = "systematic",
         **kwargs,
     ):
         observation_shape = tuple(int(s) for s in observation_shape)
@@ -184,6 +201,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         check_choice("initial_state", initial_state, INITIAL_STATES)
         check_choice("structured_posterior", structured_posterior, ("message", "combiner"))
         check_choice("rnn_cell", rnn_cell, RNN_CELLS)
+        smc_bound.check_objective(objective, num_particles, resample)
         if filter_inference == "auto":
             filter_inference = None if inference in CAUSAL else self.default_filter
         if filter_inference is not None:
@@ -216,12 +234,17 @@ class DeepStateSpaceModel(LatentVariableModel):
         self.filter_inference = filter_inference
         self.structured_posterior = structured_posterior
         self.rnn_cell = rnn_cell
+        self.objective = objective
+        self.num_particles = num_particles
+        self.resample = resample
         self.train_filter_only = False  # set by fit_filter
         self.observation_size = flat_size(observation_shape)
         self.condition_size = action_dim + (1 if use_time_gaps else 0)
         self.step_elbo_tracker = keras.metrics.Mean(name="elbo_per_step")
         self.filter_nll_tracker = (keras.metrics.Mean(name="filter_nll_per_step")
                                    if filter_inference else None)
+        self.bound_tracker = (keras.metrics.Mean(name=f"{objective}_per_step")
+                              if objective != "elbo" else None)
 
         d, D = latent_dim, self.observation_size
         if likelihood == "bernoulli":
@@ -519,6 +542,87 @@ class DeepStateSpaceModel(LatentVariableModel):
                 "objective": (tf.cast(weight, kl.dtype) * kl - reconstruction) / steps,
                 "steps": tf.reduce_sum(mask, 1)}
 
+    def particle_bound(self, inputs, num_particles: int | None = None,
+                       resample: bool | None = None, noise=None,
+                       uniforms=None) -> smc_bound.SMCBound:
+        r"""The IWAE (``resample`` False) or FIVO (True) bound with K = ``num_particles``
+        trajectories per sequence, proposed by the learning inference network
+        (:func:`layers.smc_bound.smc_bound`); ``resample`` None follows ``objective``.
+
+        Particle i draws $z_t^i \sim q(z_t \mid z_{t-1}^i, x)$ (the structured networks see
+        its own, resampled, $z_{t-1}$; the others do not depend on it) and weighs it by
+        $o_t \log p(x_t|z_t^i) + \beta (\log p(z_t^i|z_{t-1}^i) - \log q)$, $\beta$ the
+        KL weight (1, the exact bound, unless annealed). ``inputs`` as ``check_input`` returns
+        them; ``noise`` [batch * K, time, latent_dim] (row b * K + k: particle k of sequence
+        b, as ``trajectory`` of inputs repeated K times) and ``uniforms`` [time, batch, K] fix
+        the draws (None: from the posterior's seed generator). No gradient flows through the
+        resampling indices (the FIVO paper's estimator)."""
+        k = self.num_particles if num_particles is None else num_particles
+        resample = self.objective == "fivo" if resample is None else resample
+        net = self._net()
+        md = math_dtype(net.posterior)
+        x = self._flat(inputs["observations"])
+        mask, observed = inputs["mask"], inputs["observed"]
+        x_in = tf.concat([x * observed[..., None], observed[..., None]], -1)
+        batch, steps, d = tf.shape(x)[0], tf.shape(x)[1], self.latent_dim
+        if noise is None:
+            noise = standard_normal([batch * k, steps, d], net.posterior.seed_generator, md)
+        if resample and uniforms is None:
+            uniforms = standard_uniform([steps, batch, k], net.posterior.seed_generator, md)
+        if net.message:
+            msg = self._message(net, self._rnn_states(x_in, mask, net))
+            features = [msg["loc"], msg["scale"]]
+        elif net.kind in STRUCTURED:
+            features = self._rnn_states(x_in, mask, net)
+        else:
+            q = net.posterior.posterior_parameters(self._features(x_in, mask, net))
+            features = [q["loc"], q["scale"]]
+
+        def time_major(a):
+            return tf.transpose(a, [1, 0] + list(range(2, a.shape.rank)))
+
+        noise = tf.reshape(tf.cast(noise, md), [batch, k, steps, d])
+        elems = {"features": [time_major(f) for f in features], "x": time_major(x),
+                 "observed": tf.transpose(tf.cast(observed, md)),
+                 "eps": tf.transpose(noise, [2, 0, 1, 3]),
+                 "later": tf.cast(tf.range(steps) > 0, md)}
+        conditions = self._conditions(inputs)
+        if conditions is not None:
+            elems["conditions"] = time_major(tf.cast(conditions, md))
+        first = {key: tf.cast(v, md) for key, v in self.initial_distribution().items()}
+        beta = tf.cast(self.posterior.kl_weight, md)
+
+        def propose(z_prev, e):
+            rep = lambda a: tf.repeat(a, k, axis=0)  # noqa: E731  [batch, ...] -> [batch*K, ...]
+            z_prev = tf.reshape(z_prev, [-1, d])
+            c = rep(e["conditions"]) if "conditions" in e else None
+            if self.initial_loc is None:  # the old model: z_1 from the transition of z_0
+                start = tf.where(e["later"] > 0, z_prev, tf.cast(self.z0, md)[None])
+                prior = self.transition(start, c)
+                p_loc, p_scale = prior["loc"], prior["scale"]
+            else:
+                p_loc, p_scale = _step_prior(self.transition(z_prev, c), first, e["later"])
+            if net.message:
+                loc, scale = self._combine(p_loc, p_scale, {"loc": rep(e["features"][0]),
+                                                            "scale": rep(e["features"][1])})
+            elif net.kind in STRUCTURED:
+                q = net.posterior.posterior_parameters(
+                    net.combiner(z_prev, [rep(h) for h in e["features"]]))
+                loc, scale = q["loc"], q["scale"]
+            else:
+                loc, scale = rep(e["features"][0]), rep(e["features"][1])
+            z = loc + scale * tf.reshape(e["eps"], [-1, d])
+            log_q = tf.reduce_sum(tfd.Normal(loc, scale).log_prob(z), -1)
+            log_prior = tf.reduce_sum(tfd.Normal(p_loc, p_scale).log_prob(z), -1)
+            log_px = self.head(apply_with_particles(self.emission, z), rep(e["x"]))["log_prob"]
+            log_w = rep(e["observed"]) * log_px + beta * (log_prior - log_q)
+            return tf.reshape(z, [batch, k, d]), tf.reshape(log_w, [batch, k])
+
+        start = net.zq0 if net.combiner is not None else tf.zeros([d], md)
+        initial = tf.broadcast_to(tf.cast(start, md), [batch, k, d])
+        return smc_bound.smc_bound(propose, initial, elems, tf.transpose(tf.cast(mask, md)),
+                                   uniforms if resample else None, self.resample)
+
     def dream(self, inputs, seed=None) -> dict:
         """Sequences drawn from the generative model with the shape, ``mask``, ``observed``
         pattern and conditions (actions, time gaps) of ``inputs``: ``z`` [batch, time, d] and
@@ -585,6 +689,10 @@ class DeepStateSpaceModel(LatentVariableModel):
                     "objective": f["objective"], "filter_nll": f["filter_nll"],
                     "steps": tf.reduce_sum(tf.cast(inputs["mask"], zeros.dtype), 1)}
         terms = self._bound(self.trajectory(inputs), self.posterior.kl_weight)
+        if self.objective != "elbo":  # the ELBO's terms stay as metrics, not optimized
+            bound = self.particle_bound(inputs).log_marginal
+            terms[self.objective] = bound
+            terms["objective"] = -bound / tf.cast(tf.shape(inputs["mask"])[1], bound.dtype)
         if self.filter_inference is not None:
             f = self._filter_terms(inputs)
             terms["objective"] = terms["objective"] + f["objective"]
@@ -597,6 +705,9 @@ class DeepStateSpaceModel(LatentVariableModel):
         if "filter_nll" in y_pred:
             self.filter_nll_tracker.update_state(y_pred["filter_nll"] / y_pred["steps"],
                                                  sample_weight=y_pred["steps"])
+        if self.bound_tracker is not None and self.objective in y_pred:
+            self.bound_tracker.update_state(y_pred[self.objective] / y_pred["steps"],
+                                            sample_weight=y_pred["steps"])
         return super().compute_loss(x, y, y_pred, sample_weight, training)
 
     def log_weights(self, inputs, num_samples, seed):
@@ -909,6 +1020,9 @@ class DeepStateSpaceModel(LatentVariableModel):
             filter_inference=self.filter_inference,
             structured_posterior=self.structured_posterior,
             rnn_cell=self.rnn_cell,
+            objective=self.objective,
+            num_particles=self.num_particles,
+            resample=self.resample,
         )
         return config
 
@@ -917,7 +1031,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         # Files saved before the learned initial distribution and the filter network have
         # neither key: they keep their model (z_1 from the transition of z_0), no filter.
         config = {"initial_state": "transition", "filter_inference": None,
-                  "structured_posterior": "combiner", **config}
+                  "structured_posterior": "combiner", "objective": "elbo", **config}
         return super().from_config(config)
 
 
@@ -976,6 +1090,13 @@ class DeepKalmanFilter(DeepStateSpaceModel):
             ``"combiner"``: Krishnan et al.'s $\tanh$ combiner, which with a small
             transition noise cannot follow the dynamics closely, and the ELBO then pays for
             it by learning a larger noise. Files saved before it load with ``"combiner"``.
+        objective: str. What ``fit`` maximizes: ``"elbo"`` (default; files saved before the
+            option load with it), ``"iwae"`` (importance-weighted bound over whole
+            trajectories) or ``"fivo"`` (the particle filter's log Z-hat with resampling).
+        num_particles: int. K, the trajectories/particles per sequence of ``"iwae"`` and
+            ``"fivo"`` (default 4; unused by ``"elbo"``).
+        resample: str. The resampling scheme of ``"fivo"``: ``"systematic"`` (default),
+            ``"stratified"`` or ``"multinomial"`` (:mod:`layers.resampling`).
 
     Example:
 
