@@ -4,8 +4,9 @@ r"""Export adapter of the particle filter: ``"particle_filter"`` (``zoo.Particle
 ``filter_step(particles, log_weights, started, observation, observed, noise) -> particles,
 log_weights, started, estimate, uncertainty, covariance, log_likelihood, ess, resampled``,
 traced from the model's own step functions (:func:`layers.particle_filter.initial_step` on
-the first frame, :func:`layers.particle_filter.particle_filter_step` after it, over what
-``ParticleFilter._functions`` returns: the linear-Gaussian model or user functions), with the
+the first frame, :func:`layers.particle_filter.particle_filter_step` after it, over the
+model's bootstrap functions, :func:`particle_functions`: the Kalman filter's linear-Gaussian
+model, a DKF/DMM's generative model or user functions), with the
 adaptive resampling inside the step in TFLite built-in ops only (the ``"compare"`` count of
 :mod:`layers.resampling`: CUMSUM, LESS_EQUAL, SUM over an [N, N] grid, then GATHER).
 
@@ -70,6 +71,31 @@ def observation_dim(model) -> int:
         f"a state model that was never built): set `model.observation_dim = p` before export")
 
 
+def particle_functions(model, dtype="float32"):
+    """``(initial_sample, transition_sample, emission_log_prob, noise_dim)`` of a
+    ParticleFilter's bootstrap filter in ``dtype``: its user ``functions``, a DKF/DMM's
+    generative model (``DeepStateSpaceFunctions``) or the Kalman model's matrices (read now,
+    so a traced step follows the current weights). A learned proposal or a DKF/DMM with
+    conditions (actions, time gaps) is not exported yet (NotImplementedError)."""
+    if getattr(model, "functions", None) is not None:
+        return tuple(model.functions)
+    sm = model.state_model
+    if getattr(model, "deep", False):
+        if getattr(model, "proposal", "bootstrap") != "bootstrap":
+            raise NotImplementedError(
+                f"the exported particle filter is the bootstrap filter; proposal="
+                f"{model.proposal!r} (the filter network's q per frame) is not exported yet")
+        if getattr(sm, "condition_size", 0):
+            raise NotImplementedError("a DKF/DMM with actions or time gaps (conditions of its "
+                                      "transition) is not exported as a particle filter yet")
+        from zoo.particle_filter import DeepStateSpaceFunctions
+
+        return DeepStateSpaceFunctions(sm, "bootstrap", dtype).callables()
+    from zoo.particle_filter import linear_gaussian_functions
+
+    return linear_gaussian_functions(sm.state_space_params(), dtype)
+
+
 def _std(cov):
     """Standard deviations from covariances [b, n, n] (masked sum: diag_part is Flex)."""
     n = int(cov.shape[-1])
@@ -117,7 +143,7 @@ class ParticleFilterAdapter:
         self.model = model
 
     def functions(self):
-        return self.model._functions("float32")
+        return particle_functions(self.model, "float32")
 
     def export_spec(self, batch_size: int = 1) -> ExportSpec:
         m, b = self.model, batch_size

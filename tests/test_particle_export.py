@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from zoo.export.adapters_particle_filter import particle_functions
 from zoo.export.exporter import export_tflite, read_sidecar
 from zoo.export.runtime import StreamingFilter
 from zoo.kalman_filter import KalmanFilterModel
@@ -59,7 +60,7 @@ def test_step_is_builtin_and_streams_like_the_tf_filter_given_the_same_noise(exp
     observed[0, [0, 7, 8, 19]] = 0.0  # frame 0 missing too: the prior cloud, unweighted
     y[0, 8] = np.nan  # a missing frame's observation may hold anything
     noise = pf.draw_noise(1, 1, t - 1, n, 2, "float32")
-    init, trans, emit, _ = model._functions("float32")
+    init, trans, emit, _ = particle_functions(model)
     want = pf.scan_filter(tf.constant(y), tf.constant(observed), noise, init, trans, emit,
                           model.resample, model.threshold)
     got = StreamingFilter(path).run(y[0], observed=observed[0],
@@ -151,7 +152,7 @@ def test_zoo_export_cli_reaches_a_saved_particle_filter(tmp_path, capsys):
     y = np.array([[0.3], [1.1], [0.7]], np.float32)
     noise = pf.draw_noise(2, 1, 2, 16, 2, "float32")
     want = pf.scan_filter(tf.constant(y[None]), tf.ones((1, 3)), noise,
-                          *model._functions("float32")[:3])
+                          *particle_functions(model)[:3])
     got = StreamingFilter(str(out / "model_float32.tflite")).run(
         y, noise=_frames_noise(noise, 2)[:, 0])  # the saved model's matrices were exported
     np.testing.assert_allclose(got["estimate"], want.filtered_means[0], atol=1e-4)
