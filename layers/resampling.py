@@ -32,7 +32,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 SCHEMES = ("multinomial", "stratified", "systematic")
-METHODS = ("compare", "search")
+METHODS = ("compare", "search", "linear")
 
 
 def normalize_log_weights(log_weights):
@@ -65,7 +65,9 @@ def resample_indices(log_weights, noise, scheme: str = "systematic",
 
     ``method``: "compare" counts over an [batch, N, N] grid with TFLite built-ins (what an
     exported step uses; O(N^2)); "search" gives the same indices by ``tf.searchsorted``
-    (O(N log N), for compiled filtering with many particles; not a TFLite built-in)."""
+    (O(N log N), for compiled filtering with many particles; not a TFLite built-in);
+    "linear" gives the compare method's indices in O(N) built-in ops for the sorted positions
+    of the systematic and stratified schemes (:func:`linear_indices`)."""
     if scheme not in SCHEMES:
         raise ValueError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
     if method not in METHODS:
@@ -77,6 +79,8 @@ def resample_indices(log_weights, noise, scheme: str = "systematic",
     cdf = tf.cumsum(tf.exp(normalize_log_weights(log_weights)), axis=-1)  # [batch, N]
     u = _positions(noise, scheme)  # [batch, N]
     n = tf.shape(log_weights)[-1]
+    if method == "linear":
+        return linear_indices(cdf, u, scheme)
     if method == "search":
         found = tf.searchsorted(cdf, u, side="right", out_type=tf.int32)
         return tf.minimum(found, n - 1)
@@ -123,3 +127,29 @@ def adaptive_resample(log_weights, noise, scheme: str = "systematic",
     uniform = tf.fill(tf.shape(log_weights), -tf.math.log(tf.cast(n, log_weights.dtype)))
     return Resampled(indices, tf.where(resampled[:, None], uniform, log_weights), resampled,
                      ess)
+
+
+def linear_indices(cdf, positions, scheme: str):
+    r"""The ancestors $a_j = \#\{i: C_i \le u_j\}$ (capped at N - 1) of the "compare" method in
+    O(N) TFLite built-ins, for the sorted positions of the systematic and stratified schemes.
+
+    With $u$ sorted, $a_j = \#\{i: K_i \le j\}$ for $K_i = \#\{j: u_j < C_i\}$, and
+    $K_i$ lies within 2 of $\lfloor N C_i \rfloor$ (each stratum holds one position), so it is
+    counted by comparing $C_i$ with three gathered positions; $a$ is then the cumulative
+    histogram of $K$ (UNSORTED_SEGMENT_SUM, CUMSUM). Same comparisons in the same dtype as
+    "compare", so the same indices. ``cdf`` and ``positions`` [batch, N] (static shapes).
+    """
+    if scheme not in ("systematic", "stratified"):
+        raise ValueError(f"the linear method needs sorted positions (systematic or stratified),"
+                         f" got {scheme!r}")
+    batch, n = int(cdf.shape[0]), int(cdf.shape[-1])
+    k0 = tf.clip_by_value(tf.cast(tf.floor(cdf * n), tf.int32) - 1, 0, n)
+    count = k0
+    for m in range(3):
+        j = k0 + m
+        below = tf.gather(positions, tf.minimum(j, n - 1), batch_dims=1) < cdf
+        count = count + tf.cast(tf.logical_and(j < n, below), tf.int32)
+    segments = tf.reshape(count + (n + 1) * tf.range(batch)[:, None], [-1])
+    hist = tf.math.unsorted_segment_sum(tf.ones_like(segments), segments, batch * (n + 1))
+    ancestors = tf.cumsum(tf.reshape(hist, [batch, n + 1]), axis=-1)[:, :n]
+    return tf.minimum(ancestors, n - 1)
