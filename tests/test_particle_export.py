@@ -18,9 +18,31 @@ from zoo.export.exporter import export_tflite, read_sidecar
 from zoo.export.runtime import StreamingFilter
 from zoo.kalman_filter import KalmanFilterModel
 from zoo.layers import particle_filter as pf
+from zoo.layers import resampling
 from zoo.particle_filter import ParticleFilter
 
 pytest.importorskip("ai_edge_litert.interpreter")
+
+
+@pytest.mark.parametrize("scheme", ["systematic", "stratified"])
+def test_linear_resampling_gives_the_compare_methods_indices(scheme):
+    """The O(N) built-in method equals the O(N^2) count, draw for draw (uniform weights,
+    flat and peaked Dirichlet weights, float32 and float64, N from 1 to 500)."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = [1, 2, 7, 64, 500][trial % 5]
+        conc = [0.02, 0.5, 50.0][trial % 3]
+        dtype = [np.float32, np.float64][trial % 2]
+        w = rng.dirichlet(np.full(n, conc), size=2)
+        if trial % 7 == 0:
+            w[:] = 1.0 / n
+        log_w = np.log(np.maximum(w, 1e-300)).astype(dtype)
+        u = rng.uniform(size=(2, n)).astype(dtype)
+        want = resampling.resample_indices(log_w, u, scheme, "compare").numpy()
+        got = resampling.resample_indices(log_w, u, scheme, "linear").numpy()
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+    with pytest.raises(ValueError, match="sorted positions"):
+        resampling.resample_indices(np.zeros((1, 3)), np.zeros((1, 3)), "multinomial", "linear")
 
 
 def _lg(dtype="float32"):
