@@ -91,3 +91,36 @@ def trajectories(observed, mean, std, path: str, truth=None, title: str | None =
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def particle_cloud(observed, cloud, weights, mean, std, path: str, truth=None, exact=None,
+                   title: str | None = None) -> str:
+    """A particle filter over time, each observation dimension in a panel: the particles'
+    emission means ``cloud`` [T, N, p] as dots shaded by their normalized ``weights`` [T, N],
+    the weighted ``mean`` [T, p] +/- 2 ``std``, the observations, and optionally the clean
+    signal ``truth`` and an ``exact`` filter's mean (the Kalman filter's)."""
+    observed, cloud = np.asarray(observed, np.float64), np.asarray(cloud, np.float64)
+    weights = np.asarray(weights, np.float64)
+    steps, n, dims = cloud.shape
+    fig, axes = plt.subplots(dims, 1, figsize=(9, 2.4 * dims), squeeze=False, sharex=True)
+    t = np.arange(steps)
+    shade = np.clip(weights * n, 0.0, 4.0) / 4.0  # weight relative to 1/N
+    for i, ax in enumerate(axes[:, 0]):
+        ax.scatter(np.repeat(t, n), cloud[:, :, i].ravel(), s=2, c="C0", linewidths=0,
+                   alpha=np.clip(0.05 + 0.5 * shade.ravel(), 0.0, 1.0))
+        ax.plot(t, observed[:, i], ".", color="0.3", label="observed")
+        ax.plot(t, mean[:, i], color="C1", label="particle mean")
+        band = 2 * np.asarray(std, np.float64)[:, i]
+        ax.fill_between(t, mean[:, i] - band, mean[:, i] + band, color="C1", alpha=0.2,
+                        label="+/- 2 sd")
+        if truth is not None:
+            ax.plot(t, np.asarray(truth)[:, i], color="C3", label="truth")
+        if exact is not None:
+            ax.plot(t, np.asarray(exact)[:, i], "--", color="k", lw=1, label="exact Kalman")
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncol=3)
+    if title:
+        axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
