@@ -57,7 +57,10 @@ class SignatureCall:
             w.AllocateTensors(g)
             # Views of the output buffers, based on this object (not on the interpreter, whose
             # own invoke() refuses to run while views of it exist); copied out per call.
-            self._views = [(n, w.tensor(self, i, g)) for n, i in self._outs]
+            try:
+                self._views = [(n, w.tensor(self, i, g)) for n, i in self._outs]
+            except ValueError:  # a dynamic output (allocated by invoke): no fixed buffers
+                self._fast = False
 
     @property
     def direct(self) -> bool:

@@ -136,7 +136,8 @@ def linear_indices(cdf, positions, scheme: str):
     With $u$ sorted, $a_j = \#\{i: K_i \le j\}$ for $K_i = \#\{j: u_j < C_i\}$, and
     $K_i$ lies within 2 of $\lfloor N C_i \rfloor$ (each stratum holds one position), so it is
     counted by comparing $C_i$ with three gathered positions; $a$ is then the cumulative
-    histogram of $K$ (UNSORTED_SEGMENT_SUM, CUMSUM). Same comparisons in the same dtype as
+    histogram of $K$ (SCATTER_ND, which adds repeated indices, and CUMSUM; a static
+    output shape, unlike UNSORTED_SEGMENT_SUM's). Same comparisons in the same dtype as
     "compare", so the same indices. ``cdf`` and ``positions`` [batch, N] (static shapes).
     """
     if scheme not in ("systematic", "stratified"):
@@ -149,7 +150,8 @@ def linear_indices(cdf, positions, scheme: str):
         j = k0 + m
         below = tf.gather(positions, tf.minimum(j, n - 1), batch_dims=1) < cdf
         count = count + tf.cast(tf.logical_and(j < n, below), tf.int32)
-    segments = tf.reshape(count + (n + 1) * tf.range(batch)[:, None], [-1])
-    hist = tf.math.unsorted_segment_sum(tf.ones_like(segments), segments, batch * (n + 1))
-    ancestors = tf.cumsum(tf.reshape(hist, [batch, n + 1]), axis=-1)[:, :n]
+    rows = tf.broadcast_to(tf.range(batch)[:, None], [batch, n])
+    at = tf.reshape(tf.stack([rows, count], -1), [batch * n, 2])
+    hist = tf.scatter_nd(at, tf.ones([batch * n], tf.int32), [batch, n + 1])  # sums repeats
+    ancestors = tf.cumsum(hist, axis=-1)[:, :n]
     return tf.minimum(ancestors, n - 1)
