@@ -7,8 +7,11 @@ traced from the model's own step functions (:func:`layers.particle_filter.initia
 the first frame, :func:`layers.particle_filter.particle_filter_step` after it, over the
 model's bootstrap functions, :func:`particle_functions`: the Kalman filter's linear-Gaussian
 model, a DKF/DMM's generative model or user functions), with the
-adaptive resampling inside the step in TFLite built-in ops only (the ``"compare"`` count of
-:mod:`layers.resampling`: CUMSUM, LESS_EQUAL, SUM over an [N, N] grid, then GATHER).
+adaptive resampling inside the step in TFLite built-in ops only: from ``LINEAR_FROM``
+particles on, the systematic and stratified schemes use the O(N) ``"linear"`` method of
+:mod:`layers.resampling` (three GATHERs, SCATTER_ND, CUMSUM), below it and for the
+multinomial scheme the ``"compare"`` count over an [N, N] grid (CUMSUM, LESS_EQUAL, SUM): the
+same ancestors either way (``benchmarks/README.md``: 5x faster at N = 1000).
 
 Noise is an input, so a step is a deterministic function that an app (or a test) can
 reproduce: ``noise`` [b, N, d + 1] holds per particle the d standard normals of the
@@ -40,6 +43,7 @@ from zoo.export.adapters import model_config, register_adapter
 from zoo.export.protocol import FILTER_STEP, INIT_STATE, ExportSpec, Signature, spec
 from zoo.layers import particle_filter as pf
 
+LINEAR_FROM = 256  # particles from which the O(N) method beats the O(N^2) count (measured)
 NOISE_DOC = ("noise [b, N, d + 1] per frame: noise[..., :d] standard normals (the "
              "propagation; frame 0: the draw from the prior), noise[..., d] U(0, 1) (the "
              "resampling; the systematic scheme reads particle 0's only).")
@@ -139,8 +143,21 @@ class ParticleFilterAdapter:
     """``init_state`` and ``filter_step`` of a :class:`zoo.particle_filter.ParticleFilter` at
     its ``num_particles``, ``resample`` scheme and ``threshold`` (see the module docstring)."""
 
-    def __init__(self, model):
+    def __init__(self, model, method: str = "auto"):
         self.model = model
+        self.method = method  # "auto", or a method of layers.resampling (benchmarks)
+
+    @property
+    def name(self):
+        return self.model.name
+
+    def resample_method(self) -> str:
+        """The resampling method traced into the step (see the module docstring)."""
+        if self.method != "auto":
+            return self.method
+        linear = (self.model.resample != "multinomial"
+                  and self.model.num_particles >= LINEAR_FROM)
+        return "linear" if linear else "compare"
 
     def functions(self):
         return particle_functions(self.model, "float32")
@@ -148,6 +165,7 @@ class ParticleFilterAdapter:
     def export_spec(self, batch_size: int = 1) -> ExportSpec:
         m, b = self.model, batch_size
         n_part = int(m.num_particles)
+        method = self.resample_method()
         p = observation_dim(m)
         sm = getattr(m, "state_model", None)
         if sm is not None and hasattr(sm, "_ensure_built"):
@@ -167,7 +185,7 @@ class ParticleFilterAdapter:
 
         def filter_step(particles, log_weights, started, observation, observed, noise):
             return export_step(self.functions(), particles, log_weights, started, observation,
-                               observed, noise, m.resample, m.threshold)
+                               observed, noise, m.resample, m.threshold, method)
 
         def step_example(rng):
             # A started cloud with uneven weights (some rows resample, the scheme is reached)
@@ -197,6 +215,7 @@ class ParticleFilterAdapter:
         metadata = {"model": type(m).__name__, "config": config, "state_dim": n,
                     "observation_dim": p, "num_particles": n_part, "noise_dim": d,
                     "resample": m.resample, "threshold": m.threshold,
+                    "resample_method": method,
                     "noise_layout": noise_layout(d), "noise_doc": NOISE_DOC,
                     "estimate": "sum_i W_i x_t^i, the particle estimate of E[x_t | y_0..y_t]",
                     "uncertainty": "sqrt(diag) of the weighted covariance of the particles",

@@ -144,22 +144,24 @@ def _pendulum_functions():
 
 def test_user_functions_export_and_stream(tmp_path):
     functions = _pendulum_functions()
-    model = ParticleFilter(functions=functions, num_particles=32, resample="stratified",
-                           threshold=1.0)
+    model = ParticleFilter(functions=functions, num_particles=300, resample="stratified",
+                           threshold=1.0)  # N >= LINEAR_FROM: the O(N) resampling
     with pytest.raises(ValueError, match="observation_dim"):
         export_tflite(model, str(tmp_path / "no.tflite"))
     model.observation_dim = 1
     path = str(tmp_path / "pend.tflite")
     meta = export_tflite(model, path)
     assert max(p["max_rel"] for p in meta["parity"]["filter_step"].values()) < 1e-5
+    assert meta["resample_method"] == "linear" and "SCATTER_ND" in meta["ops"]
     t = 12
     y = np.sin(np.linspace(0.3, 2.0, t))[None, :, None].astype(np.float32)
-    noise = pf.draw_noise(5, 1, t - 1, 32, 2, "float32")
+    noise = pf.draw_noise(5, 1, t - 1, 300, 2, "float32")
     want = pf.scan_filter(tf.constant(y), tf.ones((1, t)), noise, *functions[:3],
                           "stratified", 1.0)
     got = StreamingFilter(path).run(y[0], noise=_frames_noise(noise, 2)[:, 0])
     np.testing.assert_allclose(got["estimate"], want.filtered_means[0], atol=1e-4)
     np.testing.assert_allclose(got["log_likelihood"], want.log_likelihoods[0], atol=1e-4)
+    np.testing.assert_allclose(got["particles"][-1], want.particles[0], atol=1e-4)
 
 
 def test_zoo_export_cli_reaches_a_saved_particle_filter(tmp_path, capsys):
