@@ -107,7 +107,7 @@ def particle_cloud(observed, cloud, weights, mean, std, path: str, truth=None, e
     shade = np.clip(weights * n, 0.0, 4.0) / 4.0  # weight relative to 1/N
     for i, ax in enumerate(axes[:, 0]):
         ax.scatter(np.repeat(t, n), cloud[:, :, i].ravel(), s=2, c="C0", linewidths=0,
-                   alpha=np.clip(0.05 + 0.5 * shade.ravel(), 0.0, 1.0))
+                   alpha=np.clip(0.15 + 0.6 * shade.ravel(), 0.0, 1.0))
         ax.plot(t, observed[:, i], ".", color="0.3", label="observed")
         ax.plot(t, mean[:, i], color="C1", label="particle mean")
         band = 2 * np.asarray(std, np.float64)[:, i]

@@ -207,3 +207,29 @@ register("rnade", ModelEntry(
     {"digits": {"model": {"dequantization": 0.0625}}},
     smoke={"dataset": "digits", "config": {"model": {"hidden_units": 8, "components": 2}},
            "pictures": ["samples.png"]}))
+
+
+# Particle filters (issue 15): the state model comes from the dataset's defaults (a Kalman
+# model on nile/lgssm, a DKF on the pendulum); training maximizes the PF's log Z-hat.
+_NILE_LEVEL = {"kind": "kalman_filter", "state_dim": 1, "transition": "identity",
+               "observation": "identity", "observation_scale": 100.0, "transition_scale": 30.0,
+               "initial_scale": 1e4, "trainable_initial": False, "dtype": "float64"}
+register("particle_filter", ModelEntry(
+    "zoo.particle_filter", "ParticleFilter", "nile", ("nile", "lgssm", "pendulum"),
+    {"model": {"num_particles": 100}, "train": {"batch_size": 50, "epochs": 20,
+                                                "learning_rate": 0.05, "eval_examples": 100}},
+    "Particle filter (SMC; bootstrap or a DKF's learned proposal) over a Kalman or DKF/DMM "
+    "model, trained by maximizing its log Z-hat; reports it against the exact Kalman one",
+    {"nile": {"model": {"state_model": _NILE_LEVEL, "num_particles": 200},
+              "train": {"epochs": 100, "learning_rate": 3.0, "schedule": "cosine",
+                        "batch_size": 1}},
+     "lgssm": {"model": {"state_model": {"kind": "kalman_filter", "state_dim": 4,
+                                         "dtype": "float64"}}},
+     "pendulum": {"model": {"state_model": {"kind": "dkf", "latent_dim": 4, "inference": "rnn",
+                                            "likelihood": "gaussian", "emission_units": [32],
+                                            "transition_units": 64, "rnn_units": 64},
+                            "num_particles": 16, "proposal": "learned_prior"},
+                  "train": {"learning_rate": 3e-3}}},
+    smoke={"dataset": "lgssm", "config": {"model": {"num_particles": 32},
+                                          "data": {"num_sequences": 64}},
+           "pictures": ["particles.png"]}))
