@@ -25,6 +25,11 @@ previous output state fed back, the frame's inputs checked, every output copied 
 
 Run: ``python benchmarks/run.py export [--quick] [--write]`` (``--write`` rewrites its
 section of ``benchmarks/README.md``: this text and the results).
+
+``python benchmarks/bench_export.py --particle [--quick]`` prints only the particle-filter
+table (:func:`particle_main`, issue 15): the exported ``filter_step`` of a bootstrap particle
+filter over a linear-Gaussian model (state 2, observation 1, systematic resampling at ESS <
+N/2) at N = 100 and N = 1000, with the O(N^2) "compare" and the O(N) "linear" resampling.
 """
 
 from __future__ import annotations
@@ -244,7 +249,97 @@ def main(quick: bool = False) -> str:
     ])
 
 
+PARTICLES = (100, 1000)
+
+
+def _keywords(fn):
+    return lambda kw: fn(**kw)
+
+
+def particle_main(quick: bool = False) -> str:
+    """Per-frame latency of the exported particle-filter step (issue 15), timed interleaved.
+
+    Cases per N and resampling method: "invoke" (the interpreter alone), "LiteRT frame"
+    (:class:`export.runtime.SignatureCall` with every input copied in and every output out),
+    "runner, noise given" / "runner, noise drawn" (:meth:`StreamingFilter.step` with the
+    state held; the noise passed in, or drawn by the runner from its numpy generator), and the
+    same step as a ``tf.function`` (float32, TF's own kernels). Every case runs a batch of
+    calls per round, all cases alternating over the rounds, so that load on a shared machine
+    hits them alike; cells: median and p99 over rounds of the per-call mean (µs).
+    """
+    from zoo.export.adapters_particle_filter import ParticleFilterAdapter
+    from zoo.kalman_filter import KalmanFilterModel
+    from zoo.particle_filter import ParticleFilter
+
+    load_before = load_average()
+    lg = KalmanFilterModel.from_matrices([[1.0, 0.1], [0.0, 0.9]], [[1.0, 0.0]],
+                                         0.3 * np.eye(2), [[1.0]], dtype="float32")
+    rounds = 5 if quick else 40
+    cases, sizes = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in PARTICLES:
+            model = ParticleFilter(lg, num_particles=n, seed=0)
+            for method in ("compare", "linear"):
+                adapter = ParticleFilterAdapter(model, method)
+                path = os.path.join(tmp, f"pf_{n}_{method}.tflite")
+                meta = export_tflite(adapter, path)
+                sizes[(n, method)] = (meta["size_bytes"], max(
+                    p["max_rel"] for p in meta["parity"]["filter_step"].values()))
+                sig = adapter.export_spec().signatures["filter_step"]
+                feed = {k: np.asarray(v, np.float32)
+                        for k, v in sig.example(np.random.default_rng(0)).items()}
+                call = SignatureCall(load_interpreter(path, num_threads=1), "filter_step")
+                call(**feed)
+                stream = StreamingFilter(path, num_threads=1, seed=0)
+                y, noise = feed["observation"], feed["noise"]
+                tensors = {k: tf.constant(v) for k, v in feed.items()}
+                fn = tf.function(_keywords(sig.fn), autograph=False)
+                calls = 20 if n >= 1000 else 100
+                cases[(n, method)] = {
+                    "LiteRT invoke": call.invoke,
+                    "LiteRT frame": lambda call=call, feed=feed: call(**feed),
+                    "runner, noise given": lambda s=stream, y=y, e=noise: s.step(
+                        observation=y, noise=e),
+                    "runner, noise drawn": lambda s=stream, y=y: s.step(observation=y),
+                    "tf.function": lambda fn=fn, t=tensors: _block(fn(t)),
+                }, calls
+        times = {(key, name): [] for key, (group, _) in cases.items() for name in group}
+        for (group, calls) in cases.values():
+            for f in group.values():
+                for _ in range(3):
+                    f()  # warm-up (traces the tf.function)
+        for _ in range(rounds):
+            for key, (group, calls) in cases.items():
+                for name, f in group.items():
+                    start = time.perf_counter_ns()
+                    for _ in range(calls):
+                        f()
+                    times[(key, name)].append((time.perf_counter_ns() - start) / calls / 1e3)
+    names = list(next(iter(cases.values()))[0])
+    rows = []
+    for key in cases:
+        n, method = key
+        cells = [_fmt((float(np.median(times[(key, c)])),
+                       float(np.percentile(times[(key, c)], 99)))) for c in names]
+        ratio = np.median(times[(key, "LiteRT invoke")]) / np.median(
+            times[((n, "compare"), "LiteRT invoke")])
+        rows.append([f"PF filter_step N={n}", method, *cells, f"{ratio:.2f}x",
+                     f"{sizes[key][0] / 1024:,.1f}", f"{sizes[key][1]:.1e}"])
+    return "\n".join([
+        "Particle filter ``filter_step`` (issue 15): linear-Gaussian state 2, observation 1, "
+        "systematic resampling when ESS < N/2 (the resampling is computed every frame and "
+        "selected, so the cost does not depend on whether a frame resamples).",
+        "",
+        f"Machine: {machine()} Load average before: {load_before}; after: {load_average()}. "
+        f"µs per frame, median / p99 over {rounds} interleaved rounds of 20 (N=1000) or 100 "
+        f"(N=100) calls each.",
+        "",
+        markdown_table(["exported", "resampling", *[f"{c}" for c in names],
+                        "invoke ÷ compare", "KiB", "parity (rel)"], rows),
+    ])
+
+
 if __name__ == "__main__":
     quick = "--quick" in sys.argv
-    text = main(quick=quick)
+    text = particle_main(quick=quick) if "--particle" in sys.argv else main(quick=quick)
     print(text)
