@@ -1,0 +1,317 @@
+"""Our DeepMarkovModel against Pyro's own DMM example, both trained in one process.
+
+Pyro's ``examples/dmm.py`` (vendored unchanged in its model, guide, ClippedAdam settings,
+KL annealing and training loop: ``benchmarks/third_party/pyro_dmm_example.py``) runs on our
+chorales split (``zoo.datasets``, the split ``bench_dssm`` uses) through its ``main()``,
+with its own defaults (``make_parser``). After each of its epochs a callback trains our
+model for one epoch, so whole epochs alternate and a burst of load from another process
+lands on both alike. Both frameworks get the same number of threads (``--threads``: torch
+intra- and inter-op, TensorFlow intra- and inter-op).
+
+Ours is set up as Pyro's: z 100, emission 100-100, gated transition 200, a backward plain
+ReLU RNN of 600 (``rnn_cell="rnn"``), the tanh combiner, no filter network, batch 20 cut to
+each batch's longest sequence, KL annealed from 0.2 to 1 over 1000 epochs (Pyro's
+``-ae 1000 -maf 0.2``), Adam with Pyro's ClippedAdam numbers (lr 3e-4 decayed by 0.99996 a
+step, betas (0.96, 0.999), elementwise gradient clamp 10 on Pyro's summed loss, L2 weight
+decay 2.0 added to that gradient: ``pyro_optimizer``).
+
+Printed: per-epoch seconds for both (median over epochs after the first, and the first),
+the ratio, and test -ELBO per time step (one posterior sample, as Pyro's ``do_evaluation``;
+annealing factor 1) at the evaluation epochs, for both.
+
+``--diagnose``: ours alone, a few candidate causes of slow early learning, each trained for
+``--epochs`` epochs from the same seed, test -ELBO per step after each (see
+``benchmarks/README.md``).
+
+    python benchmarks/bench_pyro_dmm.py --epochs 100 --threads 2
+    python benchmarks/bench_pyro_dmm.py --diagnose --epochs 8
+    python benchmarks/bench_pyro_dmm.py --quick      # toy sizes, numbers meaningless
+
+Needs the ``bench`` extra (torch CPU, pyro-ppl 1.9.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+EVAL_AT = (1, 2, 4, 8, 16, 25, 50, 75, 100, 150, 200)
+
+
+def set_threads(n: int) -> None:
+    """The same number of threads for both: before either framework runs an op."""
+    import tensorflow as tf
+    import torch
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
+    torch.set_num_threads(n)
+    torch.set_num_interop_threads(n)
+
+
+def load_chorales(quick: bool = False) -> dict:
+    """Our chorales split as numpy arrays: {split: (observations * mask, lengths)}."""
+    from zoo import datasets
+
+    out = {}
+    for split in ("train", "valid", "test"):
+        kw = {"verbose": False}
+        if quick:
+            kw.update(limit=24, max_length=16)
+        d = datasets.load_arrays("chorales", split, **kw)
+        x = (d["observations"] * d["mask"][..., None]).astype("float32")
+        out[split] = (x, d["mask"].sum(1).astype("int64"))
+    return out
+
+
+def pyro_format(data: dict) -> dict:
+    """What Pyro's ``poly.load_data`` returns: padded float sequences and long lengths."""
+    import torch
+
+    return {split: {"sequences": torch.as_tensor(x), "sequence_lengths": torch.as_tensor(n)}
+            for split, (x, n) in data.items()}
+
+
+def keras_arrays(x, n) -> dict:
+    mask = (np.arange(x.shape[1])[None] < n[:, None]).astype("float32")
+    return {"observations": x, "mask": mask}
+
+
+# ------------------------------------------------------------------------------ ours
+PYRO_SIZES = dict(latent_dim=100, emission_units=(100, 100), transition_units=200,
+                  rnn_units=600)
+
+
+def our_model(steps_per_epoch: int, annealing_epochs: int = 1000, min_af: float = 0.2,
+              rnn_cell: str = "rnn", structured_posterior: str = "combiner", seed: int = 0,
+              sizes: dict | None = None):
+    from zoo import DeepMarkovModel
+
+    return DeepMarkovModel(
+        observation_shape=(88,), inference="st-r", filter_inference=None, seed=seed,
+        rnn_cell=rnn_cell, structured_posterior=structured_posterior,
+        kl_annealing_steps=annealing_epochs * steps_per_epoch if annealing_epochs else 0,
+        kl_annealing_start=min_af, **(sizes or PYRO_SIZES))
+
+
+def pyro_optimizer(lr: float = 3e-4, lrd: float = 0.99996, betas=(0.96, 0.999),
+                   clip: float | None = 10.0, weight_decay: float = 2.0,
+                   loss_scale: float = 1.0):
+    """Keras Adam doing what Pyro's ClippedAdam does.
+
+    ClippedAdam multiplies the rate by ``lrd`` at every step (``ExponentialDecay`` with one
+    step per decay: lr * lrd^k at step k), clamps each gradient element to +/- ``clip_norm``
+    (despite its name an elementwise clamp, Keras' ``clipvalue``, not a norm clip), then adds
+    ``weight_decay * p`` to the gradient (L2 coupled through Adam's normalization, not
+    AdamW's decoupled decay), with torch's eps 1e-8. Pyro's gradient is that of the ELBO
+    summed over the batch; ours is of the per-sequence loss divided by the padded length and
+    averaged over the batch, about ``loss_scale`` times smaller, so the clamp and the L2
+    coefficient are divided by it to act alike (Adam's update itself does not depend on the
+    scale).
+    """
+    import keras
+    import tensorflow as tf
+
+    c = None if not clip else clip / loss_scale
+    wd = weight_decay / loss_scale
+
+    class ClippedAdam(keras.optimizers.Adam):
+        def apply(self, grads, trainable_variables=None):
+            variables = (self._trainable_variables if trainable_variables is None
+                         else list(trainable_variables))
+            out = []
+            for g, v in zip(grads, variables):
+                if g is not None:
+                    if c is not None:
+                        g = tf.clip_by_value(g, -c, c)
+                    if wd:
+                        g = g + wd * tf.cast(v, g.dtype)
+                out.append(g)
+            return super().apply(out, trainable_variables)
+
+    # ClippedAdam decays before it steps: step k (from 1) uses lr * lrd^k.
+    schedule = keras.optimizers.schedules.ExponentialDecay(lr * lrd, 1, lrd)
+    return ClippedAdam(schedule, beta_1=betas[0], beta_2=betas[1], epsilon=1e-8)
+
+
+def torch_like_init(model, seed: int = 0) -> None:
+    """torch's default initialization on every Dense and RNN weight of ``model``:
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases (nn.Linear, nn.RNN with
+    fan_in = hidden size). The identity start of the gated transition's linear map is kept,
+    as Pyro keeps it."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Dense):
+            if layer.name == "linear":  # the transition's identity start (Pyro: torch.eye)
+                continue
+            bound = 1.0 / math.sqrt(layer.kernel.shape[0])
+            layer.kernel.assign(rng.uniform(-bound, bound, layer.kernel.shape))
+            if layer.bias is not None:
+                layer.bias.assign(rng.uniform(-bound, bound, layer.bias.shape))
+        elif isinstance(layer, keras.layers.SimpleRNN):
+            cell = layer.cell
+            bound = 1.0 / math.sqrt(cell.units)
+            for w in (cell.kernel, cell.recurrent_kernel, cell.bias):
+                # torch's two biases b_ih + b_hh: their sum, triangular on [-2b, 2b]
+                value = rng.uniform(-bound, bound, w.shape)
+                if w is cell.bias:
+                    value = value + rng.uniform(-bound, bound, w.shape)
+                w.assign(value)
+
+
+class Ours:
+    """Our model trained one epoch at a time on a trimmed-batch stream."""
+
+    def __init__(self, data: dict, batch: int = 20, seed: int = 0, init: str = "keras",
+                 optimizer: str = "pyro", sizes: dict | None = None, **model_kw):
+        import keras
+        import tensorflow as tf
+
+        from zoo.datasets.pipeline import epoch_stream
+
+        keras.utils.set_random_seed(seed)
+        self.train = keras_arrays(*data["train"])
+        self.test = keras_arrays(*data["test"])
+        n = len(self.train["mask"])
+        self.steps_per_epoch = -(-n // batch)
+        self.model = our_model(self.steps_per_epoch, seed=seed, sizes=sizes, **model_kw)
+        if init == "torch":
+            torch_like_init(self.model, seed)
+        mean_length = float(self.train["mask"].sum(1).mean())
+        # Our loss: per sequence / padded length, averaged over the batch; Pyro's: summed.
+        scale = batch * mean_length * 1.6  # padded length ~ 1.6x the mean one here
+        if optimizer == "pyro":
+            opt = pyro_optimizer(loss_scale=scale)
+        elif optimizer == "pyro-no-l2":
+            opt = pyro_optimizer(loss_scale=scale, weight_decay=0.0)
+        else:  # plain Adam at Pyro's rate
+            opt = keras.optimizers.Adam(3e-4)
+        self.model.compile(optimizer=opt)
+        self.stream = epoch_stream(self.train, batch, seed, mask_key="mask",
+                                   time_keys=("observations", "mask")).apply(
+            tf.data.experimental.assert_cardinality(self.steps_per_epoch))
+        self.callbacks = self.model.default_callbacks()
+        self.epoch = 0
+
+    def train_epoch(self) -> float:
+        start = time.perf_counter()
+        self.model.fit(self.stream, epochs=self.epoch + 1, initial_epoch=self.epoch,
+                       verbose=0, callbacks=self.callbacks)
+        self.epoch += 1
+        return time.perf_counter() - start
+
+    def test_nll(self) -> float:
+        ev = self.model.evaluate(self.test, batch_size=len(self.test["mask"]), verbose=0,
+                                 return_dict=True)
+        return -float(ev["elbo_per_step"])
+
+
+# ------------------------------------------------------------------------------ runs
+def head_to_head(epochs: int, threads: int, quick: bool, log_dir: str) -> str:
+    import pyro
+    import torch
+
+    from benchmarks.third_party import pyro_dmm_example as ex
+
+    data = load_chorales(quick)
+    ours = Ours(data, seed=0, sizes=dict(latent_dim=8, emission_units=(8, 8),
+                                         transition_units=8, rnn_units=8) if quick else None)
+    args = ex.make_parser().parse_args(["-n", str(epochs), "-l",
+                                        os.path.join(log_dir, "pyro_dmm.log")])
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    rows, curve = [], []
+    eval_at = {e for e in EVAL_AT if e <= epochs} | {epochs}
+
+    def on_epoch(epoch, train_nll, pyro_seconds, do_evaluation):
+        ours_seconds = ours.train_epoch()
+        rows.append((pyro_seconds, ours_seconds))
+        done = epoch + 1
+        line = (f"epoch {done:4d}  pyro {pyro_seconds:6.2f} s  ours {ours_seconds:6.2f} s"
+                f"  pyro train -ELBO/step {train_nll:.3f}")
+        if done in eval_at:
+            _, pyro_test = do_evaluation()
+            ours_test = ours.test_nll()
+            curve.append((done, pyro_test, ours_test))
+            line += f"  test -ELBO/step pyro {pyro_test:.3f} ours {ours_test:.3f}"
+        print(line, flush=True)
+
+    ex.main(args, data=pyro_format(data), on_epoch=on_epoch)
+
+    pyro_t = [r[0] for r in rows]
+    ours_t = [r[1] for r in rows]
+    later = slice(1, None) if len(rows) > 1 else slice(None)
+    med_p, med_o = statistics.median(pyro_t[later]), statistics.median(ours_t[later])
+    out = [f"Threads: torch {torch.get_num_threads()} intra / {torch.get_num_interop_threads()}"
+           f" inter-op, TensorFlow {threads} intra / {threads} inter-op. "
+           f"torch {torch.__version__}, pyro-ppl {pyro.__version__}. {epochs} epochs each, "
+           f"alternated.", "",
+           "| System | s / epoch (median, epochs 2+) | first epoch s | speed vs Pyro |",
+           "|:--|--:|--:|--:|",
+           f"| Pyro examples/dmm.py | {med_p:.2f} | {pyro_t[0]:.2f} | 1.00x |",
+           f"| DeepMarkovModel (Pyro's setup) | {med_o:.2f} | {ours_t[0]:.2f} | "
+           f"{med_p / med_o:.2f}x |", "",
+           "| epoch | Pyro test -ELBO / step | ours test -ELBO / step |", "|--:|--:|--:|"]
+    out += [f"| {e} | {p:.2f} | {o:.2f} |" for e, p, o in curve]
+    return "\n".join(out)
+
+
+DIAGNOSE = {
+    # name: Ours keyword arguments
+    "Pyro's setup (ReLU RNN, combiner, ClippedAdam numbers, anneal 0.2 over 1000 ep.)": {},
+    "  torch's initialization": dict(init="torch"),
+    "  message form instead of the combiner": dict(structured_posterior="message"),
+    "  message form and torch's initialization": dict(structured_posterior="message",
+                                                     init="torch"),
+    "  no KL annealing (weight 1)": dict(annealing_epochs=0),
+    "  GRU instead of the ReLU RNN": dict(rnn_cell="gru"),
+    "  plain Adam 3e-4 (no clamp, no L2, no decay, betas 0.9/0.999)": dict(optimizer="adam"),
+}
+
+
+def diagnose(epochs: int, quick: bool, names: list | None) -> str:
+    data = load_chorales(quick)
+    lines = ["| variant (ours) | test -ELBO / step | s / epoch (median) |", "|:--|--:|--:|"]
+    for name, kw in DIAGNOSE.items():
+        if names and not any(n in name for n in names):
+            continue
+        if quick:
+            kw = dict(kw, sizes=dict(latent_dim=8, emission_units=(8, 8), transition_units=8,
+                                     rnn_units=8))
+        ours = Ours(data, seed=0, **kw)
+        times = [ours.train_epoch() for _ in range(epochs)]
+        nll = ours.test_nll()
+        line = f"| {name.strip()} | {nll:.2f} | {statistics.median(times):.2f} |"
+        print(line, flush=True)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--diagnose", action="store_true")
+    parser.add_argument("--only", nargs="*", help="diagnose: variants whose name has one")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--log-dir", default="/tmp")
+    a = parser.parse_args(argv)
+    set_threads(a.threads)
+    if a.diagnose:
+        return diagnose(a.epochs, a.quick, a.only)
+    return head_to_head(a.epochs, a.threads, a.quick, a.log_dir)
+
+
+if __name__ == "__main__":
+    print(main())

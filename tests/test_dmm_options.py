@@ -1,0 +1,88 @@
+"""Options that set up our DMM as Pyro's DMM example (issue 17): the plain ReLU RNN cell,
+and the benchmark's Keras form of Pyro's ClippedAdam against Pyro's own optimizer."""
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import DeepMarkovModel
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _relu_rnn(x, kernel, recurrent, bias):
+    """h_t = relu(x_t W + h_{t-1} U + b) from h_0 = 0, NumPy, [batch, time, units]."""
+    h = np.zeros((x.shape[0], kernel.shape[1]))
+    out = []
+    for t in range(x.shape[1]):
+        h = np.maximum(x[:, t] @ kernel + h @ recurrent + bias, 0.0)
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def test_relu_rnn_cell_is_a_plain_relu_recurrence_and_trains():
+    """rnn_cell="rnn": the backward inference RNN of ST-R is h_t = relu(W x_t + U h_{t+1} + b)
+    over the reversed sequence (checked against NumPy to 1e-5), the GRU default is unchanged,
+    the option survives get_config, and fit lowers the loss."""
+    keras.utils.set_random_seed(0)
+    kw = dict(observation_shape=(5,), latent_dim=3, rnn_units=6, emission_units=(8,),
+              transition_units=8, seed=0, filter_inference=None)
+    gru = DeepMarkovModel(**kw)
+    model = DeepMarkovModel(rnn_cell="rnn", **kw)
+    assert isinstance(gru.rnn_backward, keras.layers.GRU)
+    assert isinstance(model.rnn_backward, keras.layers.SimpleRNN)
+    assert model.rnn_backward.cell.activation is keras.activations.relu
+    assert DeepMarkovModel.from_config(model.get_config()).rnn_cell == "rnn"
+    with pytest.raises(ValueError, match="rnn_cell"):
+        DeepMarkovModel(rnn_cell="lstm", **kw)
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((4, 7, 5)) > 0.6).astype("float32")
+    inputs = model.check_input(x)
+    x_in = tf.concat([inputs["observations"], inputs["observed"][..., None]], -1)
+    states = model._rnn_states(x_in, inputs["mask"])[0].numpy()
+    cell = model.rnn_backward.cell
+    want = _relu_rnn(x_in.numpy()[:, ::-1], cell.kernel.numpy(), cell.recurrent_kernel.numpy(),
+                     cell.bias.numpy())[:, ::-1]
+    np.testing.assert_allclose(states, want, atol=1e-5)
+    assert (want > 0).any()
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    xs = (rng.random((32, 7, 5)) < np.linspace(0.1, 0.8, 5)).astype("float32")
+    before = model.evaluate(xs, batch_size=32, verbose=0, return_dict=True)["loss"]
+    model.fit(xs, batch_size=8, epochs=8, verbose=0)
+    after = model.evaluate(xs, batch_size=32, verbose=0, return_dict=True)["loss"]
+    assert after < before - 0.1, (before, after)
+
+
+def test_keras_clipped_adam_matches_pyros_clipped_adam():
+    """The benchmark's Keras optimizer with Pyro's settings (lr 3e-4 decayed by lrd before
+    each step, betas (0.96, 0.999), elementwise clamp, coupled L2 weight decay, eps 1e-8)
+    takes the same steps as pyro.optim.ClippedAdam on the same gradients, the clamp binding
+    on some elements (to 1e-6 relative, 5 steps; lrd exaggerated to 0.9 to be visible)."""
+    torch = pytest.importorskip("torch")
+    clipped_adam = pytest.importorskip("pyro.optim.clipped_adam")
+    from benchmarks.bench_pyro_dmm import pyro_optimizer
+
+    rng = np.random.default_rng(1)
+    p0 = rng.normal(size=(4, 3))
+    grads = [rng.normal(scale=8.0, size=(4, 3)) for _ in range(5)]  # |g| > 10 on some
+    assert max(np.abs(g).max() for g in grads) > 10
+
+    p_torch = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float64))
+    ref = clipped_adam.ClippedAdam([p_torch], lr=3e-4, betas=(0.96, 0.999), clip_norm=10.0,
+                                   lrd=0.9, weight_decay=2.0)
+    var = keras.Variable(p0, dtype="float64")
+    opt = pyro_optimizer(lr=3e-4, lrd=0.9, clip=10.0, weight_decay=2.0)
+    for g in grads:
+        p_torch.grad = torch.tensor(g, dtype=torch.float64)
+        ref.step()
+        opt.apply([tf.constant(g, tf.float64)], [var])
+    np.testing.assert_allclose(var.numpy(), p_torch.detach().numpy(), rtol=1e-6)
+    assert np.abs(var.numpy() - p0).max() > 1e-4  # it moved
