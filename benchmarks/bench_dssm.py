@@ -1,5 +1,5 @@
 """Deep state-space models (issue 5, "Zoo II"): filtering accuracy against exact and classical
-filters, chorale likelihoods against trivial baselines, Healing MNIST, and speed against Pyro.
+filters, chorale likelihoods against trivial baselines, Healing MNIST, and speed.
 
 Sections:
 
@@ -13,8 +13,9 @@ Sections:
 4. Healing MNIST: error of the healed frames against the clean ones (occluded and not), and
    counterfactual forecasts under two action sequences (pictures, and error against the
    truly rotated digit).
-5. Speed: training sequence steps per second of the DMM on chorales, ours and Pyro's
-   (``benchmarks/pyro_dmm.py``), interleaved; cost per call of ``filter_step``.
+5. Speed: training sequence steps per second of our DMM on a chorale batch; cost per call
+   of ``filter_step``. Against Pyro: ``benchmarks/bench_pyro_dmm.py`` (Pyro's own example
+   script, whole epochs alternated, same threads, time and test -ELBO curves).
 
 ``main(quick=True)`` runs everything at toy sizes (a smoke test) and writes its pictures to
 a temporary folder; ``main(quick=False)`` writes ``benchmarks/figures/dssm_*.png``.
@@ -69,7 +70,7 @@ FULL = dict(
                   lstm_train=1000),
     chorales=dict(epochs=150, iwae_k=100, batch=20),
     healing=dict(train=1000, test=200, epochs=60, counterfactual=32),
-    speed=dict(batch=20, repeats=5, pyro_steps=1),
+    speed=dict(batch=20, repeats=5),
 )
 QUICK = dict(
     learned=dict(train=40, test=20, steps=6, epochs=1, filter_epochs=1, batch=20,
@@ -82,7 +83,7 @@ QUICK = dict(
                   lstm_train=None),
     chorales=dict(epochs=1, iwae_k=4, batch=20, limit=40, max_length=24),
     healing=dict(train=40, test=12, epochs=1, counterfactual=4),
-    speed=dict(batch=4, repeats=1, pyro_steps=1, max_length=16),
+    speed=dict(batch=4, repeats=1, max_length=16),
 )
 
 
@@ -770,8 +771,6 @@ def healing_section(cfg, results, figures):
 
 
 def speed_section(cfg, results):
-    from benchmarks import pyro_dmm
-
     kw = {"verbose": False}
     if cfg.get("max_length"):
         kw["max_length"] = cfg["max_length"]
@@ -782,7 +781,8 @@ def speed_section(cfg, results):
     steps = float(m.sum())
 
     keras.utils.set_random_seed(0)
-    # Pyro's model: the tanh combiner, no filter network.
+    # The Pyro example's form: the tanh combiner, no filter network. Against Pyro's own
+    # script: benchmarks/bench_pyro_dmm.py.
     ours = DeepMarkovModel(observation_shape=(88,), inference="st-r", seed=0,
                            filter_inference=None, structured_posterior="combiner",
                            **dmm_config())
@@ -791,14 +791,6 @@ def speed_section(cfg, results):
     tf_threads = (tf.config.threading.get_inter_op_parallelism_threads(),
                   tf.config.threading.get_intra_op_parallelism_threads())
     systems = {"ours": lambda: ours.train_on_batch(batch, return_dict=True)["loss"]}
-    try:  # the reference needs the `bench` extra (torch, pyro-ppl)
-        dmm, svi, _ = pyro_dmm.build(latent_dim=32, emission_units=100, transition_units=100,
-                                     rnn_units=128, learning_rate=3e-4, num_threads=1)
-        args = pyro_dmm.batch_tensors(x, m)
-        systems["pyro"] = lambda: svi.step(*args, annealing_factor=1.0)
-        pyro_versions = pyro_dmm.versions()
-    except ImportError as err:
-        pyro_versions = f"not installed: {err.name}; `pip install -e .[bench]`"
     first = {k: common.first_call(fn) for k, fn in systems.items()}
     timing = common.measure(systems, repeats=cfg["repeats"], warmup=1, min_seconds=0.5)
 
@@ -820,16 +812,12 @@ def speed_section(cfg, results):
     fs_timing = common.measure(fs, repeats=cfg["repeats"] * 2, warmup=2, min_seconds=0.1)
 
     rows = []
-    for name, label in (("ours", "DMM (ours, Keras)"), ("pyro", "DMM (Pyro example)")):
-        if name not in timing:
-            rows.append([label, "n/a", "n/a", pyro_versions, ""])
-            continue
-        t = timing[name]
-        if isinstance(t, common.Timing):
-            rows.append([label, f"{steps / t.median:,.0f}", f"{steps / t.p90:,.0f}",
-                         f"{t.median * 1e3:,.0f}", common.fmt_seconds_ms(first[name])])
-        else:
-            rows.append([label, "0", "0", f"failed ({t.reason})", ""])
+    t = timing["ours"]
+    if isinstance(t, common.Timing):
+        rows.append(["DMM (ours, Keras)", f"{steps / t.median:,.0f}", f"{steps / t.p90:,.0f}",
+                     f"{t.median * 1e3:,.0f}", common.fmt_seconds_ms(first["ours"])])
+    else:
+        rows.append(["DMM (ours, Keras)", "0", "0", f"failed ({t.reason})", ""])
     results["speed"] = dict(steps=steps, timing=timing)
     table = common.markdown_table(
         ["Training (chorales batch)", "seq. steps / s (median)", "steps / s (p90 time)",
@@ -843,15 +831,13 @@ def speed_section(cfg, results):
         fs_rows.append([name, f"{per * 1e6:,.0f}", common.fmt_us(t)])
     fs_table = common.markdown_table(["DMM ST-L streaming", "us per step (median)",
                                       "us per call, median / p90"], fs_rows)
-    ratio = common.fmt_ratio(timing["pyro"], timing["ours"]) if "pyro" in timing else "n/a"
     note = (f"One batch of the first {len(x)} training chorales trimmed to its longest "
             f"({top} steps, {int(steps)} real sequence steps); a training update is one "
-            f"gradient step on it: `train_on_batch` (Keras default `jit_compile='auto'`) vs "
-            f"Pyro `SVI.step` with `Trace_ELBO` ({pyro_versions}, torch threads = 1: "
-            f"with 2 it was 10-20x slower on this loaded machine, spinning threads; TF inter/intra threads {tf_threads}, 0 = default). Same "
-            f"sizes: latent 32, backward GRU 128, emission 100-100, gated transition 100. "
-            f"Interleaved, {cfg['repeats']} repeats, medians. Ours is {ratio} the speed of "
-            f"Pyro's (Pyro time / our time).")
+            f"gradient step on it: `train_on_batch` (Keras default `jit_compile='auto'`; TF "
+            f"inter/intra threads {tf_threads}, 0 = default). Sizes: latent 32, backward GRU "
+            f"128, emission 100-100, gated transition 100; {cfg['repeats']} repeats, medians. "
+            f"The comparison with Pyro (its own examples/dmm.py, whole epochs, equal threads, "
+            f"test -ELBO curves) is `benchmarks/bench_pyro_dmm.py`.")
     return table + "\n\n" + note + "\n\n" + fs_table
 
 
