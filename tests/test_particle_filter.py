@@ -291,3 +291,146 @@ def test_step_converts_to_tflite_builtins_and_matches_tf():
             for d in interpreter.get_output_details()}
     for key, got in zip(sorted(ref), [outs[k] for k in sorted(outs)]):
         np.testing.assert_allclose(got, ref[key], atol=1e-5, err_msg=key)
+
+
+# ------------------------------------------------------------------------------ over a DKF
+TH = 0.3
+# Large transition noise, accurate observations: the bootstrap filter degenerates, the
+# locally optimal proposal p(z_t | z_t-1) g(x_t | z_t) does not (H = I, so g is a diagonal
+# Gaussian message a q-RNN can output exactly).
+SYSTEM = dict(A=0.95 * np.array([[np.cos(TH), -np.sin(TH)], [np.sin(TH), np.cos(TH)]]),
+              H=np.eye(2), Q=0.5**2 * np.eye(2), R=0.15**2 * np.eye(2), m0=np.array([0.3, -0.2]),
+              P0=np.diag([1.0, 0.5]))
+
+
+def _softplus_inv(v):
+    return np.log(np.expm1(v))
+
+
+def _dkf_set_to(system, message=True):
+    """A DeepKalmanFilter whose generative model is ``system`` (linear transition and
+    emission, diagonal noises) and, with ``message``, whose q-RNN outputs the exact
+    likelihood message N(x_t, R) (update gate shut, candidate tanh(eps x_t), loc = h / eps)."""
+    from zoo.deep_state_space import DeepKalmanFilter
+
+    model = DeepKalmanFilter(observation_shape=(2,), latent_dim=2, transition="linear",
+                             emission="linear", likelihood="gaussian", inference="rnn",
+                             rnn_units=4, seed=0)
+    t = model.transition
+    t.linear.set_weights([system["A"].T.astype("float32"), np.zeros(2, "float32")])
+    t.raw_scale.assign(_softplus_inv(np.sqrt(np.diag(system["Q"])) - t.min_scale))
+    model.emission.layers[-1].set_weights([system["H"].T.astype("float32"),
+                                           np.zeros(2, "float32")])
+    r = np.sqrt(system["R"][0, 0])
+    model.head.raw_scale.assign(_softplus_inv(r - model.head.min_scale))
+    model.initial_loc.assign(system["m0"].astype("float32"))
+    model.initial_raw_scale.assign(_softplus_inv(np.sqrt(np.diag(system["P0"])) - 1e-3))
+    if message:
+        eps = 0.01
+        gru = model.rnn_forward
+        k, rk, b = [np.zeros_like(w) for w in gru.get_weights()]
+        u = k.shape[1] // 3  # Keras' gate order: update, reset, candidate
+        b.reshape(-1)[:u] = -30.0
+        k[0, 2 * u], k[1, 2 * u + 1] = eps, eps
+        gru.set_weights([k, rk, b])
+        post = model.posterior
+        kernel, bias = [np.zeros_like(w) for w in post.loc_dense.get_weights()]
+        kernel[0, 0] = kernel[1, 1] = 1.0 / eps
+        post.loc_dense.set_weights([kernel, bias])
+        kernel, bias = [np.zeros_like(w) for w in post.param_denses[0].get_weights()]
+        post.param_denses[0].set_weights([kernel, bias + _softplus_inv(r - post.min_scale)])
+    return model
+
+
+def _simulate(system, n, steps, seed):
+    rng = np.random.default_rng(seed)
+    z = system["m0"] + rng.normal(size=(n, 2)) @ np.linalg.cholesky(system["P0"]).T
+    xs = []
+    for t in range(steps):
+        if t:
+            z = z @ system["A"].T + rng.normal(size=(n, 2)) @ np.linalg.cholesky(system["Q"]).T
+        xs.append(z @ system["H"].T + rng.normal(size=(n, 2)) @ np.linalg.cholesky(
+            system["R"]).T)
+    return np.stack(xs, 1)
+
+
+def _kalman(system):
+    return KalmanFilterModel.from_matrices(system["A"], system["H"], system["Q"], system["R"],
+                                           initial_mean=system["m0"], initial_cov=system["P0"])
+
+
+def test_pf_over_a_dkf_set_to_a_linear_gaussian_system():
+    """Bootstrap over the DKF = the Kalman model's PF given the same noise; the learned
+    proposals (the q-RNN set to the exact likelihood message) are unbiased, track the Kalman
+    means, and have a far lower variance of log Z-hat than the bootstrap filter (measured at
+    N = 100 over 100 runs: sd 4.5 bootstrap, 0.37 learned, 0.21 learned_prior), with missing
+    frames."""
+    model = _dkf_set_to(SYSTEM)
+    y = _simulate(SYSTEM, 1, 20, 0)
+    rng = np.random.default_rng(1)
+    observed = np.ones((1, 20))
+    observed[0, rng.choice(np.arange(1, 20), 5, replace=False)] = 0.0
+    y[observed == 0] = np.nan
+    lg = _kalman(SYSTEM)
+    exact = lg.filter(np.nan_to_num(y), observed=observed)
+    z = float(exact.log_likelihood[0])
+    sd = np.sqrt(np.diagonal(np.asarray(exact.filtered_covs)[0], axis1=-2, axis2=-1))
+    b, n = 80, 100
+    ys, obs = np.repeat(y, b, 0), np.repeat(observed, b, 0)
+    # the bootstrap filter over the DKF is the Kalman model's, given the same noise
+    ours = ParticleFilter(model, num_particles=n).filter(ys[:10], obs[:10], seed=3,
+                                                         dtype="float64")
+    theirs = ParticleFilter(lg, num_particles=n).filter(ys[:10], obs[:10], seed=3)
+    np.testing.assert_allclose(ours.log_likelihood, theirs.log_likelihood, rtol=1e-4)
+    np.testing.assert_allclose(ours.filtered_means, theirs.filtered_means, atol=1e-4)
+    spread = {}
+    for proposal in ("bootstrap", "learned", "learned_prior"):
+        out = ParticleFilter(model, num_particles=n, proposal=proposal).filter(ys, obs, seed=5)
+        d = np.asarray(out.log_likelihood, np.float64) - z
+        spread[proposal] = d.std()
+        np.testing.assert_array_equal(np.asarray(out.log_likelihoods)[:, observed[0] == 0], 0.0)
+        if proposal == "bootstrap":
+            continue
+        ratio = np.exp(d)  # E[Z-hat / Z] = 1
+        assert abs(ratio.mean() - 1.0) < Z * ratio.std() / np.sqrt(b), proposal
+        err = np.asarray(out.filtered_means, np.float64).mean(0) - np.asarray(
+            exact.filtered_means)[0]
+        assert np.max(np.abs(err) / sd) < 0.1, proposal  # measured 0.03-0.04
+    # measured with these missing frames (seed 5): 2.5 / 0.37 / 0.31 at b = 80 (the
+    # proposals fall back to the transition at a missing frame)
+    assert spread["learned"] < 0.3 * spread["bootstrap"]
+    assert spread["learned_prior"] < 0.3 * spread["bootstrap"]
+
+
+def test_pf_config_round_trip_over_a_dkf_and_bad_proposals(tmp_path):
+    import keras
+
+    model = ParticleFilter(_dkf_set_to(SYSTEM), num_particles=32, proposal="learned_prior",
+                           resample="stratified", seed=2)
+    y = _simulate(SYSTEM, 2, 8, 1).astype("float32")
+    again = ParticleFilter.from_config(model.get_config())
+    assert again.get_config() == model.get_config()
+    again.state_model.set_weights(model.state_model.get_weights())
+    np.testing.assert_allclose(again.filter(y, seed=3).log_likelihood,
+                               model.filter(y, seed=3).log_likelihood, rtol=1e-6)
+    model(y)
+    path = str(tmp_path / "pf_dkf.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.proposal == "learned_prior"
+    np.testing.assert_allclose(loaded.filter(y, seed=3).log_likelihood,
+                               model.filter(y, seed=3).log_likelihood, rtol=1e-6)
+    with pytest.raises(ValueError, match="proposal"):
+        ParticleFilter(_kalman(SYSTEM), proposal="learned")
+    with pytest.raises(ValueError, match="proposal"):
+        ParticleFilter(model.state_model, proposal="optimal")
+    from zoo.deep_state_space import DeepKalmanFilter
+
+    smoother_only = DeepKalmanFilter(observation_shape=(2,), latent_dim=2, inference="brnn",
+                                     filter_inference=None, rnn_units=4)
+    with pytest.raises(ValueError, match="causal"):
+        ParticleFilter(smoother_only, proposal="learned")
+    # a spec as tools/train.py passes it
+    spec = ParticleFilter({"kind": "dkf", "latent_dim": 3, "rnn_units": 4,
+                           "likelihood": "gaussian"}, observation_shape=(2,))
+    assert spec.state_model.latent_dim == 3 and spec.state_model.observation_shape == (2,)
