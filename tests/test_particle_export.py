@@ -164,22 +164,39 @@ def test_user_functions_export_and_stream(tmp_path):
     np.testing.assert_allclose(got["particles"][-1], want.particles[0], atol=1e-4)
 
 
-def test_zoo_export_cli_reaches_a_saved_particle_filter(tmp_path, capsys):
+def test_zoo_export_reaches_a_saved_deep_state_space_particle_filter(tmp_path, capsys):
+    """``zoo-export`` on a saved ParticleFilter over a (small, untrained) DKF: the generative
+    model's transition and emission networks in a built-in step that streams like the TF scan
+    given the same noise; a learned proposal says it is not exported."""
     from zoo.cli import export as cli
+    from zoo.deep_state_space import DeepKalmanFilter
 
-    model = ParticleFilter(_lg(), num_particles=16, seed=0)
+    dkf = DeepKalmanFilter(observation_shape=(3,), latent_dim=2, likelihood="gaussian",
+                           inference="rnn", rnn_units=4, seed=0)
+    rng = np.random.default_rng(0)
+    assert dkf.weights
+    for v in dkf.weights:  # not the seeded initial weights: the saved ones must be exported
+        v.assign(v + 0.2 * rng.normal(size=v.shape).astype(v.dtype))
+    model = ParticleFilter(dkf, num_particles=32, seed=0)
     model.save(tmp_path / "pf.keras")
     out = tmp_path / "out"
     assert cli.main([str(tmp_path / "pf.keras"), "--out", str(out), "--tflite"]) == 0
     printed = capsys.readouterr().out
     assert "built-in only" in printed and "filter_step.estimate" in printed
-    y = np.array([[0.3], [1.1], [0.7]], np.float32)
-    noise = pf.draw_noise(2, 1, 2, 16, 2, "float32")
-    want = pf.scan_filter(tf.constant(y[None]), tf.ones((1, 3)), noise,
+    path = str(out / "model_float32.tflite")
+    meta = read_sidecar(path)
+    assert meta["observation_dim"] == 3 and meta["state_dim"] == 2
+    assert max(p["max_rel"] for p in meta["parity"]["filter_step"].values()) < 1e-5
+    t = 10
+    y = np.random.default_rng(3).normal(size=(1, t, 3)).astype(np.float32)
+    noise = pf.draw_noise(7, 1, t - 1, 32, 2, "float32")
+    want = pf.scan_filter(tf.constant(y), tf.ones((1, t)), noise,
                           *particle_functions(model)[:3])
-    got = StreamingFilter(str(out / "model_float32.tflite")).run(
-        y, noise=_frames_noise(noise, 2)[:, 0])  # the saved model's matrices were exported
+    got = StreamingFilter(path).run(y[0], noise=_frames_noise(noise, 2)[:, 0])
     np.testing.assert_allclose(got["estimate"], want.filtered_means[0], atol=1e-4)
+    np.testing.assert_allclose(got["log_likelihood"], want.log_likelihoods[0], atol=1e-4)
+    with pytest.raises(NotImplementedError, match="learned"):
+        particle_functions(ParticleFilter(dkf, num_particles=8, proposal="learned"))
 
 
 # ---------------------------------------------------------------------------- smoothing
