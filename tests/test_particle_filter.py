@@ -434,3 +434,27 @@ def test_pf_config_round_trip_over_a_dkf_and_bad_proposals(tmp_path):
     spec = ParticleFilter({"kind": "dkf", "latent_dim": 3, "rnn_units": 4,
                            "likelihood": "gaussian"}, observation_shape=(2,))
     assert spec.state_model.latent_dim == 3 and spec.state_model.observation_shape == (2,)
+
+
+def test_fit_maximizes_log_z_hat_and_learns_the_linear_gaussian_noise():
+    """compile + fit on -log Z-hat / T (reparameterized noise, ancestors not differentiated)
+    moves a badly started local-level model's exact log-likelihood to near the true model's
+    (measured: -99.68 -> -93.87, truth -93.07, 40 steps)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    y = np.cumsum(rng.normal(size=(16, 40, 1)), 1) + 2.0 * rng.normal(size=(16, 40, 1))
+    lg = KalmanFilterModel(1, transition="identity", observation="identity",
+                           transition_scale=3.0, observation_scale=0.5, dtype="float64")
+    truth = KalmanFilterModel.from_matrices([[1.0]], [[1.0]], [[1.0]], [[4.0]])
+    model = ParticleFilter(lg, num_particles=64, seed=0)
+    model.compile(keras.optimizers.Adam(0.1))
+    before = float(np.mean(lg.log_likelihood(y)))
+    model.fit(y, epochs=40, batch_size=16, verbose=0)
+    after = float(np.mean(lg.log_likelihood(y)))
+    best = float(np.mean(truth.log_likelihood(y)))
+    assert after > before + 4.0
+    assert abs(after - best) < 1.5
+    # evaluation draws its noise from a fixed seed: the same loss twice
+    first = model.evaluate(y, batch_size=16, verbose=0)
+    assert model.evaluate(y, batch_size=16, verbose=0) == first
