@@ -458,3 +458,43 @@ def test_fit_maximizes_log_z_hat_and_learns_the_linear_gaussian_noise():
     # evaluation draws its noise from a fixed seed: the same loss twice
     first = model.evaluate(y, batch_size=16, verbose=0)
     assert model.evaluate(y, batch_size=16, verbose=0) == first
+
+
+def test_step_with_a_learned_proposal_converts_to_tflite_builtins():
+    """The step over a DKF with the learned_prior proposal (the q-RNN's loc/scale given as the
+    frame's step input, noise as arguments) converts with built-in ops only and matches TF."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    from zoo.particle_filter import DeepStateSpaceFunctions
+
+    fns = DeepStateSpaceFunctions(_dkf_set_to(SYSTEM), "learned_prior", "float32")
+    n = 32
+    spec = [tf.TensorSpec(s) for s in ([1, n, 2], [1, n], [1], [1, 2], [1], [1, n, 2], [1, n],
+                                       [1, 4])]
+
+    @tf.function(input_signature=spec)
+    def step(particles, log_weights, log_z, y, observed, eps, u, q):
+        state, out = pf.particle_filter_step(
+            pf.ParticleState(particles, log_weights, log_z), y, fns.transition_sample,
+            fns.emission_log_prob, eps, u, observed, proposal=fns.proposal, step_input=q)
+        return {"a_particles": state.particles, "b_log_weights": state.log_weights,
+                "c_log_z": state.log_marginal_likelihood, "d_mean": out.filtered_mean}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([step.get_concrete_function()],
+                                                                step)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = litert.Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    assert not any("Flex" in d["op_name"] for d in interpreter._get_ops_details())
+    rng = np.random.default_rng(0)
+    args = [rng.normal(size=(1, n, 2)), np.log(rng.dirichlet(np.full(n, 0.3)))[None],
+            np.zeros(1), rng.normal(size=(1, 2)), np.ones(1), rng.normal(size=(1, n, 2)),
+            rng.uniform(size=(1, n)), np.array([[0.2, -0.1, 0.15, 0.15]])]
+    args = [a.astype(np.float32) for a in args]
+    for detail, value in zip(interpreter.get_input_details(), args):
+        interpreter.set_tensor(detail["index"], value)
+    interpreter.invoke()
+    ref = step(*args)
+    outs = {d["name"]: interpreter.get_tensor(d["index"])
+            for d in interpreter.get_output_details()}
+    for key, got in zip(sorted(ref), [outs[k] for k in sorted(outs)]):
+        np.testing.assert_allclose(got, ref[key], atol=1e-4, err_msg=key)
