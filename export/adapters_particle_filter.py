@@ -106,12 +106,24 @@ def _std(cov):
     return tf.sqrt(tf.maximum(tf.reduce_sum(cov * tf.eye(n, dtype=cov.dtype), -1), 0.0))
 
 
+def moments(particles, log_weights):
+    """Weighted mean [b, n] and covariance [b, n, n] of a cloud, as
+    :func:`layers.particle_filter.weighted_moments` but with the weights folded into one
+    factor, so the covariance is one [n, N] x [N, n] BATCH_MATMUL in TFLite rather than N
+    batched outer products."""
+    w = tf.exp(log_weights - tf.reduce_logsumexp(log_weights, -1, keepdims=True))
+    mean = tf.einsum("bi,bin->bn", w, particles)
+    centred = particles - mean[:, None, :]
+    return mean, tf.einsum("bin,bim->bnm", w[:, :, None] * centred, centred)
+
+
 def export_step(functions, particles, log_weights, started, observation, observed, noise,
                 scheme: str, threshold: float, method: str = "compare") -> dict:
     """One exported frame as a pure function (float32 tensors; see the module docstring):
     frame 0 (``started`` 0) is :func:`layers.particle_filter.initial_step` on the prior draw,
     later frames :func:`layers.particle_filter.particle_filter_step`; both are computed and
-    each batch row takes its own (the first frame's part costs O(N), the resampling O(N^2)).
+    each batch row takes its own (the first frame's part costs O(N)); the moments are taken
+    once, of the chosen cloud (:func:`moments`).
     """
     initial_sample, transition_sample, emission_log_prob, noise_dim = functions[:4]
     eps, u = noise[..., :noise_dim], noise[..., noise_dim]
@@ -127,11 +139,11 @@ def export_step(functions, particles, log_weights, started, observation, observe
     def pick(a, b_):
         return tf.where(tf.reshape(first, [-1] + [1] * (a.shape.rank - 1)), a, b_)
 
-    cov = pick(out0.filtered_cov, out.filtered_cov)
-    return {"particles": pick(start.particles, later.particles),
-            "log_weights": pick(start.log_weights, later.log_weights),
-            "started": tf.ones_like(started),
-            "estimate": pick(out0.filtered_mean, out.filtered_mean),
+    particles = pick(start.particles, later.particles)
+    log_weights = pick(start.log_weights, later.log_weights)
+    mean, cov = moments(particles, log_weights)
+    return {"particles": particles, "log_weights": log_weights,
+            "started": tf.ones_like(started), "estimate": mean,
             "uncertainty": _std(cov), "covariance": cov,
             "log_likelihood": pick(out0.log_likelihood, out.log_likelihood),
             "ess": pick(out0.ess, out.ess),

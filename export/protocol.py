@@ -23,6 +23,12 @@ interpreter per frame, so fewer, larger tensors are cheaper. Its ExportSpec meta
 ``state_layout`` = ``{tensor: {piece: {"offset", "size", "shape"}}}`` (offsets and sizes in
 elements along the last axis, pieces row-major; see ``STATE_LAYOUT_DOC``), written to the
 sidecar for app developers and read by :meth:`export.runtime.StreamingFilter.unpack`.
+
+Filter noise: a ``filter_step`` that takes ``noise`` (e.g. the particle filter's normals and
+resampling uniforms) may describe it in its metadata as ``noise_layout`` =
+``{kind: {"offset", "size", "shape"}}`` along the last axis of ``noise`` (kind ``"normal"``: standard
+normals, ``"uniform"``: U(0, 1)); :class:`export.runtime.StreamingFilter` then draws the noise
+itself for a frame that comes without it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ DECODE, SAMPLE, SAMPLE_RANDOM, ENCODE = "decode", "sample", "sample_random", "en
 INIT_STATE, FILTER_STEP = "init_state", "filter_step"
 FRAME_INPUTS = ("observation", "observed", "action", "time_gap", "noise")
 FILTER_OUTPUTS = ("estimate", "uncertainty")
+NOISE_KINDS = ("normal", "uniform")  # kinds of a filter's `noise_layout` pieces
 STATE_LAYOUT_DOC = ("state_layout: {tensor: {piece: {offset, size, shape}}}; offset and size count "
                     "float32 elements along the tensor's last axis (one batch row), each piece "
                     "is stored row-major (C order) and reshaped to `shape`.")
@@ -121,6 +128,17 @@ def validate(es: ExportSpec) -> ExportSpec:
                         or at["offset"] + at["size"] > width):
                     raise ValueError(f"`state_layout` piece {tensor}.{piece} {at} does not fit "
                                      f"the last axis ({width}) of {tensor!r}.")
+        noise = es.metadata.get("noise_layout")
+        if noise:
+            if "noise" not in step_inputs:
+                raise ValueError("`noise_layout` is given but `filter_step` takes no `noise`.")
+            width = int(step_inputs["noise"].shape[-1])
+            for kind, at in noise.items():
+                if kind not in NOISE_KINDS or at["offset"] < 0 or (
+                        at["offset"] + at["size"] > width):
+                    raise ValueError(f"`noise_layout` piece {kind!r} {at} must be one of "
+                                     f"{NOISE_KINDS} within the last axis ({width}) of "
+                                     f"`noise`.")
     return es
 
 

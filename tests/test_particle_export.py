@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from zoo.export.adapters_particle_filter import particle_functions
-from zoo.export.exporter import export_tflite, read_sidecar
+from zoo.export.exporter import export_spec_of, export_tflite, read_sidecar
+from zoo.export.protocol import validate
 from zoo.export.runtime import StreamingFilter
 from zoo.kalman_filter import KalmanFilterModel
 from zoo.layers import particle_filter as pf
@@ -75,6 +76,10 @@ def test_step_is_builtin_and_streams_like_the_tf_filter_given_the_same_noise(exp
     side = read_sidecar(path)
     assert side["state"] == ["particles", "log_weights", "started"]
     assert side["noise_layout"]["uniform"] == {"offset": 2, "size": 1, "shape": [1]}
+    es = export_spec_of(model)
+    wide = {"normal": {"offset": 1, "size": 3, "shape": [3]}}
+    with pytest.raises(ValueError, match="noise_layout.*within the last axis \\(3\\)"):
+        validate(es._replace(metadata={**es.metadata, "noise_layout": wide}))
     t, n = 25, 64
     rng = np.random.default_rng(0)
     y = np.cumsum(rng.normal(size=(1, t, 1)), 1).astype(np.float32)
