@@ -391,9 +391,10 @@ class ParticleFilter(ZooModel, keras.Model):
         batch, time = int(y.shape[0]), int(y.shape[1])
         noise = pf.draw_noise(self.seed_generator if seed is None else seed, batch, time - 1,
                               num_particles, self._noise_dim(), dtype)
-        if dtype not in self._compiled:
+        if dtype not in self._compiled:  # no autograph: the loop is an explicit while_loop,
+            # and autograph would re-read the state model's source from disk while tracing
             self._compiled[dtype] = tf.function(
-                lambda inputs, noise: self._scan(inputs, noise, dtype))
+                lambda inputs, noise: self._scan(inputs, noise, dtype), autograph=False)
         return self._compiled[dtype](inputs, noise)
 
     def log_likelihood(self, observations, observed=None, *, mask=None, actions=None,
