@@ -86,3 +86,32 @@ def test_keras_clipped_adam_matches_pyros_clipped_adam():
         opt.apply([tf.constant(g, tf.float64)], [var])
     np.testing.assert_allclose(var.numpy(), p_torch.detach().numpy(), rtol=1e-6)
     assert np.abs(var.numpy() - p0).max() > 1e-4  # it moved
+
+
+def test_fan_in_initializer_is_torchs_and_the_dmm_default():
+    """initializer="fan_in" (the DMM's default; the DKF keeps Glorot's): every Dense and RNN
+    kernel is U(-1/sqrt(n), 1/sqrt(n)), n its fan-in (the width for recurrent kernels), as
+    torch's nn.Linear / nn.RNN: within the bound, variance 1/(3n) to 10 %; the gated
+    transition's linear map keeps its identity start."""
+    from zoo import DeepKalmanFilter
+
+    keras.utils.set_random_seed(0)
+    model = DeepMarkovModel(observation_shape=(88,), latent_dim=100, rnn_units=200,
+                            emission_units=(100,), transition_units=200, seed=0,
+                            rnn_cell="rnn", filter_inference=None)
+    assert model.initializer == "fan_in"
+    assert DeepKalmanFilter(observation_shape=(3,), latent_dim=2, rnn_units=4).initializer \
+        == "glorot"
+    np.testing.assert_array_equal(model.transition.linear.kernel.numpy(), np.eye(100))
+    cell = model.rnn_backward.cell
+    kernels = [(cell.kernel.numpy(), 200), (cell.recurrent_kernel.numpy(), 200),
+               (model.transition.proposal.kernel.numpy(), 200)]
+    kernels += [(layer.kernel.numpy(), layer.kernel.shape[0])
+                for layer in model.emission.layers if isinstance(layer, keras.layers.Dense)]
+    assert len(kernels) == 5
+    for w, fan_in in kernels:
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(w).max() <= bound + 1e-7
+        assert abs(w.var() / (bound ** 2 / 3) - 1) < 0.1, (w.shape, w.var() * 3 * fan_in)
+    glorot = DeepMarkovModel.from_config({**model.get_config(), "initializer": "glorot"})
+    assert glorot.transition.proposal.kernel.numpy().var() > 2 * kernels[2][0].var()
