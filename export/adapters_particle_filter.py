@@ -26,6 +26,12 @@ frame draws the particles from the prior with its noise (the Kalman filter's con
 prediction before frame 0). ``observed`` 0 marks a missing frame (its observation may hold
 anything, NaN included): the particles move, the weights stay and ``log_likelihood`` is 0.
 
+A DKF/DMM filter with a learned proposal (``proposal="learned"`` or ``"learned_prior"``, from
+a q-RNN filter network) also carries that network's state, as ``q_``-prefixed state tensors
+(``q_rnn``, ``q_z_prev``): each frame runs the model's own causal ``filter_step`` for
+q(z_t | x_1..x_t) and draws the particles from it (or from its product with each particle's
+transition), weighting by p / q as :mod:`layers.particle_filter` does.
+
 Outputs beside the state: ``estimate`` [b, n] (the weighted mean), ``uncertainty`` [b, n]
 (the weighted standard deviations), ``covariance`` [b, n, n], ``log_likelihood`` [b] (log
 p-hat(y_t | y_<t), the increment of the running log Z-hat; sum it for log Z-hat), ``ess`` [b]
@@ -75,26 +81,35 @@ def observation_dim(model) -> int:
         f"a state model that was never built): set `model.observation_dim = p` before export")
 
 
+def deep_functions(model, dtype="float32"):
+    """A DKF/DMM ParticleFilter's ``DeepStateSpaceFunctions`` (its proposal included), or
+    NotImplementedError for what the exported step does not carry yet: conditions (actions,
+    time gaps) of the transition, and a learned proposal from a message-form filter network
+    (its q is not the network's own ``filter_step`` output)."""
+    from zoo.particle_filter import DeepStateSpaceFunctions
+
+    fns = DeepStateSpaceFunctions(model.state_model, getattr(model, "proposal", "bootstrap"),
+                                  dtype)
+    if fns.c:
+        raise NotImplementedError("a DKF/DMM with actions or time gaps (conditions of its "
+                                  "transition) is not exported as a particle filter yet")
+    if fns.net is not None and fns.net.message:
+        raise NotImplementedError(
+            f"proposal={model.proposal!r} from a message-form filter network "
+            f"(structured_posterior='message') is not exported yet; a q-RNN's is")
+    return fns
+
+
 def particle_functions(model, dtype="float32"):
     """``(initial_sample, transition_sample, emission_log_prob, noise_dim)`` of a
-    ParticleFilter's bootstrap filter in ``dtype``: its user ``functions``, a DKF/DMM's
-    generative model (``DeepStateSpaceFunctions``) or the Kalman model's matrices (read now,
-    so a traced step follows the current weights). A learned proposal or a DKF/DMM with
-    conditions (actions, time gaps) is not exported yet (NotImplementedError)."""
+    ParticleFilter's state model in ``dtype``: its user ``functions``, a DKF/DMM's
+    generative model (:func:`deep_functions`) or the Kalman model's matrices (read now, so a
+    traced step follows the current weights)."""
     if getattr(model, "functions", None) is not None:
         return tuple(model.functions)
     sm = model.state_model
     if getattr(model, "deep", False):
-        if getattr(model, "proposal", "bootstrap") != "bootstrap":
-            raise NotImplementedError(
-                f"the exported particle filter is the bootstrap filter; proposal="
-                f"{model.proposal!r} (the filter network's q per frame) is not exported yet")
-        if getattr(sm, "condition_size", 0):
-            raise NotImplementedError("a DKF/DMM with actions or time gaps (conditions of its "
-                                      "transition) is not exported as a particle filter yet")
-        from zoo.particle_filter import DeepStateSpaceFunctions
-
-        return DeepStateSpaceFunctions(sm, "bootstrap", dtype).callables()
+        return deep_functions(model, dtype).callables()
     from zoo.particle_filter import linear_gaussian_functions
 
     return linear_gaussian_functions(sm.state_space_params(), dtype)
@@ -118,12 +133,15 @@ def moments(particles, log_weights):
 
 
 def export_step(functions, particles, log_weights, started, observation, observed, noise,
-                scheme: str, threshold: float, method: str = "compare") -> dict:
+                scheme: str, threshold: float, method: str = "compare", proposal=None,
+                initial_proposal=None, step_input=None) -> dict:
     """One exported frame as a pure function (float32 tensors; see the module docstring):
     frame 0 (``started`` 0) is :func:`layers.particle_filter.initial_step` on the prior draw,
     later frames :func:`layers.particle_filter.particle_filter_step`; both are computed and
     each batch row takes its own (the first frame's part costs O(N)); the moments are taken
-    once, of the chosen cloud (:func:`moments`).
+    once, of the chosen cloud (:func:`moments`). ``proposal``, ``initial_proposal`` and
+    ``step_input`` [b, k]: a learned proposal as in :func:`layers.particle_filter.scan_filter`
+    (frame 0 draws from ``initial_proposal`` where the frame is observed).
     """
     initial_sample, transition_sample, emission_log_prob, noise_dim = functions[:4]
     eps, u = noise[..., :noise_dim], noise[..., noise_dim]
@@ -132,9 +150,15 @@ def export_step(functions, particles, log_weights, started, observation, observe
     state = pf.ParticleState(particles, log_weights, tf.zeros([b], log_weights.dtype))
     later, out = pf.particle_filter_step(state, observation, transition_sample,
                                          emission_log_prob, eps, u, observed, scheme,
-                                         threshold, method)
-    start, out0 = pf.initial_step(tf.cast(initial_sample(eps), particles.dtype), observation,
-                                  emission_log_prob, observed)
+                                         threshold, method, proposal, step_input)
+    x0, correction = tf.cast(initial_sample(eps), particles.dtype), None
+    if initial_proposal is not None:  # as layers.particle_filter.scan_filter's frame 0
+        proposed, correction = initial_proposal(step_input, eps)
+        seen = tf.cast(observed, particles.dtype) > 0.5
+        x0 = tf.where(seen[:, None, None], tf.cast(proposed, x0.dtype), x0)
+        correction = tf.cast(correction, x0.dtype)
+        correction = tf.where(seen[:, None], correction, tf.zeros_like(correction))
+    start, out0 = pf.initial_step(x0, observation, emission_log_prob, observed, correction)
 
     def pick(a, b_):
         return tf.where(tf.reshape(first, [-1] + [1] * (a.shape.rank - 1)), a, b_)
@@ -187,17 +211,39 @@ class ParticleFilterAdapter:
         state = {"particles": spec((b, n_part, n), "particles"),
                  "log_weights": spec((b, n_part), "log_weights"),
                  "started": spec((b,), "started")}
+        learned = getattr(m, "deep", False) and getattr(m, "proposal", "bootstrap") != "bootstrap"
+        if learned:  # the filter network's own state rides along, prefixed q_
+            deep_functions(m)  # NotImplementedError for what is not exported
+            q0 = {f"q_{k}": v for k, v in sm.initial_state(b).items()}
+            state.update({k: spec(v.shape, k) for k, v in q0.items()})
         frame = {"observation": spec((b, p), "observation"), "observed": spec((b,), "observed"),
                  "noise": spec((b, n_part, d + 1), "noise")}
 
         def init_state():
-            return {"particles": tf.zeros([b, n_part, n]),
-                    "log_weights": tf.fill([b, n_part], -math.log(n_part)),
-                    "started": tf.zeros([b])}
+            out = {"particles": tf.zeros([b, n_part, n]),
+                   "log_weights": tf.fill([b, n_part], -math.log(n_part)),
+                   "started": tf.zeros([b])}
+            if learned:
+                out.update({f"q_{k}": tf.identity(v) for k, v in sm.initial_state(b).items()})
+            return out
 
-        def filter_step(particles, log_weights, started, observation, observed, noise):
-            return export_step(self.functions(), particles, log_weights, started, observation,
-                               observed, noise, m.resample, m.threshold, method)
+        def filter_step(particles, log_weights, started, observation, observed, noise, **q):
+            if not learned:
+                return export_step(self.functions(), particles, log_weights, started,
+                                   observation, observed, noise, m.resample, m.threshold,
+                                   method)
+            # q(z_t | x_1..x_t) from the model's own causal step, then the PF step with it as
+            # the proposal (the step input [loc | scale] of DeepStateSpaceFunctions)
+            fns = deep_functions(m, "float32")
+            new_q, out = sm.filter_step({k[2:]: v for k, v in q.items()},
+                                        tf.reshape(observation, [b, *sm.observation_shape]),
+                                        observed)
+            step_input = tf.cast(tf.concat([out["filtered_mean"], out["filtered_scale"]], -1),
+                                 tf.float32)
+            result = export_step(fns.callables(), particles, log_weights, started, observation,
+                                 observed, noise, m.resample, m.threshold, method,
+                                 fns.proposal, fns.initial_proposal, step_input)
+            return {**result, **{f"q_{k}": v for k, v in new_q.items()}}
 
         def step_example(rng):
             # A started cloud with uneven weights (some rows resample, the scheme is reached)
@@ -205,11 +251,15 @@ class ParticleFilterAdapter:
             w = rng.dirichlet(np.full(n_part, 0.5), size=b)
             noise = rng.standard_normal((b, n_part, d + 1))
             noise[..., d] = rng.uniform(0.01, 0.99, (b, n_part))
-            return {"particles": rng.standard_normal((b, n_part, n)).astype("float32"),
-                    "log_weights": np.log(np.maximum(w, 1e-30)).astype("float32"),
-                    "started": np.ones((b,), "float32"),
-                    "observation": rng.standard_normal((b, p)).astype("float32"),
-                    "observed": np.ones((b,), "float32"), "noise": noise.astype("float32")}
+            ex = {"particles": rng.standard_normal((b, n_part, n)).astype("float32"),
+                  "log_weights": np.log(np.maximum(w, 1e-30)).astype("float32"),
+                  "started": np.ones((b,), "float32"),
+                  "observation": rng.standard_normal((b, p)).astype("float32"),
+                  "observed": np.ones((b,), "float32"), "noise": noise.astype("float32")}
+            for k in state:
+                if k.startswith("q_"):
+                    ex[k] = rng.uniform(-0.5, 0.5, state[k].shape).astype("float32")
+            return ex
 
         signatures = {
             INIT_STATE: Signature(init_state, {}, lambda rng: {},
@@ -228,6 +278,7 @@ class ParticleFilterAdapter:
                     "observation_dim": p, "num_particles": n_part, "noise_dim": d,
                     "resample": m.resample, "threshold": m.threshold,
                     "resample_method": method,
+                    "proposal": getattr(m, "proposal", "bootstrap"),
                     "noise_layout": noise_layout(d), "noise_doc": NOISE_DOC,
                     "estimate": "sum_i W_i x_t^i, the particle estimate of E[x_t | y_0..y_t]",
                     "uncertainty": "sqrt(diag) of the weighted covariance of the particles",

@@ -169,10 +169,12 @@ def test_user_functions_export_and_stream(tmp_path):
     np.testing.assert_allclose(got["particles"][-1], want.particles[0], atol=1e-4)
 
 
-def test_zoo_export_reaches_a_saved_deep_state_space_particle_filter(tmp_path, capsys):
-    """``zoo-export`` on a saved ParticleFilter over a (small, untrained) DKF: the generative
-    model's transition and emission networks in a built-in step that streams like the TF scan
-    given the same noise; a learned proposal says it is not exported."""
+def test_zoo_export_reaches_a_dkf_particle_filter_with_its_learned_proposal(tmp_path, capsys):
+    """``zoo-export`` on a saved ParticleFilter over a (small) DKF with the learned_prior
+    proposal (q-RNN x each particle's transition): the file carries the filter network's state
+    (``q_*``) and streams like ``ParticleFilter.filter`` given the same noise, missing frames
+    (frame 0 included) too; the saved weights (perturbed from the seeded ones) are exported.
+    A DKF with actions says it is not exported."""
     from zoo.cli import export as cli
     from zoo.deep_state_space import DeepKalmanFilter
 
@@ -182,7 +184,7 @@ def test_zoo_export_reaches_a_saved_deep_state_space_particle_filter(tmp_path, c
     assert dkf.weights
     for v in dkf.weights:  # not the seeded initial weights: the saved ones must be exported
         v.assign(v + 0.2 * rng.normal(size=v.shape).astype(v.dtype))
-    model = ParticleFilter(dkf, num_particles=32, seed=0)
+    model = ParticleFilter(dkf, num_particles=32, seed=0, proposal="learned_prior")
     model.save(tmp_path / "pf.keras")
     out = tmp_path / "out"
     assert cli.main([str(tmp_path / "pf.keras"), "--out", str(out), "--tflite"]) == 0
@@ -191,17 +193,21 @@ def test_zoo_export_reaches_a_saved_deep_state_space_particle_filter(tmp_path, c
     path = str(out / "model_float32.tflite")
     meta = read_sidecar(path)
     assert meta["observation_dim"] == 3 and meta["state_dim"] == 2
+    assert meta["proposal"] == "learned_prior" and "q_rnn" in meta["state"]
     assert max(p["max_rel"] for p in meta["parity"]["filter_step"].values()) < 1e-5
     t = 10
     y = np.random.default_rng(3).normal(size=(1, t, 3)).astype(np.float32)
-    noise = pf.draw_noise(7, 1, t - 1, 32, 2, "float32")
-    want = pf.scan_filter(tf.constant(y), tf.ones((1, t)), noise,
-                          *particle_functions(model)[:3])
-    got = StreamingFilter(path).run(y[0], noise=_frames_noise(noise, 2)[:, 0])
+    observed = np.ones((1, t), np.float32)
+    observed[0, [0, 4]] = 0.0
+    want = model.filter(y, observed, seed=5, dtype="float32")
+    noise = pf.draw_noise(5, 1, t - 1, 32, 2, "float32")  # what filter(seed=5) draws
+    got = StreamingFilter(path).run(y[0], observed=observed[0],
+                                    noise=_frames_noise(noise, 2)[:, 0])
     np.testing.assert_allclose(got["estimate"], want.filtered_means[0], atol=1e-4)
     np.testing.assert_allclose(got["log_likelihood"], want.log_likelihoods[0], atol=1e-4)
-    with pytest.raises(NotImplementedError, match="learned"):
-        particle_functions(ParticleFilter(dkf, num_particles=8, proposal="learned"))
+    acting = DeepKalmanFilter(observation_shape=(3,), latent_dim=2, action_dim=1, seed=0)
+    with pytest.raises(NotImplementedError, match="actions"):
+        particle_functions(ParticleFilter(acting, num_particles=8))
 
 
 # ---------------------------------------------------------------------------- smoothing
