@@ -249,12 +249,3 @@ def test_backward_simulation_converges_to_the_rts_smoother():
     assert errors[1] < 0.2 and errors[1] < 0.5 * errors[0], errors
     std = np.sqrt(np.diagonal(cov.numpy()[0], axis1=-2, axis2=-1))
     assert np.median(np.abs(std / rts_std - 1.0)) < 0.15  # measured 0.03-0.04
-
-
-def test_smoother_docstring_example_runs():
-    import doctest
-
-    from zoo.layers import particle_smoother as ps
-
-    result = doctest.testmod(ps, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
