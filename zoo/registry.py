@@ -230,6 +230,6 @@ register("particle_filter", ModelEntry(
                                             "transition_units": 64, "rnn_units": 64},
                             "num_particles": 16, "proposal": "learned_prior"},
                   "train": {"learning_rate": 3e-3}}},
-    smoke={"dataset": "lgssm", "config": {"model": {"num_particles": 32},
-                                          "data": {"num_sequences": 64}},
+    smoke={"dataset": "lgssm", "config": {"model": {"num_particles": 16},
+                                          "data": {"num_sequences": 32, "length": 20}},
            "pictures": ["particles.png"]}))
