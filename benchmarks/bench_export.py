@@ -250,6 +250,7 @@ def main(quick: bool = False) -> str:
 
 
 PARTICLES = (100, 1000)
+DKF_PF = "PF over the DKF 88-32-GRU256, learned_prior, N=100"
 
 
 def _keywords(fn):
@@ -276,33 +277,39 @@ def particle_main(quick: bool = False) -> str:
                                          0.3 * np.eye(2), [[1.0]], dtype="float32")
     rounds = 5 if quick else 40
     cases, sizes = {}, {}
+    configs = [(f"PF filter_step N={n}", ParticleFilter(lg, num_particles=n, seed=0), method)
+               for n in PARTICLES for method in ("compare", "linear")]
+    if not quick:
+        from zoo.deep_state_space import DeepKalmanFilter
+
+        configs.append((DKF_PF, ParticleFilter(DeepKalmanFilter(seed=0), num_particles=100,
+                                               proposal="learned_prior"), "compare"))
     with tempfile.TemporaryDirectory() as tmp:
-        for n in PARTICLES:
-            model = ParticleFilter(lg, num_particles=n, seed=0)
-            for method in ("compare", "linear"):
-                adapter = ParticleFilterAdapter(model, method)
-                path = os.path.join(tmp, f"pf_{n}_{method}.tflite")
-                meta = export_tflite(adapter, path)
-                sizes[(n, method)] = (meta["size_bytes"], max(
-                    p["max_rel"] for p in meta["parity"]["filter_step"].values()))
-                sig = adapter.export_spec().signatures["filter_step"]
-                feed = {k: np.asarray(v, np.float32)
-                        for k, v in sig.example(np.random.default_rng(0)).items()}
-                call = SignatureCall(load_interpreter(path, num_threads=1), "filter_step")
-                call(**feed)
-                stream = StreamingFilter(path, num_threads=1, seed=0)
-                y, noise = feed["observation"], feed["noise"]
-                tensors = {k: tf.constant(v) for k, v in feed.items()}
-                fn = tf.function(_keywords(sig.fn), autograph=False)
-                calls = 20 if n >= 1000 else 100
-                cases[(n, method)] = {
-                    "LiteRT invoke": call.invoke,
-                    "LiteRT frame": lambda call=call, feed=feed: call(**feed),
-                    "runner, noise given": lambda s=stream, y=y, e=noise: s.step(
-                        observation=y, noise=e),
-                    "runner, noise drawn": lambda s=stream, y=y: s.step(observation=y),
-                    "tf.function": lambda fn=fn, t=tensors: _block(fn(t)),
-                }, calls
+        for label, model, method in configs:
+            n = model.num_particles
+            adapter = ParticleFilterAdapter(model, method)
+            path = os.path.join(tmp, f"pf_{len(cases)}.tflite")
+            meta = export_tflite(adapter, path)
+            sizes[(label, method)] = (meta["size_bytes"], max(
+                p["max_rel"] for p in meta["parity"]["filter_step"].values()))
+            sig = adapter.export_spec().signatures["filter_step"]
+            feed = {k: np.asarray(v, np.float32)
+                    for k, v in sig.example(np.random.default_rng(0)).items()}
+            call = SignatureCall(load_interpreter(path, num_threads=1), "filter_step")
+            call(**feed)
+            stream = StreamingFilter(path, num_threads=1, seed=0)
+            y, noise = feed["observation"], feed["noise"]
+            tensors = {k: tf.constant(v) for k, v in feed.items()}
+            fn = tf.function(_keywords(sig.fn), autograph=False)
+            calls = 20 if n >= 1000 or label == DKF_PF else 100
+            cases[(label, method)] = {
+                "LiteRT invoke": call.invoke,
+                "LiteRT frame": lambda call=call, feed=feed: call(**feed),
+                "runner, noise given": lambda s=stream, y=y, e=noise: s.step(
+                    observation=y, noise=e),
+                "runner, noise drawn": lambda s=stream, y=y: s.step(observation=y),
+                "tf.function": lambda fn=fn, t=tensors: _block(fn(t)),
+            }, calls
         times = {(key, name): [] for key, (group, _) in cases.items() for name in group}
         for (group, calls) in cases.values():
             for f in group.values():
@@ -318,21 +325,24 @@ def particle_main(quick: bool = False) -> str:
     names = list(next(iter(cases.values()))[0])
     rows = []
     for key in cases:
-        n, method = key
+        label, method = key
         cells = [_fmt((float(np.median(times[(key, c)])),
                        float(np.percentile(times[(key, c)], 99)))) for c in names]
         ratio = np.median(times[(key, "LiteRT invoke")]) / np.median(
-            times[((n, "compare"), "LiteRT invoke")])
-        rows.append([f"PF filter_step N={n}", method, *cells, f"{ratio:.2f}x",
+            times[((label, "compare"), "LiteRT invoke")])
+        rows.append([label, method, *cells, f"{ratio:.2f}x",
                      f"{sizes[key][0] / 1024:,.1f}", f"{sizes[key][1]:.1e}"])
     return "\n".join([
         "Particle filter ``filter_step`` (issue 15): linear-Gaussian state 2, observation 1, "
         "systematic resampling when ESS < N/2 (the resampling is computed every frame and "
-        "selected, so the cost does not depend on whether a frame resamples).",
+        "selected, so the cost does not depend on whether a frame resamples). Last row (full "
+        "run only): a ParticleFilter over the default DeepKalmanFilter (88 binary values per "
+        "frame, latent 32, untrained) with the learned_prior proposal (its q-RNN runs in the "
+        "step).",
         "",
         f"Machine: {machine()} Load average before: {load_before}; after: {load_average()}. "
-        f"µs per frame, median / p99 over {rounds} interleaved rounds of 20 (N=1000) or 100 "
-        f"(N=100) calls each.",
+        f"µs per frame, median / p99 over {rounds} interleaved rounds of 20 (N=1000, the DKF) "
+        f"or 100 (N=100) calls each.",
         "",
         markdown_table(["exported", "resampling", *[f"{c}" for c in names],
                         "invoke ÷ compare", "KiB", "parity (rel)"], rows),

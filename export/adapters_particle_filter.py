@@ -211,6 +211,7 @@ class ParticleFilterAdapter:
         state = {"particles": spec((b, n_part, n), "particles"),
                  "log_weights": spec((b, n_part), "log_weights"),
                  "started": spec((b,), "started")}
+        bernoulli = type(getattr(sm, "head", None)).__name__.startswith("Bernoulli")
         learned = getattr(m, "deep", False) and getattr(m, "proposal", "bootstrap") != "bootstrap"
         if learned:  # the filter network's own state rides along, prefixed q_
             deep_functions(m)  # NotImplementedError for what is not exported
@@ -254,7 +255,8 @@ class ParticleFilterAdapter:
             ex = {"particles": rng.standard_normal((b, n_part, n)).astype("float32"),
                   "log_weights": np.log(np.maximum(w, 1e-30)).astype("float32"),
                   "started": np.ones((b,), "float32"),
-                  "observation": rng.standard_normal((b, p)).astype("float32"),
+                  "observation": (rng.uniform(size=(b, p)) < 0.5 if bernoulli else
+                                  rng.standard_normal((b, p))).astype("float32"),
                   "observed": np.ones((b,), "float32"), "noise": noise.astype("float32")}
             for k in state:
                 if k.startswith("q_"):
