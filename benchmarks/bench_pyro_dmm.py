@@ -227,19 +227,19 @@ class Ours:
 
 
 # ------------------------------------------------------------------------------ runs
-def head_to_head(epochs: int, threads: int, quick: bool, log_dir: str) -> str:
+def head_to_head(epochs: int, threads: int, quick: bool, log_dir: str, seed: int = 0) -> str:
     import pyro
     import torch
 
     from benchmarks.third_party import pyro_dmm_example as ex
 
     data = load_chorales(quick)
-    ours = Ours(data, seed=0, sizes=dict(latent_dim=8, emission_units=(8, 8),
+    ours = Ours(data, seed=seed, sizes=dict(latent_dim=8, emission_units=(8, 8),
                                          transition_units=8, rnn_units=8) if quick else None)
     args = ex.make_parser().parse_args(["-n", str(epochs), "-l",
                                         os.path.join(log_dir, "pyro_dmm.log")])
-    torch.manual_seed(0)
-    pyro.set_rng_seed(0)
+    torch.manual_seed(seed)
+    pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     rows, curve = [], []
     eval_at = {e for e in EVAL_AT if e <= epochs} | {epochs}
@@ -335,11 +335,12 @@ def main(argv=None) -> str:
     parser.add_argument("--only", nargs="*", help="diagnose: variants whose name has one")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--log-dir", default="/tmp")
+    parser.add_argument("--seed", type=int, default=0, help="torch/pyro and Keras seeds")
     a = parser.parse_args(argv)
     set_threads(a.threads)
     if a.diagnose:
         return diagnose(a.epochs, a.quick, a.only)
-    return head_to_head(a.epochs, a.threads, a.quick, a.log_dir)
+    return head_to_head(a.epochs, a.threads, a.quick, a.log_dir, a.seed)
 
 
 if __name__ == "__main__":
