@@ -23,9 +23,14 @@ annealing factor 1) at the evaluation epochs, for both.
 ``--epochs`` epochs from the same seed, test -ELBO per step after each (see
 ``benchmarks/README.md``).
 
-    python benchmarks/bench_pyro_dmm.py --epochs 100 --threads 2
-    python benchmarks/bench_pyro_dmm.py --diagnose --epochs 8
-    python benchmarks/bench_pyro_dmm.py --quick      # toy sizes, numbers meaningless
+    python benchmarks/bench_pyro_dmm.py              # 100 epochs each, 1 thread each, seed 1
+    python benchmarks/bench_pyro_dmm.py --threads 2 --seed 0 --epochs 8
+    python benchmarks/bench_pyro_dmm.py --diagnose --epochs 8 --seed 0
+    python benchmarks/bench_pyro_dmm.py --quick      # ours at toy sizes: numbers meaningless
+
+Seed 0 (torch's and Keras') stops Pyro's example in its 3rd epoch on this split (its ReLU
+RNN grows until the combiner's softplus scale is 0 and torch's argument check raises); seed 1
+runs, hence the default.
 
 Needs the ``bench`` extra (torch CPU, pyro-ppl 1.9.2).
 """
@@ -327,16 +332,21 @@ def diagnose(epochs: int, quick: bool, names: list | None) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> str:
+def main(quick: bool = False, argv=None) -> str:
+    """The markdown section (``benchmarks/run.py`` calls ``main(quick=...)``); ``argv``: the
+    command line's options (none: the defaults)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--diagnose", action="store_true")
     parser.add_argument("--only", nargs="*", help="diagnose: variants whose name has one")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--log-dir", default="/tmp")
-    parser.add_argument("--seed", type=int, default=0, help="torch/pyro and Keras seeds")
-    a = parser.parse_args(argv)
+    parser.add_argument("--seed", type=int, default=1, help="torch/pyro and Keras seeds")
+    a = parser.parse_args([] if argv is None else argv)
+    a.quick = a.quick or quick
+    if a.quick and (argv is None or "--epochs" not in argv):
+        a.epochs = 1
     set_threads(a.threads)
     if a.diagnose:
         return diagnose(a.epochs, a.quick, a.only)
@@ -344,4 +354,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    print(main())
+    print(main(argv=sys.argv[1:]))
