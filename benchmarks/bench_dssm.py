@@ -866,7 +866,7 @@ def main(quick: bool = False, only: str | None = None) -> str:
         ("Chorales: test NLL per time step",
          lambda: chorales_section(cfg["chorales"], results)),
         ("Healing MNIST", lambda: healing_section(cfg["healing"], results, figures)),
-        ("Speed: DMM training on chorales, ours vs Pyro; filter_step",
+        ("Speed: DMM training on chorales; filter_step",
          lambda: speed_section(cfg["speed"], results)),
     ]
     for title, fn in sections:
