@@ -11,7 +11,7 @@ adaptive resampling inside the step in TFLite built-in ops only: from ``LINEAR_F
 particles on, the systematic and stratified schemes use the O(N) ``"linear"`` method of
 :mod:`layers.resampling` (three GATHERs, SCATTER_ND, CUMSUM), below it and for the
 multinomial scheme the ``"compare"`` count over an [N, N] grid (CUMSUM, LESS_EQUAL, SUM): the
-same ancestors either way (``benchmarks/README.md``: 5x faster at N = 1000).
+same ancestors either way (``benchmarks/README.md``: about 4x faster at N = 1000).
 
 Noise is an input, so a step is a deterministic function that an app (or a test) can
 reproduce: ``noise`` [b, N, d + 1] holds per particle the d standard normals of the
