@@ -52,11 +52,11 @@ def _lg(dtype="float32"):
 
 
 def _frames_noise(noise, d):
-    """Per-frame ``noise`` [T, 1, N, d + 1] from :func:`pf.draw_noise`'s (initial,
+    """Per-frame ``noise`` [T, batch, N, d + 1] from :func:`pf.draw_noise`'s (initial,
     transition, uniforms): frame 0 uses the initial normals (its uniforms are unused)."""
     init, trans, uni = (np.asarray(x, np.float32) for x in noise)
-    normals = np.concatenate([init[None], trans], 0)  # [T, 1, N, d]
-    uniforms = np.concatenate([uni[:1], uni], 0)[..., None]  # [T, 1, N, 1]
+    normals = np.concatenate([init[None], trans], 0)  # [T, batch, N, d]
+    uniforms = np.concatenate([uni[:1], uni], 0)[..., None]  # [T, batch, N, 1]
     return np.concatenate([normals, uniforms], -1)
 
 
@@ -147,7 +147,9 @@ def _pendulum_functions():
     return initial_sample, transition_sample, emission_log_prob, 2
 
 
-def test_user_functions_export_and_stream(tmp_path):
+def test_user_functions_export_and_stream_a_batch(tmp_path):
+    """A nonlinear user model at N = 300 (the O(N) resampling), two sequences at once (batch
+    2, the second with missing frames): each row streams like the TF scan."""
     functions = _pendulum_functions()
     model = ParticleFilter(functions=functions, num_particles=300, resample="stratified",
                            threshold=1.0)  # N >= LINEAR_FROM: the O(N) resampling
@@ -155,18 +157,21 @@ def test_user_functions_export_and_stream(tmp_path):
         export_tflite(model, str(tmp_path / "no.tflite"))
     model.observation_dim = 1
     path = str(tmp_path / "pend.tflite")
-    meta = export_tflite(model, path)
+    meta = export_tflite(model, path, batch_size=2)
     assert max(p["max_rel"] for p in meta["parity"]["filter_step"].values()) < 1e-5
     assert meta["resample_method"] == "linear" and "SCATTER_ND" in meta["ops"]
     t = 12
-    y = np.sin(np.linspace(0.3, 2.0, t))[None, :, None].astype(np.float32)
-    noise = pf.draw_noise(5, 1, t - 1, 300, 2, "float32")
-    want = pf.scan_filter(tf.constant(y), tf.ones((1, t)), noise, *functions[:3],
+    y = np.sin(np.linspace([0.3, -1.0], [2.0, 1.5], t)).T[:, :, None].astype(np.float32)
+    observed = np.ones((2, t), np.float32)
+    observed[1, [0, 6]] = 0.0
+    noise = pf.draw_noise(5, 2, t - 1, 300, 2, "float32")
+    want = pf.scan_filter(tf.constant(y), tf.constant(observed), noise, *functions[:3],
                           "stratified", 1.0)
-    got = StreamingFilter(path).run(y[0], noise=_frames_noise(noise, 2)[:, 0])
-    np.testing.assert_allclose(got["estimate"], want.filtered_means[0], atol=1e-4)
-    np.testing.assert_allclose(got["log_likelihood"], want.log_likelihoods[0], atol=1e-4)
-    np.testing.assert_allclose(got["particles"][-1], want.particles[0], atol=1e-4)
+    got = StreamingFilter(path).run(y, observed=observed,
+                                    noise=np.moveaxis(_frames_noise(noise, 2), 0, 1))
+    np.testing.assert_allclose(got["estimate"], want.filtered_means, atol=1e-4)
+    np.testing.assert_allclose(got["log_likelihood"], want.log_likelihoods, atol=1e-4)
+    np.testing.assert_allclose(got["particles"][:, -1], want.particles, atol=1e-4)
 
 
 def test_zoo_export_reaches_a_dkf_particle_filter_with_its_learned_proposal(tmp_path, capsys):
