@@ -254,3 +254,41 @@ def test_backward_simulation_converges_to_the_rts_smoother():
     assert errors[1] < 0.2 and errors[1] < 0.5 * errors[0], errors
     std = np.sqrt(np.diagonal(cov.numpy()[0], axis1=-2, axis2=-1))
     assert np.median(np.abs(std / rts_std - 1.0)) < 0.15  # measured 0.03-0.04
+
+
+class _SegmentFilter:
+    """A filter whose step has a dynamic output (UNSORTED_SEGMENT_SUM with data-dependent
+    segment ids: TFLite allocates it at invoke), for the runner's fallback."""
+
+    name = "segment_filter"
+
+    def export_spec(self, batch_size=1):
+        from zoo.export.protocol import ExportSpec, Signature, spec
+
+        def init_state():
+            return {"h": tf.zeros([1, 2])}
+
+        def filter_step(h, observation):
+            ids = tf.cast(observation[0] > 0.0, tf.int32)  # [3]: which sum each value joins
+            return {"h": h + tf.math.unsorted_segment_sum(observation[0], ids, 2)[None]}
+
+        return ExportSpec(
+            {"init_state": Signature(init_state, {}, lambda rng: {}),
+             "filter_step": Signature(filter_step, {"h": spec((1, 2), "h"),
+                                                    "observation": spec((1, 3), "observation")},
+                                      lambda rng: {"h": np.zeros((1, 2), np.float32),
+                                                   "observation": rng.normal(size=(1, 3)).astype(
+                                                       np.float32)})},
+            {"model": "segment filter"}, state=("h",))
+
+
+def test_runner_falls_back_when_an_output_is_dynamic(tmp_path):
+    path = str(tmp_path / "seg.tflite")
+    export_tflite(_SegmentFilter(), path)
+    f = StreamingFilter(path)
+    assert not f._step.direct  # no fixed output buffers: the signature runner's path
+    y = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    out = f.run(y)
+    want = np.cumsum(np.stack([np.where(y <= 0, y, 0).sum(1), np.where(y > 0, y, 0).sum(1)],
+                              1), 0)
+    np.testing.assert_allclose(out["h"], want, rtol=1e-6, atol=1e-6)
