@@ -462,7 +462,9 @@ class ParticleFilter(ZooModel, keras.Model):
     def evaluation(self, x, y, arrays: dict, settings: EvalSettings) -> dict:
         """The estimated log-likelihood (mean per sequence and per real step), its spread
         over the sequences, and, for a linear-Gaussian model, the exact Kalman one and the
-        mean gap log Z-hat - log Z."""
+        mean gap log Z-hat - log Z; for a DKF/DMM, its own K-sample importance-weighted bound
+        on the same sequences (both are lower bounds of log p in expectation: the larger is
+        the tighter)."""
         log_lik = np.asarray(self.log_likelihood(x, seed=settings.seed), np.float64)
         steps = sequences.sequence_steps(x)
         report = {"log_likelihood": float(np.mean(log_lik)),
@@ -476,6 +478,11 @@ class ParticleFilter(ZooModel, keras.Model):
                           exact_nll_per_step=float(-np.sum(exact) / np.sum(steps)),
                           log_likelihood_gap=float(np.mean(gap)),
                           log_likelihood_gap_sd=float(np.std(gap)))
+        if self.deep:
+            k = settings.num_samples
+            bound = self.state_model.log_likelihood(x, num_samples=k, seed=settings.seed)
+            report[f"state_model_iwae_log_likelihood_k{k}"] = float(
+                np.mean(bound.log_likelihood))
         return report
 
     def _signal(self, particles):
