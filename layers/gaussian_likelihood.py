@@ -79,7 +79,9 @@ class GaussianLikelihood(LikelihoodHead):
             sigma = tf.nn.softplus(tf.cast(self.raw_scale, params.dtype)) + self.min_scale
         else:
             sigma = tf.constant(self.scale, params.dtype)
-        return params, tf.broadcast_to(sigma, tf.shape(params))
+        # Broadcast by arithmetic, not tf.broadcast_to: the gradient of BroadcastTo inside a
+        # tf.scan needs the forward shape as a compile-time constant, which XLA cannot get.
+        return params, sigma + tf.zeros_like(params)
 
     def distribution(self, params):
         loc, scale = self._loc_scale(params)

@@ -231,7 +231,13 @@ def family_sample(covariance: str, params: dict, noise, k):
     if covariance == "diag":
         scale = params["scale"]
         z = expand(loc) + expand(scale) * noise
-        log_q = tfd.MultivariateNormalDiag(expand(loc), expand(scale)).log_prob(z)
+        # log N(z; mu, diag s^2) at z = mu + s eps, in closed form: the same value and total
+        # derivatives as TFP's MultivariateNormalDiag(...).log_prob(z), whose broadcast_to
+        # has a gradient that XLA cannot compile inside a tf.scan (the DKF/DMM time loop).
+        log_q = (-0.5 * tf.reduce_sum(tf.square(noise), -1)
+                 - tf.reduce_sum(tf.math.log(expand(scale)), -1)
+                 - 0.5 * (d if d is not None else tf.cast(tf.shape(loc)[-1], loc.dtype))
+                 * math.log(2.0 * math.pi))
         return z, log_q, tf.square(scale), 2.0 * tf.reduce_sum(tf.math.log(scale), -1)
     if covariance == "full":
         tril = params["scale_tril"]

@@ -289,7 +289,7 @@ def test_zoo_contract_padding_missing_frames_and_pictures(tmp_path):
         bad_inputs=[(lambda m: m.validate_data({**arrays, "actions": np.full((24, 9, 1),
                                                                                np.nan)}),
                      ValueError, "'actions' array")])
-    assert not type(model).supports_jit and model.export_adapter == "deep_state_space"
+    assert type(model).supports_jit and model.export_adapter == "deep_state_space"
     k = 4
     steps = mask[:8].sum()
     np.testing.assert_allclose(report["nll_per_step"],

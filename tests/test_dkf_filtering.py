@@ -225,3 +225,41 @@ def test_dmm_default_posterior_stays_bounded_on_long_sequences():
             for _ in range(16)]
     assert min(elbo) > -80.0, elbo
     assert elbo[-1] > elbo[0] + 15.0, elbo
+
+
+@pytest.mark.parametrize("cls, extra", [
+    (DeepKalmanFilter, {}),  # ST-R, message form, q-RNN filter network
+    (DeepMarkovModel, {"action_dim": 2, "use_time_gaps": True}),  # combiner
+])
+def test_time_loop_gradient_compiles_under_xla(cls, extra):
+    """Issue 17 goal 4: the bound of a padded, partly observed batch and its gradient are the
+    same under tf.function(jit_compile=True) as without XLA (fixed posterior noise), with
+    the time length unknown when the function is traced."""
+    rng = np.random.default_rng(0)
+    b, t = 4, 7
+    model = cls(observation_shape=(3,), likelihood="gaussian", seed=0, **extra, **TINY)
+    inputs = {"observations": rng.normal(size=(b, t, 3)).astype("float32"),
+              "mask": np.ones((b, t), "float32"), "observed": np.ones((b, t), "float32")}
+    inputs["mask"][1, 5:] = 0.0
+    inputs["observed"][2, 3] = 0.0
+    if extra:
+        inputs["actions"] = rng.normal(size=(b, t, 2)).astype("float32")
+        inputs["time_gaps"] = rng.uniform(0.5, 2.0, size=(b, t)).astype("float32")
+    noise = rng.normal(size=(b, t, model.latent_dim)).astype("float32")
+
+    def loss_and_grads(x, eps):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model._bound(model.trajectory(x, eps), 1.0)["objective"])
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    spec = {k: tf.TensorSpec([None, None, *v.shape[2:]]) for k, v in inputs.items()}
+    eps_spec = tf.TensorSpec([None, None, model.latent_dim])
+    results = [tf.function(loss_and_grads, jit_compile=jit, input_signature=[spec, eps_spec])(
+        model.check_input(inputs), noise) for jit in (False, True)]
+    (plain_loss, plain_grads), (xla_loss, xla_grads) = results
+    np.testing.assert_allclose(xla_loss, plain_loss, rtol=1e-5)
+    used = [(g0, g1) for g0, g1 in zip(plain_grads, xla_grads) if g0 is not None]
+    assert len(used) > 10
+    for g0, g1 in used:
+        np.testing.assert_allclose(g1, g0, rtol=2e-4, atol=2e-5)
+    assert type(model).supports_jit

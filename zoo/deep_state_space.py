@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -58,6 +59,14 @@ class _Net(NamedTuple):
     posterior: object
     zq0: object
     message: bool = False  # q = prior x Gaussian message of the RNN (structured networks)
+
+
+def _repeat_rows(a, k: int):
+    """``tf.repeat(a, k, axis=0)`` by broadcasting: the gradient of tf.repeat's Tile inside a
+    tf.scan needs the multiples as a compile-time constant, which XLA cannot get."""
+    a = tf.convert_to_tensor(a)
+    ones = tf.ones([1, k] + [1] * (a.shape.rank - 1), a.dtype)
+    return tf.reshape(a[:, None] * ones, [-1] + a.shape[1:].as_list())
 
 
 def _step_prior(prior: dict, first: dict, later):
@@ -160,9 +169,9 @@ class DeepStateSpaceModel(LatentVariableModel):
     export_adapter = "deep_state_space"
     binarizes_inputs = False
     default_initializer = "glorot"
-    # XLA needs compile-time shapes in the gradient of the time loop over variable-length
-    # sequences, which TF 2.21 cannot give it.
-    supports_jit = False
+    # The time loops compile under XLA, gradient included (no tf.broadcast_to / tf.repeat in
+    # their bodies: their gradients need forward shapes as compile-time constants).
+    supports_jit = True
 
     def __init__(
         self,
@@ -623,7 +632,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         beta = tf.cast(self.posterior.kl_weight, md)
 
         def propose(z_prev, e):
-            rep = lambda a: tf.repeat(a, k, axis=0)  # noqa: E731  [batch, ...] -> [batch*K, ...]
+            rep = functools.partial(_repeat_rows, k=k)  # [batch, ...] -> [batch*K, ...]
             z_prev = tf.reshape(z_prev, [-1, d])
             c = rep(e["conditions"]) if "conditions" in e else None
             if self.initial_loc is None:  # the old model: z_1 from the transition of z_0
