@@ -147,8 +147,8 @@ def _check_train(train: dict, model_cls) -> None:
     if train["jit"] and not getattr(model_cls, "supports_jit", True):
         raise ConfigError(
             f"train.jit is not supported for {model_cls.__name__}: XLA cannot compile the "
-            f"gradient of its time loop (tf.scan over variable-length sequences / per-step "
-            f"Jacobians) in TF 2.21; train without --jit")
+            f"gradient of its time loop (the per-step Jacobians taken inside tf.scan) in "
+            f"TF 2.21; train without --jit")
 
 
 def _number(value) -> bool:
