@@ -36,14 +36,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
 
-from benchmarks import bench_dssm, common, filters  # noqa: E402
+from benchmarks import bench_dssm, common, filters, references  # noqa: E402
 from zoo import datasets  # noqa: E402
 from zoo.deep_state_space import DeepKalmanFilter  # noqa: E402
 from zoo.particle_filter import ParticleFilter  # noqa: E402
 
-tfd = tfp.distributions
 
 FULL = dict(
     pendulum=dict(train=1000, test=200, length=100, epochs=80, filter_epochs=20, latent_dim=4,
@@ -259,21 +257,7 @@ def speed_section(cfg, results):
         ours_fn = tf.function(lambda noise: pf.scan_filter(
             tf.constant(obs), tf.ones([b, length], f64), noise, init, trans, emit,
             "systematic", 0.5).log_likelihood)
-        tobs = tf.constant(np.repeat(y[:, None, None], b, 1))
-
-        @tf.function
-        def theirs_fn(seed, n=n):
-            out = tfp.experimental.mcmc.particle_filter(
-                observations=tobs,
-                initial_state_prior=tfd.MultivariateNormalDiag(
-                    tf.fill([b, 1], tf.constant(1000.0, f64)),
-                    tf.fill([b, 1], tf.constant(1e5**0.5, f64))),
-                transition_fn=lambda _, x: tfd.MultivariateNormalDiag(
-                    x, tf.constant([1469.1**0.5], f64)),
-                observation_fn=lambda _, x: tfd.MultivariateNormalDiag(
-                    x, tf.constant([15099.0**0.5], f64)),
-                num_particles=n, seed=seed)
-            return tf.reduce_sum(out[3], 0)
+        theirs_fn = references.tfp_nile_particle_filter(np.repeat(y[:, None, None], b, 1), n)
 
         times = {"ours": [], "tfp": []}
         logz = {"ours": [], "tfp": []}

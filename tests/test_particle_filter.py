@@ -5,14 +5,13 @@ means against the Kalman means, and log Z-hat against TFP's particle_filter."""
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_probability as tfp
 
+from benchmarks import references
 from zoo.kalman_filter import KalmanFilterModel
 from zoo.layers import particle_filter as pf
 from zoo.layers import resampling
 from zoo.particle_filter import ParticleFilter, linear_gaussian_functions
 
-tfd = tfp.distributions
 Z = 4.0  # standard errors allowed in a Monte Carlo assertion
 
 
@@ -115,22 +114,7 @@ def test_nile_filtered_means_converge_to_kalman(nile):
 def test_nile_agrees_with_tfp_particle_filter(nile):
     y, exact, runs = nile
     b, n = 200, 100
-    obs = tf.constant(np.repeat(y[0][:, None, :], b, 1))  # [time, batch, 1]
-    f64 = tf.float64
-
-    @tf.function
-    def tfp_run(seed):
-        out = tfp.experimental.mcmc.particle_filter(
-            observations=obs,
-            initial_state_prior=tfd.MultivariateNormalDiag(
-                tf.fill([b, 1], tf.constant(1000.0, f64)),
-                tf.fill([b, 1], tf.constant(1e5**0.5, f64))),
-            transition_fn=lambda _, x: tfd.MultivariateNormalDiag(
-                x, tf.constant([1469.1**0.5], f64)),
-            observation_fn=lambda _, x: tfd.MultivariateNormalDiag(
-                x, tf.constant([15099.0**0.5], f64)),
-            num_particles=n, seed=seed)  # systematic, ESS < N / 2: as ours
-        return tf.reduce_sum(out[3], 0)
+    tfp_run = references.tfp_nile_particle_filter(np.repeat(y[0][:, None, :], b, 1), n)
 
     theirs = tfp_run(tf.constant([1, 2])).numpy()
     ours = np.concatenate([np.asarray(runs[100].log_likelihood),
@@ -282,15 +266,7 @@ def test_step_converts_to_tflite_builtins_and_matches_tf():
     args = [rng.normal(size=(1, n, 2)), np.log(rng.dirichlet(np.full(n, 0.3)))[None],
             np.zeros(1), rng.normal(size=(1, 1)), np.ones(1), rng.normal(size=(1, n, 2)),
             rng.uniform(size=(1, n))]
-    args = [a.astype(np.float32) for a in args]
-    for detail, value in zip(interpreter.get_input_details(), args):
-        interpreter.set_tensor(detail["index"], value)
-    interpreter.invoke()
-    ref = step(*args)
-    outs = {d["name"]: interpreter.get_tensor(d["index"])
-            for d in interpreter.get_output_details()}
-    for key, got in zip(sorted(ref), [outs[k] for k in sorted(outs)]):
-        np.testing.assert_allclose(got, ref[key], atol=1e-5, err_msg=key)
+    _assert_interpreter_matches(interpreter, step, args, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ over a DKF
@@ -489,6 +465,12 @@ def test_step_with_a_learned_proposal_converts_to_tflite_builtins():
     args = [rng.normal(size=(1, n, 2)), np.log(rng.dirichlet(np.full(n, 0.3)))[None],
             np.zeros(1), rng.normal(size=(1, 2)), np.ones(1), rng.normal(size=(1, n, 2)),
             rng.uniform(size=(1, n)), np.array([[0.2, -0.1, 0.15, 0.15]])]
+    _assert_interpreter_matches(interpreter, step, args, atol=1e-4)
+
+
+def _assert_interpreter_matches(interpreter, step, args, atol):
+    """Run the converted step on ``args`` (cast to float32) and compare every output with the
+    TF step's (outputs paired in name order)."""
     args = [a.astype(np.float32) for a in args]
     for detail, value in zip(interpreter.get_input_details(), args):
         interpreter.set_tensor(detail["index"], value)
@@ -497,4 +479,4 @@ def test_step_with_a_learned_proposal_converts_to_tflite_builtins():
     outs = {d["name"]: interpreter.get_tensor(d["index"])
             for d in interpreter.get_output_details()}
     for key, got in zip(sorted(ref), [outs[k] for k in sorted(outs)]):
-        np.testing.assert_allclose(got, ref[key], atol=1e-4, err_msg=key)
+        np.testing.assert_allclose(got, ref[key], atol=atol, err_msg=key)

@@ -84,13 +84,7 @@ def trajectories(observed, mean, std, path: str, truth=None, title: str | None =
                             label="+/- 2 sd")
         if truth is not None:
             ax.plot(t, np.asarray(truth)[:, i], color="C3", label="truth")
-    axes[0, 0].legend(fontsize=7, loc="upper right")
-    if title:
-        axes[0, 0].set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, path, title)
 
 
 def particle_cloud(observed, cloud, weights, mean, std, path: str, truth=None, exact=None,
@@ -117,7 +111,12 @@ def particle_cloud(observed, cloud, weights, mean, std, path: str, truth=None, e
             ax.plot(t, np.asarray(truth)[:, i], color="C3", label="truth")
         if exact is not None:
             ax.plot(t, np.asarray(exact)[:, i], "--", color="k", lw=1, label="exact Kalman")
-    axes[0, 0].legend(fontsize=7, loc="upper right", ncol=3)
+    return _finish(fig, axes, path, title, ncol=3)
+
+
+def _finish(fig, axes, path, title, ncol: int = 1):
+    """Legend and title on the first panel, then save ``fig`` to ``path`` and close it."""
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncol=ncol)
     if title:
         axes[0, 0].set_title(title, fontsize=9)
     fig.tight_layout()
