@@ -37,6 +37,7 @@ prior, so $\log w = \log N(x; z, 1)$):
 
 >>> import math
 >>> import tensorflow as tf
+>>> from zoo.layers.smc_bound import smc_bound
 >>> def propose(prev, e):
 ...     z = prev + e["eps"]
 ...     return z, -0.5 * tf.square(e["x"][:, None] - z) - 0.5 * math.log(2 * math.pi)
