@@ -164,8 +164,8 @@ class DeepStateSpaceModel(LatentVariableModel):
     default_inference = "st-r"
     default_transition = "mlp"
     default_filter = "rnn"
-    inference_choices = INFERENCE
     default_structured_posterior = "message"
+    inference_choices = INFERENCE
     export_adapter = "deep_state_space"
     binarizes_inputs = False
     default_initializer = "glorot"
@@ -212,12 +212,12 @@ class DeepStateSpaceModel(LatentVariableModel):
         check_choice("emission", emission, EMISSIONS)
         check_choice("likelihood", likelihood, LIKELIHOODS)
         check_choice("initial_state", initial_state, INITIAL_STATES)
+        structured_posterior = structured_posterior or self.default_structured_posterior
         check_choice("structured_posterior", structured_posterior, ("message", "combiner"))
         check_choice("rnn_cell", rnn_cell, RNN_CELLS)
-        smc_bound.check_objective(objective, num_particles, resample)
         initializer = initializer or self.default_initializer
         check_choice("initializer", initializer, INITIALIZERS)
-        structured_posterior = structured_posterior or self.default_structured_posterior
+        smc_bound.check_objective(objective, num_particles, resample)
         if filter_inference == "auto":
             filter_inference = None if inference in CAUSAL else self.default_filter
         if filter_inference is not None:
@@ -1196,9 +1196,9 @@ class DeepMarkovModel(DeepStateSpaceModel):
     default_inference = "st-r"
     default_transition = "gated"
     default_filter = "rnn"
-    inference_choices = STRUCTURED
     # The paper's (and Pyro's) tanh combiner: the message form's draws iterate the gated
     # transition and can run away early in training (see ``structured_posterior``).
     default_structured_posterior = "combiner"
+    inference_choices = STRUCTURED
     # torch's U(+-1/sqrt(fan_in)) kernels: Glorot's start the KL near 3x higher (issue 17)
     default_initializer = "fan_in"
