@@ -498,6 +498,34 @@ class ParticleFilter(ZooModel, keras.Model):
             out = out + np.asarray(params.observation_offset)
         return out
 
+    def smooth(self, observations, observed=None, *, num_paths: int = 100,
+               num_particles=None, seed: int = 0) -> dict:
+        """Backward-simulation smoother (Godsill, Doucet & West 2004,
+        :mod:`layers.particle_smoother`) over this filter's clouds, for a linear-Gaussian
+        ``state_model``: ``smoothed_means`` [batch, time, n], ``smoothed_covs`` [batch, time,
+        n, n] (of ``num_paths`` equally weighted trajectories) and the ``paths`` [batch,
+        num_paths, time, n]; they converge to the RTS smoother's moments as the particles and
+        paths grow. ``observed`` [batch, time]: 0 marks a missing frame."""
+        from zoo.layers import particle_smoother as ps
+
+        if self.state_model is None or self.deep:
+            raise NotImplementedError(
+                "ParticleFilter.smooth needs the transition density: it is wired for a "
+                "linear-Gaussian state_model (KalmanFilterModel) only; for other models use "
+                "layers.particle_smoother.backward_simulation with your transition_log_prob")
+        inputs = self._inputs(observations, observed)
+        self.state_model._ensure_built(inputs["observations"].shape)
+        y, seen, fns, *_ = self._pieces(inputs, "float64")
+        params = self.state_model.state_space_params()
+        clouds = ps.filter_clouds(y, *fns, num_particles=num_particles or self.num_particles,
+                                  observed=seen, seed=seed, scheme=self.resample,
+                                  threshold=self.threshold)
+        paths = ps.backward_simulation(clouds.particles, clouds.log_weights,
+                                       ps.linear_gaussian_transition_log_prob(params),
+                                       num_paths, seed=seed + 1)
+        mean, cov = ps.smoothed_moments(paths)
+        return {"smoothed_means": mean, "smoothed_covs": cov, "paths": paths}
+
     def particle_cloud(self, inputs, seed=0, num_particles=None, dtype=None) -> dict:
         """Every frame's particles and weights for a few sequences, by the same step the
         filter scans (eagerly): ``particles`` [batch, time, N, n], ``log_weights`` [batch,
