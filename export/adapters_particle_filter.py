@@ -151,13 +151,9 @@ def export_step(functions, particles, log_weights, started, observation, observe
     later, out = pf.particle_filter_step(state, observation, transition_sample,
                                          emission_log_prob, eps, u, observed, scheme,
                                          threshold, method, proposal, step_input)
-    x0, correction = tf.cast(initial_sample(eps), particles.dtype), None
-    if initial_proposal is not None:  # as layers.particle_filter.scan_filter's frame 0
-        proposed, correction = initial_proposal(step_input, eps)
-        seen = tf.cast(observed, particles.dtype) > 0.5
-        x0 = tf.where(seen[:, None, None], tf.cast(proposed, x0.dtype), x0)
-        correction = tf.cast(correction, x0.dtype)
-        correction = tf.where(seen[:, None], correction, tf.zeros_like(correction))
+    x0, correction = pf.initial_particles(
+        lambda e: tf.cast(initial_sample(e), particles.dtype), eps, observed,
+        initial_proposal, step_input)
     start, out0 = pf.initial_step(x0, observation, emission_log_prob, observed, correction)
 
     def pick(a, b_):

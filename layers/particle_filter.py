@@ -136,10 +136,26 @@ def propose(parents, transition_sample: Callable, noise, observed=None,
     prior = _transition(transition_sample, parents, noise, step_input)
     if proposal is None:
         return prior, None
-    particles, log_correction = proposal(parents, step_input, noise)
-    seen = _observed_flags(observed, tf.shape(parents)[0], parents.dtype)
-    particles = tf.where(seen[:, None, None], tf.cast(particles, parents.dtype), prior)
-    log_correction = tf.cast(log_correction, parents.dtype)
+    return _where_observed(observed, *proposal(parents, step_input, noise), prior)
+
+
+def initial_particles(initial_sample: Callable, noise, observed=None,
+                      initial_proposal: Optional[Callable] = None, step_input=None):
+    """Frame 0's particles [batch, N, n] and log-weight correction (None for the bootstrap
+    filter): ``initial_proposal``'s draws where the frame is observed, p(x_0)'s (correction
+    0) where it is missing; as :func:`propose` for the later frames."""
+    prior = initial_sample(noise)
+    if initial_proposal is None:
+        return prior, None
+    return _where_observed(observed, *initial_proposal(step_input, noise), prior)
+
+
+def _where_observed(observed, particles, log_correction, fallback):
+    """A proposal's ``particles`` and ``log_correction`` where the frame is observed, the
+    ``fallback`` draws (correction 0) where it is missing."""
+    seen = _observed_flags(observed, tf.shape(fallback)[0], fallback.dtype)
+    particles = tf.where(seen[:, None, None], tf.cast(particles, fallback.dtype), fallback)
+    log_correction = tf.cast(log_correction, fallback.dtype)
     return particles, tf.where(seen[:, None], log_correction, tf.zeros_like(log_correction))
 
 
@@ -257,16 +273,9 @@ def scan_filter(observations, observed, noise, initial_sample: Callable,
     y_t = tf.transpose(observations, [1, 0, 2])
     seen_t = tf.transpose(observed)
     in_t = None if step_inputs is None else tf.transpose(step_inputs, [1, 0, 2])
-    particles, log_correction = initial_sample(init_eps), None
-    if initial_proposal is not None:
-        proposed, log_correction = initial_proposal(None if in_t is None else in_t[0],
-                                                    init_eps)
-        seen = _observed_flags(seen_t[0], tf.shape(particles)[0], particles.dtype)
-        particles = tf.where(seen[:, None, None], tf.cast(proposed, particles.dtype),
-                             particles)
-        log_correction = tf.cast(log_correction, particles.dtype)
-        log_correction = tf.where(seen[:, None], log_correction,
-                                  tf.zeros_like(log_correction))
+    particles, log_correction = initial_particles(initial_sample, init_eps, seen_t[0],
+                                                  initial_proposal,
+                                                  None if in_t is None else in_t[0])
     state, first = initial_step(particles, y_t[0], emission_log_prob, seen_t[0],
                                 log_correction)
     arrays = [tf.TensorArray(x.dtype, size=time).write(0, x) for x in first]

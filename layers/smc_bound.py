@@ -70,12 +70,6 @@ class SMCBound(NamedTuple):
     log_weights: tf.Tensor  # [batch, K]: their normalized log-weights
 
 
-def log_mean_exp(log_weights, axis: int = -1):
-    """log (1/K) sum_k exp(log_weights): the IWAE bound from per-trajectory log-weights."""
-    k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
-    return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(k)
-
-
 def smc_bound(propose: Callable, initial, elems, mask, uniforms=None,
               scheme: str = "systematic", threshold: float = 0.5) -> SMCBound:
     """IWAE (``uniforms`` None) or FIVO bound over time; see the module docstring.

@@ -540,11 +540,8 @@ class ParticleFilter(ZooModel, keras.Model):
         batch, time = int(y.shape[0]), int(y.shape[1])
         init_eps, trans_eps, res_u = pf.draw_noise(seed, batch, time - 1, n, dim, dtype)
         at = (lambda t: None) if step_inputs is None else (lambda t: step_inputs[:, t])
-        particles, correction = initial(init_eps), None
-        if initial_proposal is not None:
-            particles, correction = pf.propose(particles, lambda p, e, *_: p, init_eps,
-                                               seen[:, 0], lambda _, i, e: initial_proposal(
-                                                   i, e), at(0))
+        particles, correction = pf.initial_particles(initial, init_eps, seen[:, 0],
+                                                     initial_proposal, at(0))
         state, step = pf.initial_step(particles, y[:, 0], emission, seen[:, 0], correction)
         clouds, weights, means, covs = [state.particles], [state.log_weights], [
             step.filtered_mean], [step.filtered_cov]
