@@ -263,3 +263,12 @@ def test_time_loop_gradient_compiles_under_xla(cls, extra):
     for g0, g1 in used:
         np.testing.assert_allclose(g1, g0, rtol=2e-4, atol=2e-5)
     assert type(model).supports_jit
+
+
+def test_a_dmm_config_saved_before_the_initializer_option_says_glorot():
+    """The DMM's default initializer is now "fan_in"; a config without the key (saved before
+    it) describes the model as it was trained: Glorot kernels."""
+    config = DeepMarkovModel(observation_shape=(4,), seed=0, **TINY).get_config()
+    assert config["initializer"] == "fan_in"
+    del config["initializer"]
+    assert DeepMarkovModel.from_config(config).initializer == "glorot"

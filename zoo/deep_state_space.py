@@ -1069,9 +1069,11 @@ class DeepStateSpaceModel(LatentVariableModel):
     @classmethod
     def from_config(cls, config):
         # Files saved before the learned initial distribution and the filter network have
-        # neither key: they keep their model (z_1 from the transition of z_0), no filter.
+        # neither key: they keep their model (z_1 from the transition of z_0), no filter; and
+        # their kernels were drawn by Keras' default (the DMM's "fan_in" came later).
         config = {"initial_state": "transition", "filter_inference": None,
-                  "structured_posterior": "combiner", "objective": "elbo", **config}
+                  "structured_posterior": "combiner", "objective": "elbo",
+                  "initializer": "glorot", **config}
         return super().from_config(config)
 
 
