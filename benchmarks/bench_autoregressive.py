@@ -22,6 +22,13 @@ FVSBN 97.45 and NADE 88.86 (as tabulated by Larochelle & Murray 2011 / Uria et a
 with a diagonal posterior 89.9 vs planar flow k = 80 85.1 (our VAE rows: ``--only "VAE diag"
 "VAE IAF" "VAE planar"``, a K-sample importance-weighted bound).
 
+Learning curves (``--curve 1,2,5,10``): FVSBN, MADE (1 mask), TFP's MADE and MADE (32 masks)
+trained side by side, one whole epoch of each in turn (the order rotating every epoch, so load
+from other processes lands on all alike), with the validation and test NLL of each after the
+listed epochs; the row's result is the test NLL at the listed epoch of best validation NLL
+(early stopping on the valid split, never on test). ``--json PATH`` writes the curve after
+every checkpoint (atomically).
+
 Run: ``python benchmarks/bench_autoregressive.py --quick`` (minutes on 2 cores).
 """
 
@@ -42,29 +49,42 @@ PUBLISHED = {"FVSBN": 97.45, "NADE": 88.86, "MADE (1 mask)": None, "MADE (32 mas
              "VAE diagonal (IWAE bound)": 89.9}
 
 
-def load_data(dataset: str, train_examples: int, test_examples: int | None, seed: int):
+def load_data(dataset: str, train_examples: int, test_examples: int | None, seed: int,
+              valid_examples: int | None = None, with_valid: bool = False):
     """Flat binary train / test arrays: a seeded random subset of the train split, the whole
-    test split unless ``test_examples`` (then a seeded random subset)."""
+    test split unless ``test_examples`` (then a seeded random subset). With ``with_valid``
+    also the valid split (whole, or a seeded random subset of ``valid_examples``), returned
+    between train and test."""
     from zoo.datasets import load_arrays
 
+    splits = ("train", "valid", "test") if with_valid else ("train", "test")
     try:
         if dataset == "binarized_mnist":
-            train = load_arrays("binarized_mnist", "train")["image"]
-            test = load_arrays("binarized_mnist", "test")["image"]
+            arrays = [load_arrays("binarized_mnist", split)["image"] for split in splits]
         else:
             raise LookupError
     except Exception as err:  # noqa: BLE001 - fall back to the offline subset
         if dataset == "binarized_mnist":
             print(f"binarized_mnist unavailable ({type(err).__name__}); using mnist5k static")
         dataset = "mnist5k"
-        train = load_arrays("mnist5k", "train", binarize="static")["image"]
-        test = load_arrays("mnist5k", "test", binarize="static")["image"]
+        if with_valid:
+            raise ValueError("mnist5k has no valid split; the learning curve needs "
+                             "binarized_mnist (its valid split selects the epoch).") from err
+        arrays = [load_arrays("mnist5k", split, binarize="static")["image"] for split in splits]
+    train, test = arrays[0], arrays[-1]
+    # The draws in this order (train always, as the rows measured before the valid split was
+    # added: the whole train split comes back permuted) keep their subsets reproducible.
     rng = np.random.RandomState(seed)
     train = train[rng.choice(len(train), min(train_examples, len(train)), replace=False)]
     if test_examples is not None and test_examples < len(test):
         test = test[rng.choice(len(test), test_examples, replace=False)]
     flat = lambda a: a.reshape(len(a), -1).astype("float32")  # noqa: E731
-    return dataset, flat(train), flat(test)
+    if not with_valid:
+        return dataset, flat(train), flat(test)
+    valid = arrays[1]
+    if valid_examples is not None and valid_examples < len(valid):
+        valid = valid[rng.choice(len(valid), valid_examples, replace=False)]
+    return dataset, flat(train), flat(valid), flat(test)
 
 
 class EpochTimer:
@@ -266,6 +286,184 @@ def tfp_maf(train, test, args):
             "step": lambda: model.train_on_batch(batch, zeros)}
 
 
+class CurveRow:
+    """One system of the learning curve: ``train_epoch()`` runs one whole epoch of ``fit``
+    (returns its seconds), ``nlls(x)`` the mean test NLL(s) in nats of ``x``."""
+
+    def __init__(self, name, train_epoch, nlls):
+        self.name, self.train_epoch, self.nlls = name, train_epoch, nlls
+        self.epoch_seconds, self.points = [], []
+
+
+def ours_curve_row(name, model, train, args):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    done = [0]
+
+    def train_epoch():
+        start = time.perf_counter()
+        model.fit(train, batch_size=args.batch_size, epochs=done[0] + 1, initial_epoch=done[0],
+                  verbose=0, shuffle=True)
+        done[0] += 1
+        return time.perf_counter() - start
+
+    def nlls(x):
+        out = {"nll": -float(np.mean(model.exact_log_likelihood(x, batch_size=500)))}
+        if model.num_members > 1:  # the ensemble above; one mask of it for comparison
+            out["nll_one_mask"] = -float(np.mean(
+                model.exact_log_likelihood(x, member=0, batch_size=500)))
+        return out
+
+    return CurveRow(name, train_epoch, nlls)
+
+
+def tfp_made_curve_row(train, args):
+    """TFP's tf_keras MADE as in :func:`tfp_made`, one epoch per call."""
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    d = train.shape[1]
+    made = tfp.bijectors.AutoregressiveNetwork(params=1, event_shape=[d],
+                                               hidden_units=[args.hidden], activation="relu")
+    x = tf_keras.Input((d,))
+    model = tf_keras.Model(x, tf_keras.layers.Reshape((d,))(made(x)))
+
+    def nll(y_true, y_pred):
+        return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(y_true, y_pred), -1)
+
+    model.compile(tf_keras.optimizers.Adam(args.learning_rate), loss=nll)
+    done = [0]
+
+    def train_epoch():
+        start = time.perf_counter()
+        model.fit(train, train, batch_size=args.batch_size, epochs=done[0] + 1,
+                  initial_epoch=done[0], verbose=0, shuffle=True)
+        done[0] += 1
+        return time.perf_counter() - start
+
+    def nlls(x):
+        out = model.predict(x, batch_size=500, verbose=0)
+        return {"nll": float(np.mean(np.sum(np.logaddexp(0, out) - x * out, -1)))}
+
+    return CurveRow("TFP MADE (1 mask)", train_epoch, nlls)
+
+
+def write_json(path, payload):
+    import json
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def run_curve(args) -> str:
+    """Learning curves on the whole train split: every system one epoch in turn, valid and
+    test NLL after the ``--curve`` epochs; the result is test at the best-valid checkpoint."""
+    import keras
+
+    from benchmarks.common import load_average
+    from zoo.autoregressive import FVSBN, MADE, NADE
+
+    checkpoints = sorted({int(e) for e in args.curve.split(",")})
+    if not checkpoints or checkpoints[0] < 1:
+        raise ValueError(f"--curve takes positive epochs, got {args.curve!r}.")
+    keras.utils.set_random_seed(args.seed)
+    dataset, train, valid, test = load_data(args.dataset, args.train_examples,
+                                            args.test_examples, args.seed,
+                                            args.valid_examples, with_valid=True)
+    shape = (28, 28, 1)
+    builders = {
+        "FVSBN": lambda: ours_curve_row("FVSBN", FVSBN(shape, seed=args.seed), train, args),
+        "MADE (1 mask)": lambda: ours_curve_row(
+            "MADE (1 mask)", MADE(shape, hidden_units=(args.hidden,), hidden_degrees="equal",
+                                  seed=args.seed), train, args),
+        "TFP MADE (1 mask)": lambda: tfp_made_curve_row(train, args),
+        "MADE (32 masks)": lambda: ours_curve_row(
+            f"MADE ({args.masks} masks)", MADE(shape, hidden_units=(args.hidden,),
+                                               num_masks=args.masks, seed=args.seed),
+            train, args),
+        "NADE": lambda: ours_curve_row("NADE", NADE(shape, hidden_units=args.hidden,
+                                                    seed=args.seed), train, args),
+    }
+    names = args.only if args.only is not None else [
+        "FVSBN", "MADE (1 mask)", "TFP MADE (1 mask)", "MADE (32 masks)"]
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        raise ValueError(f"--curve rows are {sorted(builders)}; unknown: {unknown}.")
+    rows = [builders[n]() for n in names if n not in args.skip]
+    started = time.time()
+    header = (f"Data: {dataset}, {len(train)} training examples (shuffled each epoch), "
+              f"{len(valid)} valid and {len(test)} test examples (seeded random subsets where "
+              f"fewer than the split's 10,000); batch {args.batch_size}, Adam "
+              f"{args.learning_rate}, hidden {args.hidden}, seed {args.seed}; epochs "
+              "interleaved (one of each system in turn, the order rotating).")
+    print(header, flush=True)
+
+    def payload(done):
+        return {"header": header, "args": vars(args), "epochs_done": done,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "load_average": load_average(),
+                "rows": [{"name": r.name, "epoch_seconds": r.epoch_seconds,
+                          "points": r.points} for r in rows]}
+
+    for epoch in range(1, checkpoints[-1] + 1):
+        shift = (epoch - 1) % len(rows)
+        for row in rows[shift:] + rows[:shift]:
+            row.epoch_seconds.append(row.train_epoch())
+        print(f"epoch {epoch}: " + ", ".join(f"{r.name} {r.epoch_seconds[-1]:.1f} s"
+                                             for r in rows)
+              + f" (load {load_average()})", flush=True)
+        if epoch in checkpoints:
+            for row in rows:
+                start = time.perf_counter()
+                point = {"epoch": epoch, "valid": row.nlls(valid), "test": row.nlls(test)}
+                point["eval_seconds"] = time.perf_counter() - start
+                row.points.append(point)
+                print(f"  {row.name} after {epoch}: valid {point['valid']}, test "
+                      f"{point['test']} ({point['eval_seconds']:.0f} s)", flush=True)
+            if args.json:
+                write_json(args.json, payload(epoch))
+    table = curve_table(payload(checkpoints[-1])["rows"], args.masks)
+    print(header + "\n\n" + table, flush=True)
+    return table
+
+
+def curve_table(rows, masks: int = 32) -> str:
+    """Test NLL (valid NLL) after each checkpoint, the best-valid checkpoint's test NLL, the
+    steady epoch time (median after the first) and its ratio to TFP's MADE; ``rows`` as in
+    the ``--json`` file (name, epoch_seconds, points)."""
+    ref = next((r for r in rows if r["name"] == "TFP MADE (1 mask)"), None)
+    steady = {r["name"]: float(np.median(r["epoch_seconds"][1:] or r["epoch_seconds"]))
+              for r in rows}
+    checkpoints = [p["epoch"] for p in rows[0]["points"]]
+    head = ["model", *[f"epoch {e}" for e in checkpoints], "best valid: epoch, test NLL",
+            "s / epoch", "epoch time vs TFP", "published"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"]]
+        for p in r["points"]:
+            cell = f"{p['test']['nll']:.2f} ({p['valid']['nll']:.2f})"
+            if "nll_one_mask" in p["test"]:
+                cell += f"; one mask {p['test']['nll_one_mask']:.2f}"
+            cells.append(cell)
+        best = min(r["points"], key=lambda p: p["valid"]["nll"])
+        cells.append(f"{best['epoch']}, {best['test']['nll']:.2f}")
+        cells.append(f"{steady[r['name']]:.1f}")
+        cells.append(f"{steady[r['name']] / steady[ref['name']]:.2f}" if ref else "")
+        published = PUBLISHED.get(r["name"].replace(f"{masks} masks", "32 masks"))
+        cells.append("" if published is None else str(published))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Cells: test NLL (valid NLL) in nats after that many whole epochs; the "
+                 f"{masks}-mask MADE is the ensemble log (1/K) sum_k p_k(x) over its masks, "
+                 "with one mask (mask 0) beside it. Epoch time: median of the epochs after the "
+                 "first (which traces).")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small budget (minutes)")
@@ -273,6 +471,13 @@ def main(argv=None) -> str:
                         choices=("binarized_mnist", "mnist5k"))
     parser.add_argument("--train-examples", type=int, default=50000)
     parser.add_argument("--test-examples", type=int, default=None)
+    parser.add_argument("--valid-examples", type=int, default=None,
+                        help="--curve: a seeded random subset of the valid split")
+    parser.add_argument("--curve", default=None,
+                        help="learning curve: comma-separated epochs, e.g. 1,2,5,10")
+    parser.add_argument("--json", default=None, help="--curve: write the curve here")
+    parser.add_argument("--table-from", default=None,
+                        help="print the --curve table of a --json file (e.g. a stopped run)")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -288,6 +493,17 @@ def main(argv=None) -> str:
                         help="K of the VAE rows' importance-weighted test bound")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing repeats")
     args = parser.parse_args(argv)
+    if args.table_from:
+        import json
+
+        with open(args.table_from) as f:
+            saved = json.load(f)
+        table = (saved["header"] + f"\n\nEpochs done: {saved['epochs_done']}.\n\n"
+                 + curve_table(saved["rows"], saved["args"]["masks"]))
+        print(table)
+        return table
+    if args.curve:
+        return run_curve(args)
     if args.quick:  # NADE's [batch, D, H] pre-activations cost ~8 s per step of 100 here
         args.train_examples, args.epochs = min(args.train_examples, 2000), min(args.epochs, 2)
         args.test_examples = min(args.test_examples or 2000, 2000)
