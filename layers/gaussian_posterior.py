@@ -23,6 +23,7 @@ tfd = tfp.distributions
 
 COVARIANCES = ("diag", "lowrank", "full")
 KL_ESTIMATORS = ("analytic", "mc")
+SCALE_ACTIVATIONS = ("softplus", "exp")
 
 
 @register
@@ -57,7 +58,11 @@ class GaussianPosterior(keras.layers.Layer):
         kl: str. ``"analytic"`` or ``"mc"``.
         kl_weight: float. Initial multiplier of the KL loss.
         add_kl_loss: bool. Whether ``call`` adds ``kl_weight * mean(kl)`` with ``add_loss``.
-        min_scale: float. Floor added after softplus to scales (and precision diagonals).
+        min_scale: float. Floor added to scales (and precision diagonals) after the activation.
+        scale_activation: str. How the diagonal family's scale comes from its raw output:
+            ``"softplus"`` (scale = softplus(raw) + min_scale, the default) or ``"exp"`` (raw is
+            the log-variance, scale = exp(raw / 2) + min_scale, as Kingma & Welling 2014 and
+            Burda et al. 2016 write it). ``"exp"`` is for ``covariance="diag"`` only.
         validate_args: bool. Check features for NaN/Inf (skipped under XLA).
         seed: int or None. Seed of the layer's ``SeedGenerator``.
 
@@ -81,6 +86,7 @@ class GaussianPosterior(keras.layers.Layer):
         min_scale: float = 1e-4,
         validate_args: bool = True,
         seed: int | None = None,
+        scale_activation: str = "softplus",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +96,12 @@ class GaussianPosterior(keras.layers.Layer):
         check_choice("kl", kl, KL_ESTIMATORS)
         check_positive("kl_weight", kl_weight, allow_zero=True)
         check_positive("min_scale", min_scale, allow_zero=True)
+        check_choice("scale_activation", scale_activation, SCALE_ACTIVATIONS)
+        if scale_activation != "softplus" and covariance != "diag":
+            raise ValueError(
+                f"scale_activation={scale_activation!r} is defined for covariance='diag' (raw = "
+                f"log-variance); covariance={covariance!r} takes 'softplus'.")
+        self.scale_activation = scale_activation
         self.latent_dim = latent_dim
         self.covariance = covariance
         self.num_samples = num_samples
@@ -132,7 +144,9 @@ class GaussianPosterior(keras.layers.Layer):
         loc = tf.cast(self.loc_dense(features), md)
         raws = [tf.cast(layer(features), md) for layer in self.param_denses]
         if self.covariance == "diag":
-            return {"loc": loc, "scale": tf.nn.softplus(raws[0]) + self.min_scale}
+            positive = (tf.exp(0.5 * raws[0]) if self.scale_activation == "exp"
+                        else tf.nn.softplus(raws[0]))
+            return {"loc": loc, "scale": positive + self.min_scale}
         if self.covariance == "lowrank":
             return {
                 "loc": loc,
@@ -215,6 +229,7 @@ class GaussianPosterior(keras.layers.Layer):
             min_scale=self.min_scale,
             validate_args=self.validate_args,
             seed=self.seed,
+            scale_activation=self.scale_activation,
         )
         return config
 

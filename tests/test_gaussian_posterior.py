@@ -212,3 +212,51 @@ def test_saved_model_reloads_with_equal_outputs(tmp_path):
     noise = np.random.RandomState(2).randn(4, 2).astype("float32")
     model(x, noise=noise)
     run_saving_test(model, lambda m: m.posterior(m.encoder(x), noise=noise), tmp_path)
+
+
+def test_exp_scale_activation_is_the_log_variance_parametrization():
+    """scale_activation='exp': the raw output is log sigma^2 (Kingma & Welling; Burda et al.),
+    scale = exp(raw / 2) + min_scale; log q and the analytic KL follow TFP's diagonal normal;
+    the option survives get_config; other families refuse it by name."""
+    x = _features(batch=4, width=5, dtype="float64", seed=1)
+    layer = GaussianPosterior(3, scale_activation="exp", min_scale=0.0, num_samples=2, seed=0,
+                              dtype="float64")
+    out = layer(x)
+    raw = layer.param_denses[0](x).numpy()
+    loc = layer.loc_dense(x).numpy()
+    np.testing.assert_allclose(out["scale"].numpy(), np.exp(0.5 * raw), rtol=1e-12)
+    q = tfd.Normal(loc[:, None, :], np.exp(0.5 * raw)[:, None, :])
+    np.testing.assert_allclose(out["log_q"].numpy(),
+                               q.log_prob(out["z"]).numpy().sum(-1), rtol=1e-10)
+    kl = tfd.kl_divergence(tfd.Normal(loc, np.exp(0.5 * raw)),
+                             tfd.Normal(np.float64(0.0), np.float64(1.0)))
+    np.testing.assert_allclose(out["kl"].numpy(), kl.numpy().sum(-1), rtol=1e-10)
+    # The default differs: softplus of the same raw output.
+    soft = GaussianPosterior(3, num_samples=2, seed=0, dtype="float64")
+    soft(x)
+    soft.set_weights(layer.get_weights())
+    np.testing.assert_allclose(soft(x)["scale"].numpy(), np.log1p(np.exp(raw)) + 1e-4,
+                               rtol=1e-10)
+    clone = GaussianPosterior.from_config(layer.get_config())
+    assert clone.scale_activation == "exp"
+    assert GaussianPosterior.from_config(
+        {k: v for k, v in soft.get_config().items() if k != "scale_activation"}
+    ).scale_activation == "softplus"
+    with pytest.raises(ValueError, match="scale_activation"):
+        GaussianPosterior(3, covariance="lowrank", scale_activation="exp")
+    with pytest.raises(ValueError, match="scale_activation"):
+        GaussianPosterior(3, scale_activation="relu")
+
+
+def test_vae_scale_activation_reaches_its_posterior_and_config():
+    from zoo import VAE
+
+    model = VAE(input_shape=(6,), latent_dim=2, hidden_units=(8,), scale_activation="exp",
+                seed=0)
+    assert model.posterior.scale_activation == "exp"
+    x = np.random.RandomState(0).rand(5, 6).astype("float32")
+    params = model.encode(x)
+    raw = model.posterior.param_denses[0](model.encoder(x)).numpy()
+    np.testing.assert_allclose(params["scale"].numpy(), np.exp(0.5 * raw) + 1e-4, rtol=1e-5)
+    clone = VAE.from_config(model.get_config())
+    assert clone.posterior.scale_activation == "exp"

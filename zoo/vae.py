@@ -137,6 +137,9 @@ class VAE(ImageLatentModel):
             log|det J_k| (the IWAE weights use it), and the KL term becomes the single-sample
             Monte Carlo log q(z_K|x) - log p(z_K) whatever ``kl_estimator`` says.
         flow_steps: int. Number K of flow steps (with ``posterior_flow``).
+        scale_activation: str. ``"softplus"`` (default) or ``"exp"``: the diagonal posterior's
+            scale as exp(raw / 2), raw the predicted log-variance, as Kingma & Welling 2014 and
+            Burda et al. 2016 parametrize it (``GaussianPosterior``).
         seed: int or None. Seed of the posterior's sampler.
 
     Example:
@@ -170,6 +173,7 @@ class VAE(ImageLatentModel):
         posterior_flow: str | None = None,
         flow_steps: int = 2,
         seed: int | None = None,
+        scale_activation: str = "softplus",
         **kwargs,
     ):
         super().__init__(input_shape, active_units_dim=latent_dim, **kwargs)
@@ -214,8 +218,9 @@ class VAE(ImageLatentModel):
                                     activation)
         self.posterior = GaussianPosterior(
             latent_dim, covariance=covariance, kl=kl_estimator, kl_weight=kl_weight,
-            add_kl_loss=False, seed=seed, name="posterior",
+            add_kl_loss=False, seed=seed, scale_activation=scale_activation, name="posterior",
         )
+        self.scale_activation = scale_activation
         self.posterior_flow = posterior_flow
         self.flow_steps = int(flow_steps)
         self.flow = None
@@ -335,6 +340,7 @@ class VAE(ImageLatentModel):
             posterior_flow=self.posterior_flow,
             flow_steps=self.flow_steps,
             seed=self.seed,
+            scale_activation=self.scale_activation,
         )
         return config
 
