@@ -116,43 +116,125 @@ def train_sklearn(train, hidden, epochs, batch, lr, seed):
     return (model.components_.T, model.intercept_visible_, model.intercept_hidden_), seconds
 
 
-def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, betas):
+def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, betas,
+                   state_dir=None, cd_steps=None, check_betas=None):
     """Both RBMs trained side by side, each evaluated by our AIS after the epochs in
-    ``checkpoints``: ours by further ``fit`` epochs (its chains and optimizer state carry on),
-    scikit-learn's by ``partial_fit`` over the same unshuffled mini-batches its ``fit`` uses
-    (its persistent hidden samples carry on). Returns rows (epoch, system, log p, SE, log Z).
+    ``checkpoints``: ours by further one-epoch ``fit`` calls (its chains and optimizer state
+    carry on), scikit-learn's by ``partial_fit`` over the same unshuffled mini-batches its
+    ``fit`` uses (its persistent hidden samples carry on). The two are timed epoch by epoch
+    in turn (interleaved, so a change of load hits both). Returns rows (epoch, system,
+    log p, SE, log Z, seconds of training so far).
 
     The two run the same PCD-1 statistics with one difference in the chains: scikit-learn
     keeps the hidden sample h and draws the negative v ~ p(v | h) with the current
     parameters (h itself was drawn under the previous ones); ours keeps v and runs a full
-    sweep h ~ p(h | v), v ~ p(v | h) under the current ones."""
+    sweep h ~ p(h | v), v ~ p(v | h) under the current ones.
+
+    ``cd_steps``: train ours with CD-k from the data instead (scikit-learn has only PCD-1,
+    so it is left out). ``state_dir``: after each checkpoint both models and the rows are
+    saved there (atomically) and a rerun with the same arguments resumes after the last
+    checkpoint saved (the shuffling noise then differs from an unbroken run's).
+    ``check_betas``: after the last checkpoint, log Z of both models again with this many
+    temperatures (AIS convergence check)."""
+    import pickle
+
     import keras
     from sklearn.neural_network import BernoulliRBM
     from zoo import RBM
 
     keras.utils.set_random_seed(seed)
-    ours = RBM(train.shape[1], hidden_dim=hidden, training="pcd", cd_steps=1,
-               num_chains=batch, seed=seed)
+    if cd_steps:
+        ours = RBM(train.shape[1], hidden_dim=hidden, training="cd", cd_steps=cd_steps,
+                   seed=seed)
+    else:
+        ours = RBM(train.shape[1], hidden_dim=hidden, training="pcd", cd_steps=1,
+                   num_chains=batch, seed=seed)
     ours.compile(optimizer=keras.optimizers.SGD(lr))
-    theirs = BernoulliRBM(n_components=hidden, learning_rate=lr, batch_size=batch,
-                          random_state=seed)
-    rows, done = [], 0
-    for epoch in sorted(checkpoints):
-        ours.fit(train, epochs=epoch - done, batch_size=batch, shuffle=True, verbose=0)
+    theirs = None if cd_steps else BernoulliRBM(n_components=hidden, learning_rate=lr,
+                                                batch_size=batch, random_state=seed)
+    rows, done, seconds = [], 0, {"zoo.RBM": 0.0, "sklearn": 0.0}
+    saved = os.path.join(state_dir, "curve.json") if state_dir else None
+    if saved and os.path.exists(saved):
+        with open(saved) as f:
+            state = json.load(f)
+        rows, done, seconds = [tuple(r) for r in state["rows"]], state["done"], state["seconds"]
+        ours.load_weights(os.path.join(state_dir, "ours.weights.h5"))
+        if theirs is not None:
+            with open(os.path.join(state_dir, "sklearn.pkl"), "rb") as f:
+                theirs = pickle.load(f)
+        print(f"  resumed after epoch {done} from {state_dir}", flush=True)
+    for epoch in sorted(e for e in checkpoints if e > done):
         for _ in range(epoch - done):
-            for i in range(0, len(train), batch):
-                theirs.partial_fit(train[i:i + batch])
+            start = time.perf_counter()
+            ours.fit(train, epochs=1, batch_size=batch, shuffle=True, verbose=0)
+            seconds["zoo.RBM"] += time.perf_counter() - start
+            if theirs is not None:
+                start = time.perf_counter()
+                for i in range(0, len(train), batch):
+                    theirs.partial_fit(train[i:i + batch])
+                seconds["sklearn"] += time.perf_counter() - start
         done = epoch
-        p = ours.params()
-        for name, params in (("zoo.RBM", (p.weights.numpy(), p.visible_bias.numpy(),
-                                          p.hidden_bias.numpy())),
-                             ("sklearn", (theirs.components_.T, theirs.intercept_visible_,
-                                          theirs.intercept_hidden_))):
+        for name, params in _curve_params(ours, theirs):
             ll, se, log_z, log_z_se, _ = ais_test_log_likelihood(params, train, test, chains,
                                                                   betas, seed)
-            rows.append((epoch, name, ll, math.hypot(se, log_z_se), log_z))
-            print(f"  epoch {epoch} {name}: {ll:.2f} (log Z {log_z:.2f})", flush=True)
-    return rows
+            rows.append((epoch, name, ll, math.hypot(se, log_z_se), log_z, seconds[name]))
+            print(f"  epoch {epoch} {name}: {ll:.2f} ± {rows[-1][3]:.2f} (log Z {log_z:.2f}),"
+                  f" trained {seconds[name]:.0f} s; load {_load()}", flush=True)
+        if state_dir:
+            os.makedirs(state_dir, exist_ok=True)
+            tmp = os.path.join(state_dir, "tmp.weights.h5")
+            ours.save_weights(tmp)
+            os.replace(tmp, os.path.join(state_dir, "ours.weights.h5"))
+            if theirs is not None:
+                _write_atomic(os.path.join(state_dir, "sklearn.pkl"), pickle.dumps(theirs))
+            _write_atomic(saved, json.dumps({"rows": rows, "done": done,
+                                             "seconds": seconds}).encode())
+    checks = []
+    if check_betas:
+        for name, params in _curve_params(ours, theirs):
+            for num in (betas, check_betas):
+                start = time.perf_counter()
+                ll, se, log_z, log_z_se, _ = ais_test_log_likelihood(
+                    params, train, test, chains, num, seed + 1)
+                checks.append((name, num, ll, log_z, log_z_se, time.perf_counter() - start))
+                print(f"  AIS check {name}, {num} temperatures (seed {seed + 1}): log Z "
+                      f"{log_z:.2f} ± {log_z_se:.3f}, test {ll:.2f}, "
+                      f"{checks[-1][-1]:.0f} s", flush=True)
+    return rows, checks
+
+
+def _curve_params(ours, theirs):
+    p = ours.params()
+    out = [("zoo.RBM", (p.weights.numpy(), p.visible_bias.numpy(), p.hidden_bias.numpy()))]
+    if theirs is not None:
+        out.append(("sklearn", (theirs.components_.T, theirs.intercept_visible_,
+                                theirs.intercept_hidden_)))
+    return out
+
+
+def _write_atomic(path, data: bytes):
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+
+
+def _load():
+    return "%.1f" % os.getloadavg()[0]
+
+
+def pin_threads(n: int) -> str:
+    """Both systems on ``n`` threads: TensorFlow's intra- and inter-op pools and the BLAS /
+    OpenMP pools scikit-learn's NumPy calls use; returns a description of what is in force."""
+    import tensorflow as tf
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
+    threadpool_limits(n)
+    pools = ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info())
+    return (f"TensorFlow intra-op {tf.config.threading.get_intra_op_parallelism_threads()}, "
+            f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()}; "
+            f"NumPy/scikit-learn pools: {pools}")
 
 
 def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
@@ -305,6 +387,14 @@ def main(argv=None):
                         help="only the DBM's curve: comma-separated joint epochs, e.g. 1,3,6")
     parser.add_argument("--curve", default=None,
                         help="only the learning curve: comma-separated epochs, e.g. 1,2,5,10")
+    parser.add_argument("--state-dir", default=None,
+                        help="--curve: save both models after each checkpoint here and resume")
+    parser.add_argument("--cd-steps", type=int, default=None,
+                        help="--curve: train ours with CD-k (no scikit-learn row)")
+    parser.add_argument("--check-betas", type=int, default=None,
+                        help="--curve: at the end, AIS again with this many temperatures")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="pin TensorFlow and scikit-learn's BLAS to this many threads")
     args = parser.parse_args(argv)
     quick = args.quick
     epochs = args.epochs or (1 if quick else 20)
@@ -319,6 +409,8 @@ def main(argv=None):
 
     import keras
 
+    if args.threads:
+        print("threads:", pin_threads(args.threads))
     keras.utils.set_random_seed(args.seed)
     dataset, train, test = load_data(args.dataset, train_n, test_n, args.seed)
     print(f"{dataset}: {len(train)} training, {len(test)} test examples; hidden {args.hidden},"
@@ -339,17 +431,40 @@ def main(argv=None):
         return
     if args.curve:
         checkpoints = [int(e) for e in args.curve.split(",")]
-        rows = learning_curve(train, test, args.hidden, checkpoints, args.batch_size,
-                              args.learning_rate, args.seed, args.ais_chains, betas)
+        rows, checks = learning_curve(train, test, args.hidden, checkpoints, args.batch_size,
+                                      args.learning_rate, args.seed, args.ais_chains, betas,
+                                      args.state_dir, args.cd_steps, args.check_betas)
+        ours_name = f"zoo.RBM (CD-{args.cd_steps})" if args.cd_steps else "zoo.RBM (PCD-1)"
         table = {}
-        for epoch, name, ll, se, log_z in rows:
-            table.setdefault(epoch, {})[name] = f"{ll:.2f} ± {se:.2f} (log Z {log_z:.1f})"
+        for epoch, name, ll, se, log_z, secs in rows:
+            table.setdefault(epoch, {})[name] = (f"{ll:.2f} ± {se:.2f} (log Z {log_z:.1f})",
+                                                 secs)
+        names = ["zoo.RBM"] + ([] if args.cd_steps else ["sklearn"])
+        header = ["epochs", f"{ours_name} AIS test log p(v)", "train s"]
+        if not args.cd_steps:
+            header += ["sklearn BernoulliRBM AIS test log p(v)", "train s",
+                       "zoo s / sklearn s"]
+        out = []
+        for e, t in table.items():
+            row = [e]
+            for name in names:
+                row += [t[name][0], f"{t[name][1]:.0f}"]
+            if not args.cd_steps:
+                row.append(f"{t['zoo.RBM'][1] / t['sklearn'][1]:.2f}")
+            out.append(row)
         print()
-        print(markdown_table(["epochs", "zoo.RBM AIS test log p(v)",
-                              "sklearn BernoulliRBM AIS test log p(v)"],
-                             [[e, t["zoo.RBM"], t["sklearn"]] for e, t in table.items()]))
+        print(markdown_table(header, out))
+        if checks:
+            print()
+            print(markdown_table(
+                ["system (final epoch)", "AIS temperatures", "log Z", "test log p(v)", "AIS s"],
+                [[n, k, f"{z:.2f} ± {zse:.3f}", f"{ll:.2f}", f"{s:.0f}"]
+                 for n, k, ll, z, zse, s in checks]))
         print()
         print(machine())
+        if args.json:
+            _write_atomic(args.json, json.dumps({"rows": rows, "checks": checks,
+                                                 "args": vars(args)}, indent=1).encode())
         return
     budget = (args.hidden, epochs, args.batch_size, args.learning_rate, args.seed)
     ours, t_ours = train_ours(train, *budget)
