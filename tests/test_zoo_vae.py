@@ -260,3 +260,12 @@ def test_train_step_overheads_are_gone_without_changing_the_numbers(digits):
     model.active_units_in_fit = True
     model.compile(optimizer="adam")  # a new train function
     assert "active_units" in model.fit(digits[:64], batch_size=32, verbose=0).history
+    # fit's per-batch value check (x in [0, 1]) can be left out of the training step only.
+    bad = digits[:64] * 16.0
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 1\]"):
+        model.fit(bad, batch_size=32, verbose=0)
+    model.input_checks_in_fit = False
+    model.compile(optimizer="adam")
+    model.fit(bad, batch_size=32, verbose=0)  # trains on it: the caller opted out
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 1\]"):
+        model.evaluate(bad, verbose=0)
