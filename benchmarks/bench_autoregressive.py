@@ -374,6 +374,8 @@ def run_curve(args) -> str:
     dataset, train, valid, test = load_data(args.dataset, args.train_examples,
                                             args.test_examples, args.seed,
                                             args.valid_examples, with_valid=True)
+    train_eval = train[np.random.RandomState(args.seed + 1).choice(
+        len(train), min(args.train_eval_examples, len(train)), replace=False)]
     shape = (28, 28, 1)
     builders = {
         "FVSBN": lambda: ours_curve_row("FVSBN", FVSBN(shape, seed=args.seed), train, args),
@@ -420,10 +422,13 @@ def run_curve(args) -> str:
             for row in rows:
                 start = time.perf_counter()
                 point = {"epoch": epoch, "valid": row.nlls(valid), "test": row.nlls(test)}
+                if len(train_eval):
+                    point["train"] = row.nlls(train_eval)
                 point["eval_seconds"] = time.perf_counter() - start
                 row.points.append(point)
                 print(f"  {row.name} after {epoch}: valid {point['valid']}, test "
-                      f"{point['test']} ({point['eval_seconds']:.0f} s)", flush=True)
+                      f"{point['test']}, train {point.get('train')} "
+                      f"({point['eval_seconds']:.0f} s)", flush=True)
             if args.json:
                 write_json(args.json, payload(epoch))
     table = curve_table(payload(checkpoints[-1])["rows"], args.masks)
@@ -448,6 +453,8 @@ def curve_table(rows, masks: int = 32) -> str:
             cell = f"{p['test']['nll']:.2f} ({p['valid']['nll']:.2f})"
             if "nll_one_mask" in p["test"]:
                 cell += f"; one mask {p['test']['nll_one_mask']:.2f}"
+            if "train" in p:
+                cell += f" [train {p['train']['nll']:.2f}]"
             cells.append(cell)
         best = min(r["points"], key=lambda p: p["valid"]["nll"])
         cells.append(f"{best['epoch']}, {best['test']['nll']:.2f}")
@@ -457,7 +464,8 @@ def curve_table(rows, masks: int = 32) -> str:
         cells.append("" if published is None else str(published))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Cells: test NLL (valid NLL) in nats after that many whole epochs; the "
+    lines.append("Cells: test NLL (valid NLL) [NLL of a random subset of the training examples, "
+                 "where measured] in nats after that many whole epochs; the "
                  f"{masks}-mask MADE is the ensemble log (1/K) sum_k p_k(x) over its masks, "
                  "with one mask (mask 0) beside it. Epoch time: median of the epochs after the "
                  "first (which traces).")
@@ -476,6 +484,9 @@ def main(argv=None) -> str:
     parser.add_argument("--curve", default=None,
                         help="learning curve: comma-separated epochs, e.g. 1,2,5,10")
     parser.add_argument("--json", default=None, help="--curve: write the curve here")
+    parser.add_argument("--train-eval-examples", type=int, default=0,
+                        help="--curve: also the NLL of a seeded random subset of this many "
+                             "training examples (overfitting or underfitting?)")
     parser.add_argument("--table-from", default=None,
                         help="print the --curve table of a --json file (e.g. a stopped run)")
     parser.add_argument("--epochs", type=int, default=50)
