@@ -82,7 +82,11 @@ def test_filter_objective_trains_only_the_filter_network(cls):
     np.testing.assert_allclose(z1.std(0), s0, rtol=4 / np.sqrt(2 * n))
 
 
-def test_fit_filter_moves_only_the_filter(tmp_path):
+@pytest.mark.parametrize("target", [None, "posterior"])
+def test_fit_filter_moves_only_the_filter(target):
+    """fit_filter trains the filter network alone, on dreams (the model's filter_target) or,
+    with target="posterior", on the learning network's posterior of the real sequences; the
+    model's own filter_target is restored afterwards."""
     model = DeepKalmanFilter(observation_shape=(4,), seed=0, **TINY)
     x = _binary(n=16)
     filter_weights = (model.filter_posterior.trainable_weights
@@ -91,14 +95,49 @@ def test_fit_filter_moves_only_the_filter(tmp_path):
     before = [v.numpy().copy() for v in frozen]
     filt_before = model.filter(x).filtered_means.numpy()
     history = model.fit_filter({"observations": x}, epochs=3, batch_size=8,
-                               learning_rate=1e-2)
+                               learning_rate=1e-2, target=target)
     assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.filter_target == "dreams"
     for a, v in zip(before, frozen):
         np.testing.assert_array_equal(a, v.numpy(), err_msg=v.path)
     assert not np.allclose(filt_before, model.filter(x).filtered_means.numpy())
     assert all(any(v is w for w in model.trainable_weights) for v in frozen + filter_weights)
     with pytest.raises(ValueError, match="separate filter"):
         DeepKalmanFilter(observation_shape=(4,), inference="rnn", **TINY).fit_filter(x)
+
+
+def test_filter_on_the_posterior_of_real_sequences():
+    """filter_target="posterior": the filter network's objective is -sum_t log q_psi(z_t |
+    x_1..x_t) at z drawn from the learning network's posterior of the REAL sequence (equal to
+    the hand-computed Gaussian NLL at fixed noise); no gradient reaches the generative model
+    or the learning network through it (fit_filter with it: the test above); the option
+    survives get_config; bad values name the argument."""
+    model = DeepKalmanFilter(observation_shape=(4,), likelihood="gaussian", seed=0,
+                             filter_target="posterior", **TINY)
+    rng = np.random.RandomState(0)
+    x = rng.randn(5, 6, 4).astype("float32")
+    inputs = model.check_input(x)
+    noise = rng.randn(5, 6, 3).astype("float32")
+    filter_vars = [v for layer in model._filter_layers() for v in layer.trainable_variables]
+    others = [v for v in model.trainable_variables if not any(v is w for w in filter_vars)]
+    with tf.GradientTape(persistent=True) as tape:
+        t = model.trajectory(inputs, noise)
+        f = model._filter_terms(inputs, t)
+    q = model.filter(x)
+    want = -np.sum(-0.5 * ((t["z"].numpy() - q.filtered_means.numpy()) / q.filtered_scales
+                           .numpy()) ** 2 - np.log(q.filtered_scales.numpy())
+                   - 0.5 * np.log(2 * np.pi), axis=(1, 2))
+    np.testing.assert_allclose(f["filter_nll"], want, rtol=1e-5)
+    assert all(g is None for g in tape.gradient(f["objective"], others))
+    assert all(g is not None and np.any(g.numpy())
+               for g in tape.gradient(f["objective"], filter_vars))
+    assert DeepKalmanFilter.from_config(model.get_config()).filter_target == "posterior"
+    dreams = DeepKalmanFilter(observation_shape=(4,), likelihood="gaussian", seed=0, **TINY)
+    assert dreams.filter_target == "dreams"
+    with pytest.raises(ValueError, match="filter_target"):
+        DeepKalmanFilter(observation_shape=(4,), filter_target="smoother", **TINY)
+    with pytest.raises(ValueError, match="target"):
+        dreams.fit_filter({"observations": x}, target="smoother")
 
 
 def test_files_saved_before_issue_18_load_with_their_model(tmp_path):
