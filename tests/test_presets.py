@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import VAE, KalmanFilter, presets
+from zoo import VAE, DeepKalmanFilter, KalmanFilter, presets
 
 VAE_PRESET = "vae_mnist_burda_k1"
 NILE_PRESET = "nile_kalman"
+PENDULUM_PRESET = "pendulum_dkf"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def test_unknown_or_foreign_preset_gives_a_clear_error():
         VAE.from_preset("mnist")
     with pytest.raises(ValueError, match=f"is a VAE, not a KalmanFilterModel.*VAE.from_preset"):
         KalmanFilter.from_preset(VAE_PRESET)
-    assert {VAE_PRESET, NILE_PRESET} <= set(presets.list_presets())
+    assert {VAE_PRESET, NILE_PRESET, PENDULUM_PRESET} <= set(presets.list_presets())
     files = presets.preset_files(VAE_PRESET)
     for name in ("config.json", "model.weights.h5", "MODEL_CARD.md", "reference.npz",
                  "model_float32.tflite", "model_float32.tflite.json"):
@@ -74,6 +75,36 @@ def test_nile_preset_filters_like_its_reference_and_its_tflite_step_agrees():
         state = result["state"]
         estimates.append(result["estimate"][0, 0])
     np.testing.assert_allclose(estimates, ref["filtered_means"][0, :, 0], rtol=1e-4)
+
+
+def test_pendulum_dkf_preset_filters_like_its_reference_and_its_tflite_step_agrees():
+    """The pendulum DKF (issue 18's recipe, learned from observations alone) reproduces its
+    stored filtered and smoothed means on three test sequences with missing frames, and its
+    exported q-RNN filter_step, streamed frame by frame in LiteRT, gives the same estimates;
+    its card's measured angle RMSE is that of a trained filter."""
+    pytest.importorskip("ai_edge_litert")
+    from zoo.export.runtime import StreamingFilter
+
+    model = DeepKalmanFilter.from_preset(PENDULUM_PRESET)
+    ref = presets.reference(PENDULUM_PRESET)
+    inputs = {"observations": ref["observations"], "observed": ref["observed"]}
+    out = model.filter(inputs)
+    np.testing.assert_allclose(out.filtered_means, ref["filtered_means"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.filtered_scales, ref["filtered_scales"], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(out.observation_means, ref["observation_means"], rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(model.smooth({"observations": ref["observations"]})
+                               .smoothed_means, ref["smoothed_means"], rtol=1e-5, atol=1e-5)
+    stream = StreamingFilter(presets.preset_files(PENDULUM_PRESET)["model_float32.tflite"])
+    for i in range(len(ref["observations"])):
+        got = stream.run(ref["observations"][i], observed=ref["observed"][i])
+        np.testing.assert_allclose(got["estimate"], ref["filtered_means"][i], rtol=1e-4,
+                                   atol=1e-4)
+        np.testing.assert_allclose(got["observation_mean"], ref["observation_means"][i],
+                                   rtol=1e-4, atol=1e-4)
+    metrics = presets.preset_config(PENDULUM_PRESET)["metrics"]
+    assert metrics["filter_angle_rmse"] < 0.1, metrics["filter_angle_rmse"]
 
 
 def test_every_preset_file_is_package_data():
