@@ -238,10 +238,12 @@ def pin_threads(n: int) -> str:
 
 
 def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
-              betas, seed):
+              betas, seed, check_betas=None):
     """Our DBM after ``pretrain_epochs`` of each doubled RBM, evaluated after the joint
     epochs in ``checkpoints`` (AIS log Z and the mean-field bound per test example); rows
-    (joint epochs, bound, SE, log Z, seconds of training so far)."""
+    (joint epochs, bound, SE, log Z, seconds of training so far). ``check_betas``: after
+    the last checkpoint, log Z again with ``betas`` and with this many temperatures (another
+    seed), printed (AIS convergence check)."""
     import keras
     from zoo import DBM
 
@@ -263,6 +265,15 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
         rows.append((joint, float(bound.mean()), se, float(ais.log_z), seconds))
         print(f"  DBM joint epoch {joint}: bound {rows[-1][1]:.2f} ± {se:.2f}, log Z "
               f"{rows[-1][3]:.2f}, {seconds:.0f} s", flush=True)
+    if check_betas:
+        unnormalized = model.unnormalized_bound(test)
+        for num in (betas, check_betas):
+            start = time.perf_counter()
+            ais = model.log_partition(num_chains=chains, num_betas=num, seed=seed + 1)
+            print(f"  AIS check DBM, {num} temperatures (seed {seed + 1}): log Z "
+                  f"{float(ais.log_z):.2f} ± {float(ais.log_z_std_err):.3f}, bound "
+                  f"{float(unnormalized.mean()) - float(ais.log_z):.2f}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
     return rows
 
 
@@ -381,6 +392,9 @@ def main(argv=None):
     parser.add_argument("--ais-betas", type=int, default=None)
     parser.add_argument("--dbm-epochs", type=int, default=None)
     parser.add_argument("--dbm-pretrain-epochs", type=int, default=None)
+    parser.add_argument("--dbm-learning-rate", type=float, default=None,
+                        help="SGD rate of the DBM's pretraining and joint updates "
+                             "(default: --learning-rate / 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the numbers to this file")
     parser.add_argument("--dbm-curve", default=None,
@@ -402,6 +416,7 @@ def main(argv=None):
     train_n = args.train_examples or (5000 if quick else None)
     test_n = args.test_examples or (1000 if quick else None)
     dbm_epochs = args.dbm_epochs if args.dbm_epochs is not None else (1 if quick else 20)
+    dbm_lr = args.dbm_learning_rate or args.learning_rate / 5
     dbm_pre = (args.dbm_pretrain_epochs if args.dbm_pretrain_epochs is not None
                else (1 if quick else 5))
 
@@ -418,9 +433,10 @@ def main(argv=None):
           f"AIS {args.ais_chains} chains x {betas} temperatures; load {load_average()}")
     if args.dbm_curve:
         dims = (args.hidden, 2 * args.hidden)
+        print(f"DBM {dims[0]}-{dims[1]}: SGD lr {dbm_lr} (pretraining and joint)")
         rows = dbm_curve(train, test, dims, [int(e) for e in args.dbm_curve.split(",")],
-                         args.batch_size, args.learning_rate / 5, dbm_pre, args.ais_chains,
-                         betas, args.seed)
+                         args.batch_size, dbm_lr, dbm_pre, args.ais_chains,
+                         betas, args.seed, args.check_betas)
         print()
         print(markdown_table(
             ["joint epochs (after 2 x %d pretraining)" % dbm_pre, "AIS test lower bound",
@@ -505,7 +521,7 @@ def main(argv=None):
     if dbm_epochs > 0:
         dims = (args.hidden, 2 * args.hidden)
         bound, se, log_z, log_z_se, seconds = train_dbm(
-            train, test, dims, dbm_epochs, args.batch_size, args.learning_rate / 5, dbm_pre,
+            train, test, dims, dbm_epochs, args.batch_size, dbm_lr, dbm_pre,
             args.ais_chains, betas, args.seed)
         print()
         print(markdown_table(
