@@ -84,7 +84,8 @@ register("dkf", ModelEntry(
     {"model": {"latent_dim": 16, "rnn_units": 128, "emission_units": [200]},
      "train": {"batch_size": 50, "epochs": 10, "eval_samples": 20, "eval_examples": 100}},
     "Deep Kalman Filter (Krishnan et al. 2015): learned with ST-R, filtered by a q-RNN "
-    "trained on the model's dreams (issue 18); actions, time gaps",
+    "trained on the model's dreams (model.filter_target=posterior: on ST-R's posterior of the "
+    "data; issue 18); actions, time gaps",
     _SERIES_DEFAULTS,
     smoke={"dataset": "healing_mnist",
            "config": {"model": {"latent_dim": 4, "rnn_units": 16, "emission_units": [32]},
