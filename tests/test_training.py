@@ -522,3 +522,26 @@ def test_piecewise_schedule_and_optimizer_options_reach_the_optimizer():
             ({"optimizer": "sgd", "optimizer_options": {"momentum": -1}}, ">= 0")]:
         with pytest.raises(training.ConfigError, match=message):
             training.resolve_config("vae", "digits", {"train": train})
+
+
+def test_ctrl_c_is_recorded_and_raised_at_the_next_batch_end():
+    """A SIGINT during fit is not raised where it lands (a finalizer would swallow it) but
+    at the next batch end or epoch start; a second one raises at once; the handler before
+    fit comes back afterwards."""
+    import signal
+
+    from zoo.training.loop import InterruptAtBatchEnd
+
+    before = signal.getsignal(signal.SIGINT)
+    with InterruptAtBatchEnd() as stop:
+        assert signal.getsignal(signal.SIGINT) == stop._handle
+        stop.on_train_batch_end(0)  # nothing requested: no-op
+        stop._handle(signal.SIGINT, None)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            stop.on_train_batch_end(1)
+        with pytest.raises(KeyboardInterrupt):
+            stop.on_epoch_begin(2)
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) == before

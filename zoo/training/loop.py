@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -128,6 +130,48 @@ class StopOnNaN(keras.callbacks.Callback):
                 f"from the last good checkpoint).")
             self.checkpoint.stopped_on_nan = True
             self.model.stop_training = True
+
+
+class InterruptAtBatchEnd(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) during ``fit`` stops training at the end of the running batch.
+
+    Python's own handler raises KeyboardInterrupt wherever the main thread happens to be, and
+    when that is a finalizer (TensorFlow frees iterators and tensors in ``__del__`` all the
+    time) the exception is printed as "ignored" and training runs on: a real Ctrl-C was lost
+    that way under load. Used as a context manager around ``fit`` (main thread only), this
+    records the signal and raises KeyboardInterrupt from the next batch's end instead; a second
+    Ctrl-C raises at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def _check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_epoch_begin(self, epoch, logs=None):  # a Ctrl-C during validation
+        self._check()
 
 
 def _validate(model, arrays: dict, split: str) -> None:
@@ -256,10 +300,16 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
     train_data = run_data.train_stream(cls, x, y, config, initial_epoch)
     stopped, history = None, {}
     try:
-        history = model.fit(train_data, validation_data=valid_data,
-                            epochs=train_cfg["epochs"], initial_epoch=initial_epoch,
-                            steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                            verbose=_verbose(), shuffle=False).history
+        with InterruptAtBatchEnd() as interrupt:
+            history = model.fit(train_data, validation_data=valid_data,
+                                epochs=train_cfg["epochs"], initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch,
+                                callbacks=[*callbacks, interrupt],
+                                verbose=_verbose(), shuffle=False).history
+        if interrupt.requested:  # Ctrl-C in the last epoch's validation: training is done
+            log(f"\nInterrupted after the last epoch: its checkpoint is kept in "
+                f"{os.path.join(run_dir, 'checkpoints')}; `--resume` evaluates it.")
+            return RunResult(run_dir, history, {}, "interrupted", model)
     except KeyboardInterrupt:
         epoch = nan_stop.epoch
         log(f"\nInterrupted during epoch {epoch + 1}: the checkpoint of the last finished epoch "
