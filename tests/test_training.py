@@ -545,3 +545,7 @@ def test_ctrl_c_is_recorded_and_raised_at_the_next_batch_end():
         with pytest.raises(KeyboardInterrupt):
             stop._handle(signal.SIGINT, None)
     assert signal.getsignal(signal.SIGINT) == before
+    with InterruptAtBatchEnd() as stop:
+        stop._previous = None  # as when the handler before was set outside Python
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, before)

@@ -145,6 +145,7 @@ class InterruptAtBatchEnd(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.requested = False
+        self._installed = False
         self._previous = None
 
     def _handle(self, signum, frame):
@@ -155,12 +156,15 @@ class InterruptAtBatchEnd(keras.callbacks.Callback):
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        if self._installed:
+            # None: the handler before was not set from Python; Python's own is the fallback.
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None
+                          else signal.default_int_handler)
+            self._installed, self._previous = False, None
         return False
 
     def _check(self):
@@ -307,8 +311,9 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
                                 callbacks=[*callbacks, interrupt],
                                 verbose=_verbose(), shuffle=False).history
         if interrupt.requested:  # Ctrl-C in the last epoch's validation: training is done
-            log(f"\nInterrupted after the last epoch: its checkpoint is kept in "
-                f"{os.path.join(run_dir, 'checkpoints')}; `--resume` evaluates it.")
+            log(f"\nInterrupted after the last epoch, before the evaluation: the trained "
+                f"model is {os.path.join(run_dir, 'last.keras')}; `zoo-evaluate {run_dir} "
+                f"--which last` evaluates it.")
             return RunResult(run_dir, history, {}, "interrupted", model)
     except KeyboardInterrupt:
         epoch = nan_stop.epoch
