@@ -103,24 +103,6 @@ def trained_recipe(cfg, train, cache=CACHE):
     return model, seconds
 
 
-def _readout(latents, target, cfg, seed=1):
-    """bench_dssm's MLP readout (64-64, Adam 3e-3, batch 500) fitted on (latents, target)."""
-    keras.utils.set_random_seed(seed)
-    d = latents.shape[-1]
-    readout = keras.Sequential([keras.Input((d,)), keras.layers.Dense(64, activation="relu"),
-                                keras.layers.Dense(64, activation="relu"),
-                                keras.layers.Dense(3)])
-    readout.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
-    readout.fit(latents.reshape(-1, d), target.reshape(-1, 3), batch_size=500,
-                epochs=cfg["readout_epochs"], verbose=0)
-
-    def apply(lat):
-        out = readout.predict(lat.reshape(-1, d), verbose=0, batch_size=4096)
-        return out.reshape(*lat.shape[:2], 3)
-
-    return apply
-
-
 def _pf_means(model, proposal, n, obs, cfg, seed):
     """Filtered latent particle means [batch, time, d] and log Z-hat [batch], by chunks of
     sequences (memory), with the chunk's own seed."""
@@ -151,11 +133,8 @@ def pendulum_section(cfg, results, train_only=False):
     def add_readout(name, out, seconds, extra=""):
         add(name, np.arctan2(out[..., 0], out[..., 1]), out[..., 2], seconds, extra)
 
-    init = np.stack([np.arctan2(y[:, 0, 0], y[:, 0, 1]), np.zeros(len(y))], -1)
     start = time.perf_counter()
-    ekf0 = filters.extended_kalman_filter(y, **{**filters.ekf_arguments(system),
-                                                "initial_mean": init,
-                                                "initial_cov": np.diag([0.1**2, 1.0])})
+    ekf0 = filters.ekf_from_first_angle(y, system)
     add("EKF started at atan2(y_0) (true model)", ekf0.means[..., 0], ekf0.means[..., 1],
         time.perf_counter() - start)
     start = time.perf_counter()
@@ -170,7 +149,7 @@ def pendulum_section(cfg, results, train_only=False):
     start = time.perf_counter()
     q_train = model.filter(train["observations"]).filtered_means.numpy()
     q_test = model.filter(test["observations"]).filtered_means.numpy()
-    readout = _readout(q_train, target, cfg)
+    readout = bench_dssm.mlp_readout(q_train, target, cfg["readout_epochs"])
     add_readout("DKF recipe: q-RNN filter (learned model)", readout(q_test),
                 time.perf_counter() - start)
 
@@ -187,7 +166,7 @@ def pendulum_section(cfg, results, train_only=False):
             add_readout(name + " (q-RNN readout)", readout(means), seconds)
             sub_means, _ = _pf_means(model, proposal, n, train["observations"][subset], cfg,
                                      seed=2)
-            own = _readout(sub_means, target[subset], cfg)
+            own = bench_dssm.mlp_readout(sub_means, target[subset], cfg["readout_epochs"])
             add_readout(name + f" (readout refit on its own means, {len(subset)} train seqs)",
                         own(means), seconds)
             per_step = logz / cfg["length"]

@@ -174,6 +174,14 @@ def ekf_arguments(system: dict) -> dict:
     return {k: system[k] for k in keys}
 
 
+def ekf_from_first_angle(y, system: dict):
+    """The pendulum EKF started at the angle of the first observation, atan2(y_0) (angle sd
+    0.1, velocity 0 with sd 1): a common fix for the EKF's prior-moment start."""
+    init = np.stack([np.arctan2(y[:, 0, 0], y[:, 0, 1]), np.zeros(len(y))], -1)
+    return extended_kalman_filter(y, **{**ekf_arguments(system), "initial_mean": init,
+                                        "initial_cov": np.diag([0.1**2, 1.0])})
+
+
 def pf_arguments(system: dict) -> dict:
     keys = ("transition_fn", "measurement_fn", "noise_factor", "observation_cov",
             "initial_sampler")

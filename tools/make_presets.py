@@ -211,34 +211,20 @@ def nile_preset(run_dir: str, out_root: str, name: str):
 
 
 def _pendulum_readout_rmse(model, train, test, epochs, smoother=False):
-    """bench_dssm's protocol: an MLP 64-64 from the filtered latent means (``smoother``: the
-    ST-R smoother's, not causal) to (sin a, cos a, w) fitted on the TRAINING split (the latent
-    space is identified only up to a transform); wrapped-angle and velocity RMSE on the test
-    split, and per-sequence angle RMSEs."""
-    from benchmarks import filters
+    """bench_dssm's protocol: its MLP readout from the filtered latent means (``smoother``: the
+    ST-R smoother's, not causal) to (sin a, cos a, w), fitted on the TRAINING split;
+    wrapped-angle and velocity RMSE on the test split, and per-sequence angle RMSEs."""
+    from benchmarks import bench_dssm
 
-    d = model.latent_dim
-    states = test["states"].astype("float64")
-    train_states = train["states"].astype("float64")
-    target = np.stack([np.sin(train_states[..., 0]), np.cos(train_states[..., 0]),
-                       train_states[..., 1]], -1).reshape(-1, 3)
     def latents(x):
         return (model.smooth(x).smoothed_means if smoother else model.filter(x).filtered_means)
 
-    lat_train = latents(train["observations"]).numpy().reshape(-1, d)
-    lat_test = latents(test["observations"]).numpy()
-    keras.utils.set_random_seed(1)
-    readout = keras.Sequential([keras.Input((d,)), keras.layers.Dense(64, activation="relu"),
-                                keras.layers.Dense(64, activation="relu"),
-                                keras.layers.Dense(3)])
-    readout.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
-    readout.fit(lat_train, target, batch_size=500, epochs=epochs, verbose=0)
-    out = readout.predict(lat_test.reshape(-1, d), verbose=0, batch_size=4096).reshape(
-        *lat_test.shape[:2], 3)
-    da = filters.wrap_angle(np.arctan2(out[..., 0], out[..., 1]) - states[..., 0])
-    dv = out[..., 2] - states[..., 1]
-    return (float(np.sqrt(np.mean(da**2))), float(np.sqrt(np.mean(dv**2))),
-            np.sqrt(np.mean(da**2, 1)))
+    target = bench_dssm._readout_targets(train["states"].astype("float64"))
+    out = bench_dssm.mlp_readout(latents(train["observations"]).numpy(), target,
+                                 epochs)(latents(test["observations"]).numpy())
+    angle, velocity, per_seq, _ = bench_dssm._state_errors(
+        np.arctan2(out[..., 0], out[..., 1]), out[..., 2], test["states"].astype("float64"))
+    return float(angle), float(velocity), np.sqrt(per_seq)
 
 
 def _pendulum_ekf_rmse(test):
@@ -247,11 +233,7 @@ def _pendulum_ekf_rmse(test):
     from benchmarks import filters
 
     y, states = test["observations"].astype("float64"), test["states"].astype("float64")
-    system = filters.pendulum_system(test)
-    init = np.stack([np.arctan2(y[:, 0, 0], y[:, 0, 1]), np.zeros(len(y))], -1)
-    ekf = filters.extended_kalman_filter(y, **{**filters.ekf_arguments(system),
-                                               "initial_mean": init,
-                                               "initial_cov": np.diag([0.1**2, 1.0])})
+    ekf = filters.ekf_from_first_angle(y, filters.pendulum_system(test))
     da = filters.wrap_angle(ekf.means[..., 0] - states[..., 0])
     return float(np.sqrt(np.mean(da**2)))
 
@@ -308,6 +290,7 @@ def pendulum_dkf_preset(run_dir: str, out_root: str, name: str):
                "fit_filter_seconds": seconds, "evaluation": evaluation,
                "tflite_parity": sidecar.get("parity")}
     m = config["model"]
+    command = COMMANDS[name].replace("PENDULUM_FILTER_EPOCHS", str(PENDULUM_FILTER_EPOCHS))
     card = f"""# {name}: a Deep Kalman Filter of the noisy pendulum, learned from observations alone
 
 - **Model**: `zoo.DeepKalmanFilter` (issue 18's recipe): latent {m.get('latent_dim')}, MLP
@@ -341,9 +324,8 @@ def pendulum_dkf_preset(run_dir: str, out_root: str, name: str):
   `model_float32.tflite.json`; `reference.npz`: the first {steps} steps of three test
   sequences (a seeded random choice), frames {missing} marked missing, with their filtered
   means and scales, observation means and the smoother's means.
-- **Command**: `{COMMANDS[name].replace('PENDULUM_FILTER_EPOCHS', str(PENDULUM_FILTER_EPOCHS))}`
+- **Command**: `{command}`
 """
-    command = COMMANDS[name].replace("PENDULUM_FILTER_EPOCHS", str(PENDULUM_FILTER_EPOCHS))
     return presets.write_preset(model, name, out_root, metrics, command, card, arrays, files)
 
 
