@@ -44,6 +44,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import Timing, measure  # noqa: E402
+from zoo.training.checkpoint import atomic_write_json  # noqa: E402
 
 PUBLISHED = {"FVSBN": 97.45, "NADE": 88.86, "MADE (1 mask)": None, "MADE (32 masks)": 86.64,
              "VAE diagonal (IWAE bound)": 89.9}
@@ -350,15 +351,6 @@ def tfp_made_curve_row(train, args):
     return CurveRow("TFP MADE (1 mask)", train_epoch, nlls)
 
 
-def write_json(path, payload):
-    import json
-
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
 def run_curve(args) -> str:
     """Learning curves on the whole train split: every system one epoch in turn, valid and
     test NLL after the ``--curve`` epochs; the result is test at the best-valid checkpoint."""
@@ -430,7 +422,7 @@ def run_curve(args) -> str:
                       f"{point['test']}, train {point.get('train')} "
                       f"({point['eval_seconds']:.0f} s)", flush=True)
             if args.json:
-                write_json(args.json, payload(epoch))
+                atomic_write_json(args.json, payload(epoch))
     table = curve_table(payload(checkpoints[-1])["rows"], args.masks)
     print(header + "\n\n" + table, flush=True)
     return table

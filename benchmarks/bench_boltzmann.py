@@ -41,6 +41,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zoo.training.checkpoint import atomic_save, atomic_write_json  # noqa: E402
+
 PUBLISHED_RBM = -86.34  # S&M 2008, CD-25, 500 hidden (as quoted in issue 16)
 PUBLISHED_DBM = -84.62  # S&H 2009, 2-layer BM 500-1000, AIS + variational bound
 
@@ -182,13 +184,11 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
                   f" trained {seconds[name]:.0f} s; load {_load()}", flush=True)
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
-            tmp = os.path.join(state_dir, "tmp.weights.h5")
-            ours.save_weights(tmp)
-            os.replace(tmp, os.path.join(state_dir, "ours.weights.h5"))
+            atomic_save(os.path.join(state_dir, "ours.weights.h5"), ours.save_weights)
             if theirs is not None:
-                _write_atomic(os.path.join(state_dir, "sklearn.pkl"), pickle.dumps(theirs))
-            _write_atomic(saved, json.dumps({"rows": rows, "done": done,
-                                             "seconds": seconds}).encode())
+                atomic_save(os.path.join(state_dir, "sklearn.pkl"),
+                            lambda tmp: Path(tmp).write_bytes(pickle.dumps(theirs)))
+            atomic_write_json(saved, {"rows": rows, "done": done, "seconds": seconds})
     checks = []
     if check_betas:
         for name, params in _curve_params(ours, theirs):
@@ -210,12 +210,6 @@ def _curve_params(ours, theirs):
         out.append(("sklearn", (theirs.components_.T, theirs.intercept_visible_,
                                 theirs.intercept_hidden_)))
     return out
-
-
-def _write_atomic(path, data: bytes):
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
 
 
 def _load():
@@ -479,8 +473,7 @@ def main(argv=None):
         print()
         print(machine())
         if args.json:
-            _write_atomic(args.json, json.dumps({"rows": rows, "checks": checks,
-                                                 "args": vars(args)}, indent=1).encode())
+            atomic_write_json(args.json, {"rows": rows, "checks": checks, "args": vars(args)})
         return
     budget = (args.hidden, epochs, args.batch_size, args.learning_rate, args.seed)
     ours, t_ours = train_ours(train, *budget)
@@ -535,9 +528,7 @@ def main(argv=None):
     print()
     print(machine())
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        atomic_write_json(args.json, record)
 
 
 if __name__ == "__main__":
