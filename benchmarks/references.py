@@ -152,21 +152,40 @@ class ReferenceVAE(ReferenceModel):
     """Keras-example VAE: MLP encoder/decoder, diagonal Gaussian q, Bernoulli p(x|z).
 
     Inputs of any shape ``[batch, ...]`` are flattened to ``[batch, input_dim]``.
+    ``objective="iwae"`` trains on Burda et al.'s k-sample bound instead (k =
+    ``num_samples``): the loss is -log (1/k) sum_k w_k with the log-weights of
+    ``log_weights``, put in the reconstruction-loss slot (the KL is inside w; the KL slot is 0).
     """
 
     def __init__(self, input_dim, hidden_units=(500,), latent_dim=20, activation="relu",
-                 seed=None, **kwargs):
+                 objective="elbo", num_samples=1, seed=None, **kwargs):
         super().__init__(input_dim, **kwargs)
+        if objective not in ("elbo", "iwae"):
+            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}.")
+        if objective == "elbo" and num_samples != 1:
+            raise ValueError("the Keras example's ELBO uses one sample: num_samples=1 "
+                             "(num_samples > 1 needs objective='iwae').")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples!r}.")
         self.hidden_units = tuple(hidden_units)
         self.latent_dim = int(latent_dim)
         self.activation = activation
+        self.objective, self.num_samples = objective, int(num_samples)
+        self.iwae_seed = keras.random.SeedGenerator(None if seed is None else seed + 1)
         self.encoder = build_encoder(self.input_dim, self.hidden_units, self.latent_dim,
                                      activation, seed)
         self.decoder = build_decoder(self.input_dim, self.hidden_units, self.latent_dim,
                                      activation)
 
     def losses_per_example(self, x, training=False):
-        """Per-example (reconstruction loss, KL) for one z ~ q(z|x): the Keras example's terms."""
+        """Per-example (reconstruction loss, KL) for one z ~ q(z|x): the Keras example's terms
+        (training with ``objective="iwae"``: (-IWAE_k, 0))."""
+        if training and self.objective == "iwae":
+            eps = keras.random.normal([ops.shape(x)[0], self.num_samples, self.latent_dim],
+                                      seed=self.iwae_seed)
+            log_w = self.log_weights_from_noise(x, eps)
+            bound = tf.reduce_logsumexp(log_w, 1) - math.log(self.num_samples)
+            return -bound, tf.zeros_like(bound)
         z_mean, z_log_var, z = self.encoder(x)
         reconstruction = self.decoder(z)
         reconstruction_loss = keras.losses.binary_crossentropy(x, reconstruction) * self.input_dim
@@ -178,9 +197,13 @@ class ReferenceVAE(ReferenceModel):
 
     def log_weights(self, x, num_samples, seed):
         """[b, k] log p(x, z_k) - log q(z_k | x), z_k = mu + sigma * eps_k."""
-        b, d = tf.shape(x)[0], self.latent_dim
+        eps = tf.random.stateless_normal([tf.shape(x)[0], num_samples, self.latent_dim], seed)
+        return self.log_weights_from_noise(x, eps)
+
+    def log_weights_from_noise(self, x, eps):
+        """``log_weights`` with the standard normal noise ``eps`` [b, k, d] given."""
+        b, num_samples, d = tf.shape(x)[0], tf.shape(eps)[1], self.latent_dim
         z_mean, z_log_var, _ = self.encoder(x)
-        eps = tf.random.stateless_normal([b, num_samples, d], seed)
         z = z_mean[:, None, :] + tf.exp(0.5 * z_log_var)[:, None, :] * eps
         probs = self.decoder(tf.reshape(z, [-1, d]))  # [b * k, D], the sigmoid's own output
         x_rep = tf.repeat(x, num_samples, axis=0)  # row i*k + j is x_i, as z's reshape
@@ -302,7 +325,8 @@ class ReferenceDLGM(ReferenceModel):
 class ReferenceCategoricalVAE(ReferenceModel):
     """Jang et al.'s Gumbel-softmax VAE, written as the authors' notebook does.
 
-    N x K categorical latents with a uniform prior; training feeds the decoder relaxed samples
+    N x K categorical latents with a uniform prior (``prior="learned"``: trainable prior logits
+    [N, K] from zeros, Jang et al.'s paper); training feeds the decoder relaxed samples
     softmax((logits + g) / tau), g ~ Gumbel(0, 1), and subtracts KL(q(z|x) || p(z)) of the
     discrete distributions; tau = max(tau_min, tau_0 exp(-r t)) with t updated every
     ``anneal_every`` steps (``callbacks()``). Evaluation decodes hard one-hot samples of q.
@@ -310,9 +334,14 @@ class ReferenceCategoricalVAE(ReferenceModel):
 
     def __init__(self, input_dim, hidden_units=(512, 256), num_variables=20, num_classes=10,
                  activation="relu", temperature=1.0, min_temperature=0.5, anneal_rate=3e-5,
-                 anneal_every=500, seed=None, **kwargs):
+                 anneal_every=500, prior="uniform", seed=None, **kwargs):
         super().__init__(input_dim, **kwargs)
+        if prior not in ("uniform", "learned"):
+            raise ValueError(f"prior must be 'uniform' or 'learned', got {prior!r}.")
         self.num_variables, self.num_classes = int(num_variables), int(num_classes)
+        self.prior_logits = (self.add_weight(shape=(self.num_variables, self.num_classes),
+                                             initializer="zeros", name="prior_logits")
+                             if prior == "learned" else None)
         self.schedule = (float(temperature), float(min_temperature), float(anneal_rate),
                          int(anneal_every))
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -338,6 +367,12 @@ class ReferenceCategoricalVAE(ReferenceModel):
         logits = tf.reshape(self.encoder(x), [-1, self.num_variables, self.num_classes])
         return tf.nn.log_softmax(logits)
 
+    def log_prior(self):
+        """log p(z_n = c), [N, K] (uniform: -log K)."""
+        if self.prior_logits is None:
+            return tf.fill([self.num_variables, self.num_classes], -math.log(self.num_classes))
+        return tf.nn.log_softmax(self.prior_logits)
+
     def sample(self, log_q, uniform, hard):
         gumbel = -tf.math.log(-tf.math.log(uniform))
         if hard:
@@ -351,7 +386,7 @@ class ReferenceCategoricalVAE(ReferenceModel):
         y = self.sample(log_q, u, hard=not training)
         probs = self.decoder(tf.reshape(y, [-1, self.num_variables * self.num_classes]))
         reconstruction_loss = keras.losses.binary_crossentropy(x, probs) * self.input_dim
-        kl_loss = tf.reduce_sum(tf.exp(log_q) * (log_q + math.log(self.num_classes)), [1, 2])
+        kl_loss = tf.reduce_sum(tf.exp(log_q) * (log_q - self.log_prior()), [1, 2])
         return reconstruction_loss, kl_loss
 
     def call(self, data):
@@ -365,7 +400,7 @@ class ReferenceCategoricalVAE(ReferenceModel):
         u = tf.random.stateless_uniform([b, num_samples, n, k], seed, minval=1e-20, maxval=1.0)
         z = self.sample(log_q, u, hard=True)  # [b, k, N, K] one-hot
         log_qz = tf.reduce_sum(z * log_q, [2, 3])
-        log_pz = -n * math.log(k)
+        log_pz = tf.reduce_sum(z * self.log_prior(), [2, 3])
         probs = self.decoder(tf.reshape(z, [-1, n * k]))
         log_px = bernoulli_log_prob(tf.repeat(x, num_samples, axis=0), probs)
         return tf.reshape(log_px, [b, num_samples]) + log_pz - log_qz
