@@ -89,3 +89,45 @@ def test_burda_schedule_stages():
     values, counts = np.unique(np.round(lr, 12), return_counts=True)
     np.testing.assert_allclose(values[::-1], 1e-3 * 10 ** (-np.arange(8) / 7), rtol=1e-7)
     np.testing.assert_array_equal(counts[::-1], 3 ** np.arange(8))
+
+
+def test_reference_iwae_weights_and_learned_categorical_prior():
+    """ReferenceVAE's k-sample log-weights (its objective='iwae' training bound) and
+    ReferenceCategoricalVAE's learned prior (KL and log-weights) against NumPy."""
+    import tensorflow as tf
+    from scipy.stats import norm
+
+    from benchmarks import references as refs
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((7, 6)) > 0.5).astype("float32")
+    vae = refs.ReferenceVAE(6, hidden_units=(5,), latent_dim=3, activation="tanh",
+                            objective="iwae", num_samples=4, seed=0)
+    eps = rng.normal(size=(7, 4, 3)).astype("float32")
+    log_w = vae.log_weights_from_noise(tf.constant(x), tf.constant(eps)).numpy()
+    mu, log_var, _ = (t.numpy().astype(np.float64) for t in vae.encoder(x))
+    sd = np.exp(0.5 * log_var)[:, None]
+    z = mu[:, None] + sd * eps
+    p = vae.decoder(z.reshape(-1, 3).astype("float32")).numpy().reshape(7, 4, 6)
+    expected = ((x[:, None] * np.log(p) + (1 - x[:, None]) * np.log1p(-p)).sum(-1)
+                + norm.logpdf(z).sum(-1) - norm.logpdf(z, mu[:, None], sd).sum(-1))
+    np.testing.assert_allclose(log_w, expected, rtol=1e-4)
+    loss, kl = vae.losses_per_example(tf.constant(x), training=True)
+    assert loss.shape == (7,) and np.all(kl.numpy() == 0) and np.all(np.isfinite(loss))
+
+    cat = refs.ReferenceCategoricalVAE(6, hidden_units=(), num_variables=2, num_classes=3,
+                                       prior="learned", seed=0)
+    prior = rng.normal(size=(2, 3)).astype("float32")
+    cat.prior_logits.assign(prior)
+    log_q = cat.log_q(tf.constant(x))
+    _, kl = cat.losses_per_example(tf.constant(x))
+    log_prior = prior - np.log(np.exp(prior).sum(-1, keepdims=True))
+    q = np.exp(log_q.numpy())
+    np.testing.assert_allclose(kl, (q * (log_q.numpy() - log_prior)).sum((1, 2)), rtol=1e-5)
+    seed = tf.constant([3, 4])
+    u = tf.random.stateless_uniform([7, 5, 2, 3], seed, minval=1e-20, maxval=1.0)
+    onehot = tf.one_hot(tf.argmax(log_q[:, None] - tf.math.log(-tf.math.log(u)), -1), 3).numpy()
+    p = cat.decoder(onehot.reshape(-1, 6)).numpy().reshape(7, 5, 6)
+    expected = ((x[:, None] * np.log(p) + (1 - x[:, None]) * np.log1p(-p)).sum(-1)
+                + (onehot * (log_prior - log_q.numpy()[:, None])).sum((-2, -1)))
+    np.testing.assert_allclose(cat.log_weights(tf.constant(x), 5, seed), expected, rtol=1e-4)
