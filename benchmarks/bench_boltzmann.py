@@ -23,6 +23,10 @@ the paper in this session); 2-layer DBM 500-1000, -84.62 test / -83.61 train wit
 ln Z = 356.18 (Salakhutdinov & Hinton 2009, the table of partition-function estimates and
 average log-probabilities in the MNIST section).
 
+``--curve`` with ``--lr-decay linear`` or ``inverse``: the SGD rate decreases epoch by epoch,
+set identically on both systems before each epoch (our optimizer's rate variable,
+scikit-learn's ``learning_rate`` attribute, which ``partial_fit`` reads).
+
 Run: ``python benchmarks/bench_boltzmann.py --quick`` (a few minutes on 2 cores).
 """
 
@@ -118,8 +122,35 @@ def train_sklearn(train, hidden, epochs, batch, lr, seed):
     return (model.components_.T, model.intercept_visible_, model.intercept_hidden_), seconds
 
 
+LR_DECAYS = ("constant", "linear", "inverse")
+
+
+def epoch_learning_rate(lr, epoch, decay="constant", budget=None, decay_epochs=None):
+    """The SGD rate of (1-based) ``epoch``: ``constant``: ``lr``; ``linear``: ``lr (budget -
+    epoch + 1) / budget``, a straight line from ``lr`` in the first epoch to ``lr / budget``
+    in the last (``budget`` epochs), i.e. to 0 after it; ``inverse``: ``lr / (1 + (epoch - 1)
+    / decay_epochs)``, halved after ``decay_epochs`` epochs and decreasing as 1/t, so the
+    rates sum to infinity and their squares do not (the Robbins-Monro conditions of the
+    stochastic-approximation proofs for PCD / SML), whatever the budget."""
+    if decay not in LR_DECAYS:
+        raise ValueError(f"unknown learning-rate decay {decay!r}; valid: {', '.join(LR_DECAYS)}")
+    if not (isinstance(epoch, int) and epoch >= 1):
+        raise ValueError(f"epoch must be an integer >= 1, got {epoch!r}")
+    if decay == "linear":
+        if not (isinstance(budget, int) and budget >= epoch):
+            raise ValueError(f"linear decay needs a budget of whole epochs >= epoch {epoch}, "
+                             f"got {budget!r}")
+        return lr * (budget - epoch + 1) / budget
+    if decay == "inverse":
+        if not (decay_epochs and decay_epochs > 0 and math.isfinite(decay_epochs)):
+            raise ValueError(f"inverse decay needs decay_epochs > 0, got {decay_epochs!r}")
+        return lr / (1.0 + (epoch - 1) / decay_epochs)
+    return lr
+
+
 def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, betas,
-                   state_dir=None, cd_steps=None, check_betas=None):
+                   state_dir=None, cd_steps=None, check_betas=None, lr_decay="constant",
+                   lr_decay_epochs=None):
     """Both RBMs trained side by side, each evaluated by our AIS after the epochs in
     ``checkpoints``: ours by further one-epoch ``fit`` calls (its chains and optimizer state
     carry on), scikit-learn's by ``partial_fit`` over the same unshuffled mini-batches its
@@ -137,7 +168,13 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
     saved there (atomically) and a rerun with the same arguments resumes after the last
     checkpoint saved (the shuffling noise then differs from an unbroken run's).
     ``check_betas``: after the last checkpoint, log Z of both models again with this many
-    temperatures (AIS convergence check)."""
+    temperatures (AIS convergence check).
+
+    ``lr_decay`` / ``lr_decay_epochs``: the SGD rate of each epoch (``epoch_learning_rate``,
+    with the last checkpoint as the linear decay's budget), set before the epoch on both:
+    ours' optimizer variable, scikit-learn's ``learning_rate`` (read by ``partial_fit``).
+    The third value returned lists (epoch, our rate, scikit-learn's rate) as read back from
+    the two models after that epoch; a resumed run refuses a different schedule."""
     import pickle
 
     import keras
@@ -154,41 +191,59 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
     ours.compile(optimizer=keras.optimizers.SGD(lr))
     theirs = None if cd_steps else BernoulliRBM(n_components=hidden, learning_rate=lr,
                                                 batch_size=batch, random_state=seed)
-    rows, done, seconds = [], 0, {"zoo.RBM": 0.0, "sklearn": 0.0}
+    budget = max(checkpoints)
+    schedule = {"lr": lr, "decay": lr_decay, "budget": budget if lr_decay == "linear" else None,
+                "decay_epochs": lr_decay_epochs if lr_decay == "inverse" else None}
+    epoch_learning_rate(lr, budget, lr_decay, budget, lr_decay_epochs)  # check the arguments
+    rows, done, seconds, rates = [], 0, {"zoo.RBM": 0.0, "sklearn": 0.0}, []
     saved = os.path.join(state_dir, "curve.json") if state_dir else None
     if saved and os.path.exists(saved):
         with open(saved) as f:
             state = json.load(f)
+        old = state.get("schedule", {"lr": lr, "decay": "constant", "budget": None,
+                                     "decay_epochs": None})  # saved before schedules existed
+        if old != schedule:
+            raise ValueError(f"{saved} was trained with the learning-rate schedule {old}; this "
+                             f"run asks for {schedule}: use another --state-dir")
         rows, done, seconds = [tuple(r) for r in state["rows"]], state["done"], state["seconds"]
+        rates = [tuple(r) for r in state.get("rates", [])]
         ours.load_weights(os.path.join(state_dir, "ours.weights.h5"))
         if theirs is not None:
             with open(os.path.join(state_dir, "sklearn.pkl"), "rb") as f:
                 theirs = pickle.load(f)
         print(f"  resumed after epoch {done} from {state_dir}", flush=True)
     for epoch in sorted(e for e in checkpoints if e > done):
-        for _ in range(epoch - done):
+        for current in range(done + 1, epoch + 1):
+            rate = epoch_learning_rate(lr, current, lr_decay, budget, lr_decay_epochs)
+            ours.optimizer.learning_rate.assign(rate)
             start = time.perf_counter()
             ours.fit(train, epochs=1, batch_size=batch, shuffle=True, verbose=0)
             seconds["zoo.RBM"] += time.perf_counter() - start
             if theirs is not None:
+                theirs.learning_rate = rate
                 start = time.perf_counter()
                 for i in range(0, len(train), batch):
                     theirs.partial_fit(train[i:i + batch])
                 seconds["sklearn"] += time.perf_counter() - start
+            rates.append((current, float(ours.optimizer.learning_rate.numpy()),
+                          None if theirs is None else float(theirs.learning_rate)))
         done = epoch
         for name, params in _curve_params(ours, theirs):
             ll, se, log_z, log_z_se, _ = ais_test_log_likelihood(params, train, test, chains,
                                                                   betas, seed)
             rows.append((epoch, name, ll, math.hypot(se, log_z_se), log_z, seconds[name]))
             print(f"  epoch {epoch} {name}: {ll:.2f} ± {rows[-1][3]:.2f} (log Z {log_z:.2f}),"
-                  f" trained {seconds[name]:.0f} s; load {_load()}", flush=True)
+                  f" trained {seconds[name]:.0f} s, last epoch's rate "
+                  f"{rates[-1][1 if name == 'zoo.RBM' else 2]:.4g};"
+                  f" load {_load()}", flush=True)
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
             atomic_save(os.path.join(state_dir, "ours.weights.h5"), ours.save_weights)
             if theirs is not None:
                 atomic_save(os.path.join(state_dir, "sklearn.pkl"),
                             lambda tmp: Path(tmp).write_bytes(pickle.dumps(theirs)))
-            atomic_write_json(saved, {"rows": rows, "done": done, "seconds": seconds})
+            atomic_write_json(saved, {"rows": rows, "done": done, "seconds": seconds,
+                                      "schedule": schedule, "rates": rates})
     checks = []
     if check_betas:
         for name, params in _curve_params(ours, theirs):
@@ -200,7 +255,7 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
                 print(f"  AIS check {name}, {num} temperatures (seed {seed + 1}): log Z "
                       f"{log_z:.2f} ± {log_z_se:.3f}, test {ll:.2f}, "
                       f"{checks[-1][-1]:.0f} s", flush=True)
-    return rows, checks
+    return rows, checks, rates
 
 
 def _curve_params(ours, theirs):
@@ -403,7 +458,21 @@ def main(argv=None):
                         help="--curve: at the end, AIS again with this many temperatures")
     parser.add_argument("--threads", type=int, default=None,
                         help="pin TensorFlow and scikit-learn's BLAS to this many threads")
+    parser.add_argument("--lr-decay", choices=LR_DECAYS, default="constant",
+                        help="--curve: the SGD rate per epoch, set on both systems before "
+                             "each epoch: linear (--learning-rate x (E - epoch + 1) / E, E the "
+                             "last checkpoint: a straight line to 0 after epoch E) or inverse "
+                             "(--learning-rate / (1 + (epoch - 1) / --lr-decay-epochs))")
+    parser.add_argument("--lr-decay-epochs", type=float, default=None,
+                        help="--lr-decay inverse: epochs after which the rate is halved")
     args = parser.parse_args(argv)
+    if args.lr_decay != "constant" and not args.curve:
+        parser.error("--lr-decay needs --curve (the one-budget comparison trains with fit / "
+                     "n_iter at a constant rate)")
+    if args.lr_decay == "inverse" and not (args.lr_decay_epochs and args.lr_decay_epochs > 0):
+        parser.error("--lr-decay inverse needs --lr-decay-epochs > 0")
+    if args.lr_decay_epochs is not None and args.lr_decay != "inverse":
+        parser.error("--lr-decay-epochs applies to --lr-decay inverse only")
     quick = args.quick
     epochs = args.epochs or (1 if quick else 20)
     betas = args.ais_betas or (1000 if quick else 14500)
@@ -441,22 +510,27 @@ def main(argv=None):
         return
     if args.curve:
         checkpoints = [int(e) for e in args.curve.split(",")]
-        rows, checks = learning_curve(train, test, args.hidden, checkpoints, args.batch_size,
-                                      args.learning_rate, args.seed, args.ais_chains, betas,
-                                      args.state_dir, args.cd_steps, args.check_betas)
+        print(f"learning rate: {args.lr_decay}" + (
+            f", halved after {args.lr_decay_epochs:g} epochs" if args.lr_decay == "inverse"
+            else f", to 0 after epoch {max(checkpoints)}" if args.lr_decay == "linear" else ""))
+        rows, checks, rates = learning_curve(
+            train, test, args.hidden, checkpoints, args.batch_size, args.learning_rate,
+            args.seed, args.ais_chains, betas, args.state_dir, args.cd_steps, args.check_betas,
+            args.lr_decay, args.lr_decay_epochs)
         ours_name = f"zoo.RBM (CD-{args.cd_steps})" if args.cd_steps else "zoo.RBM (PCD-1)"
         table = {}
         for epoch, name, ll, se, log_z, secs in rows:
             table.setdefault(epoch, {})[name] = (f"{ll:.2f} ± {se:.2f} (log Z {log_z:.1f})",
                                                  secs)
         names = ["zoo.RBM"] + ([] if args.cd_steps else ["sklearn"])
-        header = ["epochs", f"{ours_name} AIS test log p(v)", "train s"]
+        rate_of = {e: r for e, r, _ in rates}
+        header = ["epochs", "SGD rate (that epoch)", f"{ours_name} AIS test log p(v)", "train s"]
         if not args.cd_steps:
             header += ["sklearn BernoulliRBM AIS test log p(v)", "train s",
                        "zoo s / sklearn s"]
         out = []
         for e, t in table.items():
-            row = [e]
+            row = [e, f"{rate_of[e]:.4g}" if e in rate_of else ""]
             for name in names:
                 row += [t[name][0], f"{t[name][1]:.0f}"]
             if not args.cd_steps:
@@ -473,7 +547,8 @@ def main(argv=None):
         print()
         print(machine())
         if args.json:
-            atomic_write_json(args.json, {"rows": rows, "checks": checks, "args": vars(args)})
+            atomic_write_json(args.json, {"rows": rows, "checks": checks, "rates": rates,
+                                          "args": vars(args)})
         return
     budget = (args.hidden, epochs, args.batch_size, args.learning_rate, args.seed)
     ours, t_ours = train_ours(train, *budget)

@@ -1,0 +1,53 @@
+"""bench_boltzmann's learning-rate schedules: the per-epoch rates, and that a --curve run sets
+them on both systems (read back from the models) and refuses to resume under another one."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_boltzmann as bench  # noqa: E402
+
+
+def test_epoch_learning_rates():
+    rate = bench.epoch_learning_rate
+    assert [rate(0.05, e) for e in (1, 7)] == [0.05, 0.05]
+    np.testing.assert_allclose([rate(0.05, e, "linear", 4) for e in range(1, 5)],
+                               [0.05, 0.0375, 0.025, 0.0125], rtol=1e-12)
+    np.testing.assert_allclose([rate(0.05, e, "inverse", decay_epochs=2) for e in (1, 3, 5)],
+                               [0.05, 0.025, 0.05 / 3], rtol=1e-12)
+    with pytest.raises(ValueError, match="unknown learning-rate decay 'cosine'"):
+        rate(0.05, 1, "cosine")
+    with pytest.raises(ValueError, match="budget of whole epochs >= epoch 5"):
+        rate(0.05, 5, "linear", 4)
+    with pytest.raises(ValueError, match="decay_epochs > 0"):
+        rate(0.05, 1, "inverse")
+    with pytest.raises(ValueError, match="epoch must be an integer >= 1"):
+        rate(0.05, 0)
+
+
+def test_curve_sets_the_schedule_on_both_systems_and_resume_checks_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "ais_test_log_likelihood",  # AIS is tested elsewhere; fast
+                        lambda *a: (-1.0, 0.1, 2.0, 0.1, 0.0))
+    rng = np.random.default_rng(0)
+    train = (rng.random((60, 12)) < 0.3).astype("float32")
+    test = (rng.random((20, 12)) < 0.3).astype("float32")
+    state = str(tmp_path / "state")
+    args = dict(hidden=3, batch=20, lr=0.05, seed=0, chains=2, betas=2, state_dir=state)
+    rows, _, rates = bench.learning_curve(train, test, checkpoints=[2], lr_decay="linear",
+                                          **args)
+    expected = [0.05, 0.025]
+    assert [e for e, _, _ in rates] == [1, 2]
+    np.testing.assert_allclose([r for _, r, _ in rates], expected, rtol=1e-6)  # float32 var
+    np.testing.assert_allclose([r for _, _, r in rates], expected, rtol=1e-12)
+    assert [(r[0], r[1]) for r in rows] == [(2, "zoo.RBM"), (2, "sklearn")]
+    with pytest.raises(ValueError, match="learning-rate schedule"):
+        bench.learning_curve(train, test, checkpoints=[2], lr_decay="inverse",
+                             lr_decay_epochs=2, **args)
+    with pytest.raises(SystemExit):  # the command line refuses a schedule without --curve
+        bench.main(["--lr-decay", "linear"])
