@@ -28,6 +28,7 @@ _LAZY = {
     "DLGM": "zoo.dlgm",
     "FVSBN": "zoo.autoregressive",
     "GaussianBernoulliRBM": "zoo.boltzmann",
+    "HierarchicalVAE": "zoo.hierarchical_vae",
     "HopfieldNetwork": "zoo.boltzmann",
     "KalmanFilter": "zoo.kalman_filter",
     "KalmanFilterModel": "zoo.kalman_filter",

@@ -72,6 +72,16 @@ register("dlgm", ModelEntry(
     smoke={"dataset": "digits",
            "config": {"model": {"hidden_units": [32], "latent_dims": [4, 3]}},
            "pictures": ["samples.png", "reconstructions.png"]}))
+register("hvae", ModelEntry(
+    "zoo.hierarchical_vae", "HierarchicalVAE", "mnist5k", IMAGES,
+    {"model": {"latent_dims": [100, 50], "hidden_units": [[200, 200], [100, 100]]},
+     "data": {"binarize": "dynamic"}},
+    "VAE / IWAE with a chain of Gaussian stochastic layers (Burda et al. 2016's two-layer "
+    "model): q(h1|x) q(h2|h1), p(h1|h2) p(x|h1), model.objective=iwae for k-sample training",
+    smoke={"dataset": "digits",
+           "config": {"model": {"hidden_units": [[16], [8]], "latent_dims": [4, 2],
+                                "objective": "iwae", "num_samples": 2}},
+           "pictures": ["samples.png", "reconstructions.png"]}))
 register("categorical_vae", ModelEntry(
     "zoo.categorical_vae", "CategoricalVAE", "mnist5k", IMAGES,
     {"model": {"num_variables": 20, "num_classes": 10}, "data": {"binarize": "dynamic"}},
