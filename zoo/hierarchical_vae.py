@@ -227,6 +227,7 @@ class HierarchicalVAE(ImageLatentModel):
         """h_l ~ q(h_l | h_{l-1}) down the chain with the given noise ([batch, d_l] each, or
         [batch, k, d_l] for k particles): ``hs``, ``log_q`` and ``log_prior`` = log p(h_1, ...,
         h_L) per example (or particle), and the posterior means ``locs``."""
+        noises = [tf.convert_to_tensor(n) for n in noises]
         k = None if noises[0].shape.rank == 2 else noises[0].shape[1]
         h, hs, locs, log_q = x, [], [], 0.0
         for l, layer in enumerate(self.posteriors):
