@@ -51,7 +51,10 @@ pass) and the K = 5000 bound on 1,000 test examples beside the published NLL.
 ``objective="iwae", num_samples=50``, the reference likewise); ``--datasets binarized_mnist``
 is Jang et al. 2017's categorical VAE (784-(20x10)-784, learned prior, SGD with momentum,
 ``configs/jang2017_categorical_vae.yaml``) on the fixed binarization, the m = 1000 bound on
-the whole test split beside the published -ELBO.
+the whole test split beside the published -ELBO. ``--datasets mnist_2layer`` is Burda et
+al.'s two-stochastic-layer VAE (``HierarchicalVAE``: 784-200-200-(100)-100-100-(50) and back,
+k = 1, ``configs/burda2016_vae_2layer_k1.yaml``'s model) against its plain reference
+(``ReferenceHierarchicalVAE``) on the same schedule.
 
 Fit overhead (issue 17, goal 3): ``python benchmarks/bench_vae.py --fit-overhead`` trains our
 VAE, the reference and our VAE with its previous train step 30 epochs each on mnist5k (test
@@ -83,14 +86,17 @@ from benchmarks.common import load_average, machine, markdown_table, measure  # 
 from benchmarks.references import (  # noqa: E402
     ReferenceCategoricalVAE,
     ReferenceDLGM,
+    ReferenceHierarchicalVAE,
     ReferenceVAE,
 )
 from zoo import datasets  # noqa: E402
 from zoo.categorical_vae import CategoricalVAE  # noqa: E402
 from zoo.dlgm import DLGM  # noqa: E402
+from zoo.hierarchical_vae import HierarchicalVAE  # noqa: E402
 from zoo.vae import VAE  # noqa: E402
 
 MODELS = ("VAE", "DLGM", "CategoricalVAE")
+ALL_MODELS = (*MODELS, "HierarchicalVAE")  # Burda et al.'s two-layer model: full MNIST only
 REFERENCE = "reference"  # "reference for M": the same architecture, written plainly
 CONTEXT = "Keras VAE"  # "Keras VAE for M": the Keras example's VAE, for context
 ROLES = ("ours", "reference", "context")
@@ -128,6 +134,8 @@ MNIST = {"mnist": Budget(5, 1000, 5000, 0, (0,), batch_size=20, schedule="burda"
 # Burda et al.'s IWAE, k = 50 (the same model, data and schedule as "mnist"); a pass of one
 # system costs about 15 times a k = 1 pass here, so it runs a few passes (``--epochs``).
 MNIST["mnist_iwae50"] = MNIST["mnist"]._replace(epochs=2, data="mnist")
+# Burda et al.'s two-stochastic-layer VAE, k = 1: the same data, schedule and evaluation.
+MNIST["mnist_2layer"] = MNIST["mnist"]._replace(epochs=3, data="mnist")
 # Jang et al. 2017's categorical VAE (configs/jang2017_categorical_vae.yaml): the fixed
 # binarization (50,000 / 10,000 / 10,000) for training and evaluation, SGD with momentum 0.9
 # at 1e-3, batch 100; the m = 1000 bound on the whole test split.
@@ -141,6 +149,8 @@ PUBLISHED = {("mnist", "VAE"): ("Burda et al. 2016, Table 1, VAE, 1 stochastic l
                                 86.76, BURDA_NLL),
              ("mnist_iwae50", "VAE"): ("Burda et al. 2016, Table 1, IWAE, 1 stochastic layer, "
                                        "k = 50", 84.78, BURDA_NLL),
+             ("mnist_2layer", "HierarchicalVAE"): (
+                 "Burda et al. 2016, Table 1, VAE, 2 stochastic layers, k = 1", 85.33, BURDA_NLL),
              ("binarized_mnist", "CategoricalVAE"): (
                  "Jang et al. 2017, Table 1, VAE (Cat.), Gumbel-S.", 101.5,
                  "-(m = 1000 bound) on the test set, fixed binarization; steps not reported")}
@@ -198,6 +208,14 @@ ARCHITECTURES = {
                      dict(hidden_units=(200, 200), latent_dim=50, activation="tanh",
                           objective="iwae", num_samples=50)),
     },
+    # Burda et al.'s two-stochastic-layer model (Appendix C): q(h1|x) 784-200-200-(100),
+    # q(h2|h1) 100-100-100-(50), p(h1|h2) 50-100-100-(100), p(x|h1) 100-200-200-784, tanh,
+    # exp of predicted log-variances; the Monte Carlo ELBO of one sample (k = 1).
+    "mnist_2layer": {
+        "HierarchicalVAE": _arch(*[dict(latent_dims=(100, 50),
+                                        hidden_units=((200, 200), (100, 100)),
+                                        activation="tanh")] * 2),
+    },
     # Jang et al. 2017's 784-(20x10)-784 (no hidden layers) with a learned categorical prior,
     # tau = max(0.5, exp(-1e-4 t)) updated every 500 steps (their N, r chosen on validation and
     # not reported; the config's pair).
@@ -225,7 +243,7 @@ ARCHITECTURES = {
 
 
 def models_of(dataset: str) -> list[str]:
-    return [m for m in MODELS if m in ARCHITECTURES[dataset]]
+    return [m for m in ALL_MODELS if m in ARCHITECTURES[dataset]]
 
 
 def system_name(model: str, role: str) -> str:
@@ -238,6 +256,12 @@ def roles_of(dataset: str, model: str) -> list[str]:
 
 
 def describe_architecture(model: str, kwargs: dict) -> str:
+    if model == "HierarchicalVAE":
+        (u1, u2), (d1, d2) = kwargs["hidden_units"], kwargs["latent_dims"]
+        return (f"q(h1|x) MLP {'-'.join(map(str, u1))} -> {d1}, q(h2|h1) MLP "
+                f"{'-'.join(map(str, u2))} -> {d2}, mirrored p(h1|h2) and p(x|h1), "
+                f"{kwargs['activation']}, diag Gaussians (exp of predicted log-variances), "
+                f"Monte Carlo ELBO")
     mlp = (f"MLP {'-'.join(map(str, kwargs['hidden_units']))} {kwargs['activation']}"
            if kwargs["hidden_units"] else "no hidden layers")
     if model == "VAE":
@@ -324,13 +348,15 @@ def build_system(dataset: str, model: str, role: str, input_shape, seed: int,
         return keras.optimizers.Adam(budget.learning_rate if budget is not None else LEARNING_RATE,
                                      epsilon=budget.adam_epsilon if budget is not None else 1e-7)
     if role == "ours":
-        cls = {"VAE": VAE, "DLGM": DLGM, "CategoricalVAE": CategoricalVAE}[model]
+        cls = {"VAE": VAE, "DLGM": DLGM, "CategoricalVAE": CategoricalVAE,
+               "HierarchicalVAE": HierarchicalVAE}[model]
         net = cls(input_shape=input_shape, seed=seed, **kwargs)
         net.compile(optimizer=optimizer())
         return System(name, net, net.default_callbacks() + extra,
                       lambda x: ours_elbo(net, x), lambda x, k: _ours_iwae(net, x, k))
     cls = ReferenceVAE if role == "context" else {
         "VAE": ReferenceVAE, "DLGM": ReferenceDLGM, "CategoricalVAE": ReferenceCategoricalVAE,
+        "HierarchicalVAE": ReferenceHierarchicalVAE,
     }[model]
     net = cls(int(np.prod(input_shape)), seed=seed, **kwargs)
     net.compile(optimizer=optimizer())
@@ -770,7 +796,8 @@ if __name__ == "__main__":
     parser.add_argument("--datasets", nargs="+", choices=sorted({**FULL, **MNIST}),
                         help="datasets to run (default: mnist5k digits; mnist runs Burda et "
                         "al.'s one-layer VAE against its reference, mnist_iwae50 the same with "
-                        "k = 50, binarized_mnist Jang et al.'s categorical VAE)")
+                        "k = 50, mnist_2layer Burda et al.'s two-layer VAE, binarized_mnist Jang "
+                        "et al.'s categorical VAE)")
     parser.add_argument("--epochs", type=int, help="override the datasets' epochs")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the datasets' seeds")
     parser.add_argument("--fit-overhead", action="store_true",

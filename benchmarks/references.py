@@ -4,10 +4,11 @@
 functional encoder returning ``z_mean, z_log_var, z``, a ``keras.Model`` subclass whose
 ``train_step`` computes ``binary_crossentropy * input_dim`` as the summed reconstruction term
 plus the analytic KL) with the MLP widths passed in, so it can mirror the zoo's models.
-``ReferenceDLGM`` and ``ReferenceCategoricalVAE`` are the same kind of code for the other two
-architectures: Rezende et al.'s two-level model with a rank-one-precision recognition model
-(formulas of the paper's appendix, written out here) and Jang et al.'s Gumbel-softmax VAE (the
-structure of the authors' notebook). The module is deliberately independent of the zoo:
+``ReferenceDLGM``, ``ReferenceHierarchicalVAE`` and ``ReferenceCategoricalVAE`` are the same
+kind of code for the other architectures: Rezende et al.'s two-level model with a
+rank-one-precision recognition model (formulas of the paper's appendix, written out here),
+Burda et al.'s two-stochastic-layer VAE (q(h1|x) q(h2|h1), Gaussian p(h1|h2)) and Jang et
+al.'s Gumbel-softmax VAE (the structure of the authors' notebook). The module is deliberately independent of the zoo:
 nothing from ``zoo/`` or ``layers/`` is imported, and the ELBO and importance-weighted (IWAE)
 evaluations are written from the equations:
 
@@ -319,6 +320,94 @@ class ReferenceDLGM(ReferenceModel):
         probs = self.generate(xis)  # [b * k, D]
         log_px = bernoulli_log_prob(tf.repeat(x, num_samples, axis=0), probs)
         return tf.reshape(log_px, [b, num_samples]) + log_w
+
+
+# ------------------------------------------------------------------ two-stochastic-layer VAE
+def gaussian_net(input_dim, hidden_units, latent_dim, activation, name):
+    """inputs -> Dense stack -> (mean, log_var), the Keras example's encoder head."""
+    inputs = keras.Input(shape=(input_dim,))
+    h = dense_stack(inputs, hidden_units, activation, name)
+    return keras.Model(inputs, [layers.Dense(latent_dim, name=f"{name}_mean")(h),
+                                layers.Dense(latent_dim, name=f"{name}_log_var")(h)], name=name)
+
+
+def normal_log_prob(z, mean, log_var):
+    """log N(z; mean, diag(exp(log_var))) summed over the last axis."""
+    return -0.5 * tf.reduce_sum(LOG_2PI + log_var + tf.square(z - mean) / tf.exp(log_var), -1)
+
+
+class ReferenceHierarchicalVAE(ReferenceModel):
+    """Burda et al. 2016's two-stochastic-layer VAE, written plainly in the Keras example's style.
+
+    q(h1|x) and q(h2|h1) are Keras-example encoders (Dense tanh stack, ``mean`` and
+    ``log_var`` heads); p(h2) = N(0, I); p(h1|h2) is the same kind of network with the mirrored
+    widths of q(h2|h1); p(x|h1) the Keras example's sigmoid decoder. Training loss, one sample
+    (h1, h2) ~ q per example: the binary cross-entropy * D as the reconstruction loss and
+    log q(h1|x) + log q(h2|h1) - log p(h1|h2) - log p(h2) in the KL slot (no analytic KL, as
+    the paper's Eqn. 7). ``objective="iwae"`` trains on the k-sample bound instead (k =
+    ``num_samples``), -log (1/k) sum_k w_k in the reconstruction-loss slot, as ReferenceVAE.
+    """
+
+    def __init__(self, input_dim, hidden_units=((200, 200), (100, 100)), latent_dims=(100, 50),
+                 activation="tanh", objective="elbo", num_samples=1, seed=None, **kwargs):
+        super().__init__(input_dim, **kwargs)
+        if objective not in ("elbo", "iwae"):
+            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}.")
+        if objective == "elbo" and num_samples != 1:
+            raise ValueError("the ELBO here uses one sample: num_samples=1 (num_samples > 1 "
+                             "needs objective='iwae').")
+        (u1, u2), (d1, d2) = hidden_units, latent_dims
+        self.latent_dims = (int(d1), int(d2))
+        self.objective, self.num_samples = objective, int(num_samples)
+        self.q_h1 = gaussian_net(self.input_dim, u1, d1, activation, "q_h1")
+        self.q_h2 = gaussian_net(d1, u2, d2, activation, "q_h2")
+        self.p_h1 = gaussian_net(d2, list(reversed(u2)), d1, activation, "p_h1")
+        self.decoder = build_decoder(self.input_dim, u1, d1, activation)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def noise(self, b, k=None):
+        lead = [b] if k is None else [b, k]
+        return [keras.random.normal(lead + [d], seed=self.seed_generator)
+                for d in self.latent_dims]
+
+    def terms(self, x, eps1, eps2):
+        """(log p(x|h1), log q(h1, h2|x) - log p(h1, h2)) per sample; ``eps1`` [b, k, d1] and
+        ``eps2`` [b, k, d2] standard normal, or [b, d] for one sample per example."""
+        d1, d2 = self.latent_dims
+        k = None if eps1.shape.rank == 2 else tf.shape(eps1)[1]
+        m1, lv1 = self.q_h1(x)
+        if k is not None:  # rows i * k + j: example i, sample j
+            m1, lv1, x = (tf.repeat(t, k, axis=0) for t in (m1, lv1, x))
+            eps1, eps2 = tf.reshape(eps1, [-1, d1]), tf.reshape(eps2, [-1, d2])
+        h1 = m1 + tf.exp(0.5 * lv1) * eps1
+        m2, lv2 = self.q_h2(h1)
+        h2 = m2 + tf.exp(0.5 * lv2) * eps2
+        pm1, plv1 = self.p_h1(h2)
+        log_px = bernoulli_log_prob(x, self.decoder(h1))
+        log_q = normal_log_prob(h1, m1, lv1) + normal_log_prob(h2, m2, lv2)
+        log_p = normal_log_prob(h1, pm1, plv1) + normal_log_prob(h2, 0.0, 0.0)
+        if k is None:
+            return log_px, log_q - log_p
+        return tf.reshape(log_px, [-1, k]), tf.reshape(log_q - log_p, [-1, k])
+
+    def losses_per_example(self, x, training=False):
+        b = ops.shape(x)[0]
+        if training and self.objective == "iwae":
+            log_px, kl = self.terms(x, *self.noise(b, self.num_samples))
+            bound = tf.reduce_logsumexp(log_px - kl, 1) - math.log(self.num_samples)
+            return -bound, tf.zeros_like(bound)
+        log_px, kl = self.terms(x, *self.noise(b))
+        return -log_px, kl
+
+    def call(self, data):
+        return self.decoder(self.q_h1(self.flatten(data))[0])
+
+    def log_weights(self, x, num_samples, seed):
+        b = tf.shape(x)[0]
+        eps = [tf.random.stateless_normal([b, num_samples, d], seed + [0, 1000 * (l + 1)])
+               for l, d in enumerate(self.latent_dims)]
+        log_px, kl = self.terms(x, *eps)
+        return log_px - kl
 
 
 # ------------------------------------------------------------------------- categorical VAE
