@@ -549,3 +549,48 @@ def test_ctrl_c_is_recorded_and_raised_at_the_next_batch_end():
         stop._previous = None  # as when the handler before was set outside Python
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     signal.signal(signal.SIGINT, before)
+
+
+def _dkf_config(filter_epochs):
+    return training.resolve_config("dkf", "lgssm", {
+        "model": {"latent_dim": 2, "rnn_units": 8, "emission_units": [8],
+                  "transition_units": 8, "inference_units": [8]},
+        "data": {"num_sequences": 24},
+        "train": {"epochs": 1, "batch_size": 12, "eval_samples": 2, "eval_examples": 4,
+                  "filter_epochs": filter_epochs, "filter_learning_rate": 0.01}})
+
+
+def test_filter_epochs_train_the_filter_alone_and_resume_reruns_the_phase(tmp_path):
+    """train.filter_epochs runs fit_filter after fit (the DKF recipe's second step): only
+    the filter network's weights move (checked against the checkpoint of fit's last epoch),
+    last.keras holds the refined model, and a finished run resumed with filter_epochs set
+    runs the phase from that checkpoint and ends with the same weights as a straight run."""
+    import zoo
+
+    zoo.load_all()
+    straight = training.train(_dkf_config(2), str(tmp_path / "a"), plots=False)
+    assert len(straight.history["filter_loss"]) == 2
+    assert all(np.isfinite(straight.history["filter_loss"]))
+    state = json.load(open(tmp_path / "a" / "checkpoints" / "state.json"))
+    assert state["filter_epochs_done"] == 2 and state["epoch"] == 1
+    refined = keras.saving.load_model(str(tmp_path / "a" / "last.keras"))
+    fitted = keras.saving.load_model(str(tmp_path / "a" / "best.keras"))  # end of fit
+    filter_ids = {id(v) for layer in refined._filter_layers() for v in layer.weights}
+    moved = [not np.allclose(a.numpy(), b.numpy())
+             for a, b in zip(refined.weights, fitted.weights)]
+    is_filter = [id(v) in filter_ids for v in refined.weights]
+    assert any(m for m, f in zip(moved, is_filter) if f)
+    assert not any(m for m, f in zip(moved, is_filter) if not f)
+    # A finished run resumed with more filter epochs reruns the phase from the checkpoint
+    # of fit's last epoch: its first two epochs repeat the straight run's.
+    with pytest.raises(training.ConfigError, match="already trained 1 epochs"):
+        training.train(_dkf_config(2), str(tmp_path / "a"), resume=True, plots=False)
+    resumed = training.train(_dkf_config(3), str(tmp_path / "a"), resume=True, plots=False,
+                             overrides={"train.filter_epochs": 3})
+    np.testing.assert_allclose(resumed.history["filter_loss"][:2],
+                               straight.history["filter_loss"], rtol=1e-5)
+    assert json.load(open(tmp_path / "a" / "checkpoints" / "state.json"))[
+        "filter_epochs_done"] == 3
+    # A model without a separate filter network refuses the key.
+    with pytest.raises(training.ConfigError, match="train.filter_epochs is for models"):
+        training.resolve_config("vae", "digits", {"train": {"filter_epochs": 1}})

@@ -27,6 +27,10 @@ TRAIN_DEFAULTS = {
     "strategy": "default",  # default | mirrored | multiworker
     "eval_samples": 100,  # K of the importance-weighted bound in the final evaluation
     "eval_examples": 500,  # a seeded random subset of the test split of this size (0: all)
+    # After fit: epochs of training the separate filter network alone (the DKF / DMM
+    # recipe's second step, ``fit_filter``); 0: none. Models without one refuse it.
+    "filter_epochs": 0,
+    "filter_learning_rate": 1e-3,
 }
 CHOICES = {"schedule": ("constant", "cosine", "exponential", "piecewise"),
            "optimizer": ("adam", "rmsprop", "sgd"),
@@ -41,7 +45,7 @@ OPTIMIZER_OPTIONS = {
 }
 COMMON_OPTIMIZER_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay")
 #: What ``--resume`` may change in a run's config; any other difference is refused.
-RESUMABLE = ("epochs", "learning_rate", "eval_samples", "eval_examples")
+RESUMABLE = ("epochs", "learning_rate", "eval_samples", "eval_examples", "filter_epochs")
 
 
 class ConfigError(ValueError):
@@ -132,10 +136,17 @@ def _check_train(train: dict, model_cls) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"train.eval_examples must be an integer >= 0 (0: the whole split), "
                           f"got {value!r}")
+    value = train["filter_epochs"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"train.filter_epochs must be an integer >= 0 (0: no filter-only "
+                          f"phase), got {value!r}")
+    if value and not callable(getattr(model_cls, "fit_filter", None)):
+        raise ConfigError(f"train.filter_epochs is for models with a separate filter network "
+                          f"(dkf, dmm); {model_cls.__name__} has none")
     for key in BOOLEANS:
         if not isinstance(train[key], bool):
             raise ConfigError(f"train.{key} must be true or false, got {train[key]!r}")
-    for key in ("learning_rate", "decay_rate"):
+    for key in ("learning_rate", "decay_rate", "filter_learning_rate"):
         value = train[key]
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or value <= 0):

@@ -16,7 +16,8 @@ import tensorflow as tf
 from zoo.contract import EvalSettings
 from zoo.registry import model_entry
 from zoo.training import data as run_data
-from zoo.training.checkpoint import (EpochCheckpoint, atomic_write_json, read_state, restore)
+from zoo.training.checkpoint import (STATE, EpochCheckpoint, atomic_save, atomic_write_json,
+                                     read_state, restore)
 from zoo.training.config import ConfigError, model_parameters, resume_config
 
 
@@ -217,7 +218,8 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
 
         saved = read_config(run_dir)
         config, changes = resume_config(saved, config, overrides or {})
-        if state["epoch"] >= config["train"]["epochs"]:
+        if state["epoch"] >= config["train"]["epochs"] and not _filter_phase_left(config,
+                                                                                   state):
             raise ConfigError(f"--resume: the run already trained {state['epoch']} epochs "
                               f"(train.epochs={config['train']['epochs']}); pass --epochs N "
                               f"with N > {state['epoch']} to train more")
@@ -240,6 +242,41 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
+def _filter_phase_left(config: dict, state: dict) -> bool:
+    """Whether the run's filter-only phase (``train.filter_epochs``) has still to run."""
+    return state.get("filter_epochs_done", 0) != config["train"]["filter_epochs"]
+
+
+def _filter_phase(model, x, config, run_dir, state, log, recompile):
+    """``train.filter_epochs`` epochs of ``fit_filter`` after the last epoch of ``fit``: the
+    filter network learns alone, everything else frozen. It always starts from the end of
+    the last ``fit`` epoch (the checkpoint), so an interrupted phase reruns whole on
+    ``--resume`` and ends as an uninterrupted one. Returns its loss per epoch, or None when
+    Ctrl-C stopped it."""
+    train_cfg = config["train"]
+    epochs = train_cfg["filter_epochs"]
+    log(f"Training the filter network alone for {epochs} epochs (fit_filter, target "
+        f"{model.filter_target!r}, learning rate {train_cfg['filter_learning_rate']}).")
+    keras.utils.set_random_seed(train_cfg["seed"] + 1)
+    try:
+        with InterruptAtBatchEnd() as interrupt:
+            history = model.fit_filter(x, epochs=epochs, batch_size=train_cfg["batch_size"],
+                                       learning_rate=train_cfg["filter_learning_rate"],
+                                       verbose=_verbose(), callbacks=[interrupt])
+            if interrupt.requested:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        log(f"\nInterrupted during the filter-only phase: {os.path.join(run_dir, 'last.keras')}"
+            f" and the checkpoint hold the model after the last epoch of fit; `--resume` "
+            f"reruns the {epochs} filter epochs from there.")
+        return None
+    recompile()  # fit_filter leaves the model uncompiled (its optimizer saw the filter only)
+    atomic_save(os.path.join(run_dir, "last.keras"), model.save)
+    atomic_write_json(os.path.join(run_dir, "checkpoints", STATE),
+                      {**state, "filter_epochs_done": epochs})
+    return [float(v) for v in history.history["loss"]]
+
+
 def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResult:
     from zoo.training.evaluation import evaluate_model
     from zoo.training.pictures import write_plots
@@ -254,6 +291,10 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
     train_arrays = run_data.load_split(config, "train", for_training=True)
     with strategy.scope():
         model = build_model(config, train_arrays)
+    if train_cfg["filter_epochs"] and getattr(model, "filter_inference", None) is None:
+        raise ConfigError(f"train.filter_epochs needs a separate filter network "
+                          f"(model.filter_inference='rnn'); this {type(model).__name__} filters "
+                          f"with its inference network")
     _validate(model, train_arrays, "train")
     x, y = cls.fit_inputs(train_arrays)
     num_train = len(tf.nest.flatten(x)[0])
@@ -267,13 +308,16 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
     # Inputs are good: only now does the run directory appear.
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_json(config_path, config)
+    def compile_model():
+        model.compile(optimizer=optimizer_for(train_cfg, steps_per_epoch),
+                      jit_compile=bool(train_cfg["jit"]), **model.compile_kwargs())
+        model.optimizer.build(model.trainable_variables)  # so checkpoints can load into it
+
     with strategy.scope():
         if not model.built:  # models that learn their shapes from the first batch
             first = next(iter(run_data.eval_stream(cls, x, y, 1)))
             model(first[0] if y is not None else first)
-        model.compile(optimizer=optimizer_for(train_cfg, steps_per_epoch),
-                      jit_compile=bool(train_cfg["jit"]), **model.compile_kwargs())
-        model.optimizer.build(model.trainable_variables)  # so checkpoints can load into it
+        compile_model()
         if train_cfg["strategy"] == "multiworker":
             model.train_step = _rank1_logs(model.train_step)
             model.test_step = _rank1_logs(model.test_step)
@@ -333,6 +377,14 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
             return RunResult(run_dir, history, evaluation, stopped, None)
         restore(model, run_dir, good)
         log(f"Evaluating the last good checkpoint (end of epoch {good['epoch']}).")
+    elif train_cfg["filter_epochs"]:
+        done = read_state(run_dir)
+        if _filter_phase_left(config, done):
+            with strategy.scope():
+                losses = _filter_phase(model, x, config, run_dir, done, log, compile_model)
+            if losses is None:
+                return RunResult(run_dir, history, {}, "interrupted", model)
+            history = {**history, "filter_loss": losses}
     test_arrays = run_data.load_split(config, test_split)  # loaded once for both uses
     evaluation = {**evaluate_model(model, config, test_split, log=log, arrays=test_arrays),
                   "replicas": replicas}
