@@ -92,6 +92,7 @@ from benchmarks.references import (  # noqa: E402
 from zoo import datasets  # noqa: E402
 from zoo.categorical_vae import CategoricalVAE  # noqa: E402
 from zoo.dlgm import DLGM  # noqa: E402
+from zoo.training.checkpoint import atomic_write_text  # noqa: E402
 from zoo.hierarchical_vae import HierarchicalVAE  # noqa: E402
 from zoo.vae import VAE  # noqa: E402
 
@@ -714,7 +715,8 @@ def main(quick: bool = False, datasets_: list[str] | None = None,
     parts.append(
         "Budget (same for every system): "
         + "; ".join(describe_budget(d, b) for d, b in budgets.items())
-        + "; training on dynamically binarized pixels (a fresh Bernoulli draw each epoch), "
+        + "; training on dynamically binarized pixels (a fresh Bernoulli draw each epoch; "
+        "binarized_mnist's pixels are already 0/1, so it trains on its one fixed draw), "
         "evaluation on one fixed static binarization of the test split. Nats per example, "
         "higher is better. With several seeds, a cell is the mean over seeds ± its standard "
         "error across seeds (each seed's value a mean over test examples); with one seed, "
@@ -739,8 +741,10 @@ def main(quick: bool = False, datasets_: list[str] | None = None,
         parts += [
             "", f"### {dataset}", "",
             f"{n_train} training examples, {n_test} test examples; K = {budget.num_samples} "
-            f"importance samples on {n_sub} test examples (a fixed random subset, seed "
-            f"{SUBSET_SEED}) in batches of 100 examples x chunks of 500 samples. "
+            f"importance samples on {n_sub} test examples ("
+            + ("the whole test split" if n_sub == n_test else
+               f"a fixed random subset, seed {SUBSET_SEED}")
+            + ") in batches of 100 examples x chunks of 500 samples. "
             f"Architectures (each reference has the same): {archs}."
             + (f" Keras VAE (diag Gaussian, same MLP) {contexts}." if contexts else "")
             + f" Wall time {elapsed:.0f} s; load average (1/5/15 min) "
@@ -755,7 +759,8 @@ def main(quick: bool = False, datasets_: list[str] | None = None,
                       context_table(dataset, results)]
         if budget.curve:
             parts += ["", f"Learning curve (first seed): one-sample test ELBO on the {n_sub} "
-                      "subset examples after each epoch:", "", curve_table(dataset, results)]
+                      + ("test" if n_sub == n_test else "subset") + " examples after each "
+                      "epoch:", "", curve_table(dataset, results)]
         published = published_lines(dataset, results)
         if published:
             parts += ["", "Published figures:", "", *published]
@@ -816,4 +821,4 @@ if __name__ == "__main__":
                        seeds=args.seeds)
     print(section)
     if args.out:
-        Path(args.out).write_text(section + "\n")
+        atomic_write_text(args.out, section + "\n")
