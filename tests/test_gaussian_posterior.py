@@ -260,3 +260,15 @@ def test_vae_scale_activation_reaches_its_posterior_and_config():
     np.testing.assert_allclose(params["scale"].numpy(), np.exp(0.5 * raw) + 1e-4, rtol=1e-5)
     clone = VAE.from_config(model.get_config())
     assert clone.posterior.scale_activation == "exp"
+    # min_scale reaches the posterior (0: the paper's exp(raw / 2) with no floor) and the
+    # config; older configs without it keep the 1e-4 floor.
+    bare = VAE(input_shape=(6,), latent_dim=2, hidden_units=(8,), scale_activation="exp",
+               min_scale=0.0, seed=0)
+    bare(x)
+    bare.set_weights(model.get_weights())
+    np.testing.assert_allclose(bare.encode(x)["scale"].numpy(), np.exp(0.5 * raw), rtol=1e-5)
+    assert VAE.from_config(bare.get_config()).posterior.min_scale == 0.0
+    old = {k: v for k, v in model.get_config().items() if k != "min_scale"}
+    assert VAE.from_config(old).posterior.min_scale == 1e-4
+    with pytest.raises(ValueError, match="min_scale"):
+        VAE(input_shape=(6,), latent_dim=2, hidden_units=(8,), min_scale=-1.0)

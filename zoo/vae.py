@@ -140,6 +140,9 @@ class VAE(ImageLatentModel):
         scale_activation: str. ``"softplus"`` (default) or ``"exp"``: the diagonal posterior's
             scale as exp(raw / 2), raw the predicted log-variance, as Kingma & Welling 2014 and
             Burda et al. 2016 parametrize it (``GaussianPosterior``).
+        min_scale: float. Floor added to the posterior's scales (precision diagonals) after
+            the activation, a guard against collapse (default 1e-4); 0 leaves the paper's
+            exp(raw / 2) as it is.
         seed: int or None. Seed of the posterior's sampler.
 
     Example:
@@ -174,6 +177,7 @@ class VAE(ImageLatentModel):
         flow_steps: int = 2,
         seed: int | None = None,
         scale_activation: str = "softplus",
+        min_scale: float = 1e-4,
         **kwargs,
     ):
         super().__init__(input_shape, active_units_dim=latent_dim, **kwargs)
@@ -218,9 +222,11 @@ class VAE(ImageLatentModel):
                                     activation)
         self.posterior = GaussianPosterior(
             latent_dim, covariance=covariance, kl=kl_estimator, kl_weight=kl_weight,
-            add_kl_loss=False, seed=seed, scale_activation=scale_activation, name="posterior",
+            add_kl_loss=False, seed=seed, scale_activation=scale_activation,
+            min_scale=min_scale, name="posterior",
         )
         self.scale_activation = scale_activation
+        self.min_scale = float(min_scale)
         self.posterior_flow = posterior_flow
         self.flow_steps = int(flow_steps)
         self.flow = None
@@ -341,6 +347,7 @@ class VAE(ImageLatentModel):
             flow_steps=self.flow_steps,
             seed=self.seed,
             scale_activation=self.scale_activation,
+            min_scale=self.min_scale,
         )
         return config
 
