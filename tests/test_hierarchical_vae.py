@@ -224,7 +224,8 @@ def test_bad_arguments_are_named():
 def test_plain_reference_gives_the_same_log_weights_with_the_same_weights():
     """benchmarks/references.py's ReferenceHierarchicalVAE, written independently in the Keras
     example's style, against ours with copied weights and the same stateless noise: equal
-    log-weights up to our scales' min_scale of 1e-4 (measured 1.4e-3 nats)."""
+    log-weights up to our scales' min_scale of 1e-4 (measured 1.4e-3 nats), and within float32
+    rounding with min_scale=0."""
     from benchmarks.references import ReferenceHierarchicalVAE
 
     ours = HierarchicalVAE(**TINY)
@@ -245,3 +246,9 @@ def test_plain_reference_gives_the_same_log_weights_with_the_same_weights():
     seed = tf.constant([3, 0])
     np.testing.assert_allclose(ours.log_weights(x, 7, seed), ref.log_weights(x, 7, seed),
                                atol=1e-2)
+    # Without the floor (min_scale=0, Burda et al.'s sigma) the two are one computation.
+    bare = HierarchicalVAE(min_scale=0.0, **TINY)
+    bare.set_weights(ours.get_weights())
+    assert bare.get_config()["min_scale"] == 0.0
+    np.testing.assert_allclose(bare.log_weights(x, 7, seed), ref.log_weights(x, 7, seed),
+                               rtol=1e-5, atol=1e-4)

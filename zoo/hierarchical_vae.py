@@ -85,6 +85,9 @@ class HierarchicalVAE(ImageLatentModel):
             ``"per_pixel"``.
         scale_activation: str. ``"exp"`` (the paper's: every network's raw scale output is a
             log-variance, sigma = exp(raw / 2)) or ``"softplus"``; for q and p(h_l|h_{l+1}).
+        min_scale: float. Floor added to every Gaussian's scale (q and p(h_l|h_{l+1})) after
+            the activation, a guard against collapse (default 1e-4); 0 leaves the paper's
+            exp(raw / 2) as it is (Burda et al.'s code has no floor).
         objective: str. ``"elbo"`` or ``"iwae"`` (the training bound).
         num_samples: int. Samples k per input in training (Burda et al.'s k).
         seed: int or None. Seed of the samplers (layer l draws with seed + l).
@@ -113,6 +116,7 @@ class HierarchicalVAE(ImageLatentModel):
         likelihood: str = "bernoulli",
         gaussian_variance: str = "learned",
         scale_activation: str = "exp",
+        min_scale: float = 1e-4,
         objective: str = "elbo",
         num_samples: int = 1,
         seed: int | None = None,
@@ -136,6 +140,7 @@ class HierarchicalVAE(ImageLatentModel):
         self.likelihood = likelihood
         self.gaussian_variance = gaussian_variance
         self.scale_activation = scale_activation
+        self.min_scale = float(min_scale)
         self.objective = objective
         self.num_samples = int(num_samples)
         self.seed = seed
@@ -146,6 +151,7 @@ class HierarchicalVAE(ImageLatentModel):
         def gaussian(d, name, l):
             return GaussianPosterior(d, kl="mc", add_kl_loss=False,
                                      scale_activation=scale_activation,
+                                     min_scale=self.min_scale,
                                      seed=None if seed is None else seed + l, name=name)
 
         # Recognition: q(h_1 | x) from an MLP of x, q(h_l | h_{l-1}) from an MLP of h_{l-1}.
@@ -310,6 +316,7 @@ class HierarchicalVAE(ImageLatentModel):
             likelihood=self.likelihood,
             gaussian_variance=self.gaussian_variance,
             scale_activation=self.scale_activation,
+            min_scale=self.min_scale,
             objective=self.objective,
             num_samples=self.num_samples,
             seed=self.seed,
