@@ -205,7 +205,7 @@ ARCHITECTURES = {
     "mnist_iwae50": {
         "VAE": _arch(dict(latent_dim=50, hidden_units=(200, 200), activation="tanh",
                           covariance="diag", scale_activation="exp", objective="iwae",
-                          num_samples=50),
+                          num_samples=50, min_scale=0.0),
                      dict(hidden_units=(200, 200), latent_dim=50, activation="tanh",
                           objective="iwae", num_samples=50)),
     },
@@ -268,6 +268,8 @@ def describe_architecture(model: str, kwargs: dict) -> str:
     if model == "VAE":
         scale = ("exp of a predicted log-variance" if kwargs.get("scale_activation") == "exp"
                  else "softplus scale")
+        if kwargs.get("min_scale") == 0:
+            scale += ", no scale floor"
         trained = (f", trained on the k = {kwargs['num_samples']} IWAE bound"
                    if kwargs.get("objective") == "iwae" else "")
         return f"diag Gaussian ({scale}), latent {kwargs['latent_dim']}, {mlp}{trained}"

@@ -38,7 +38,7 @@ VAE_SIGNATURES = ["decode", "encode"]
 # The commands that made the runs (recorded in the model cards verbatim).
 COMMANDS = {
     "vae_mnist_burda_k1": (
-        "python tools/train.py vae --config configs/burda2016_vae_1layer_k1.yaml --set model.scale_activation=softplus --epochs 12 "
+        "python tools/train.py vae --config configs/burda2016_vae_1layer_k1.yaml --set model.scale_activation=softplus --set model.min_scale=1e-4 --epochs 12 "
         "--set train.eval_examples=1000 --output-dir RUN --export float32, then the same "
         "with --epochs 15 --resume (the first evaluation failed: another process edited the "
         "source during the run); then python tools/make_presets.py vae_mnist_burda_k1 RUN"),
