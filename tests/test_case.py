@@ -240,3 +240,18 @@ def run_export_test(model, tmp_path, *, quantize=("float32", "dynamic"), what=No
         if streaming is not None:
             streaming(path)
     return reports
+
+
+def assert_bound_grows_with_k(log_w, ks=(1, 10, 100)) -> None:
+    """E[L_k] grows with k (Burda et al. 2016, Theorem 1): ``log_w`` [examples, particles]
+    split per example into groups of k, the k-sample bounds averaged within each example, and
+    each step's per-example gain above 4 standard errors."""
+    from zoo.bounds import iwae_bound
+
+    log_w = np.asarray(log_w)
+    mean_bound = {k: iwae_bound(tf.constant(log_w.reshape(len(log_w), -1, k))).numpy().mean(1)
+                  for k in ks}
+    for small, large in zip(ks, ks[1:]):
+        gain = mean_bound[large] - mean_bound[small]
+        se = gain.std(ddof=1) / np.sqrt(len(gain))
+        assert gain.mean() > 4 * se, (small, large, gain.mean(), se)
