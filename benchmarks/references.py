@@ -73,6 +73,24 @@ def bernoulli_log_prob(x, probs):
     return -x.shape[-1] * keras.losses.binary_crossentropy(x, probs)
 
 
+def check_objective(objective, num_samples) -> None:
+    """The references' training bound: the one-sample ELBO or the k-sample IWAE bound."""
+    if objective not in ("elbo", "iwae"):
+        raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}.")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples!r}.")
+    if objective == "elbo" and num_samples != 1:
+        raise ValueError("the Keras example's ELBO uses one sample: num_samples=1 "
+                         "(num_samples > 1 needs objective='iwae').")
+
+
+def iwae_losses(log_w, k: int):
+    """(-log (1/k) sum_k w_k, 0) per example from log-weights [b, k]: the k-sample bound in the
+    reconstruction-loss slot, the KL slot empty (the KL is inside w)."""
+    bound = tf.reduce_logsumexp(log_w, 1) - math.log(k)
+    return -bound, tf.zeros_like(bound)
+
+
 class ReferenceModel(keras.Model):
     """Training and evaluation loops shared by the references (Keras-example ``train_step``).
 
@@ -161,13 +179,7 @@ class ReferenceVAE(ReferenceModel):
     def __init__(self, input_dim, hidden_units=(500,), latent_dim=20, activation="relu",
                  objective="elbo", num_samples=1, seed=None, **kwargs):
         super().__init__(input_dim, **kwargs)
-        if objective not in ("elbo", "iwae"):
-            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}.")
-        if objective == "elbo" and num_samples != 1:
-            raise ValueError("the Keras example's ELBO uses one sample: num_samples=1 "
-                             "(num_samples > 1 needs objective='iwae').")
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples!r}.")
+        check_objective(objective, num_samples)
         self.hidden_units = tuple(hidden_units)
         self.latent_dim = int(latent_dim)
         self.activation = activation
@@ -184,9 +196,7 @@ class ReferenceVAE(ReferenceModel):
         if training and self.objective == "iwae":
             eps = keras.random.normal([ops.shape(x)[0], self.num_samples, self.latent_dim],
                                       seed=self.iwae_seed)
-            log_w = self.log_weights_from_noise(x, eps)
-            bound = tf.reduce_logsumexp(log_w, 1) - math.log(self.num_samples)
-            return -bound, tf.zeros_like(bound)
+            return iwae_losses(self.log_weights_from_noise(x, eps), self.num_samples)
         z_mean, z_log_var, z = self.encoder(x)
         reconstruction = self.decoder(z)
         reconstruction_loss = keras.losses.binary_crossentropy(x, reconstruction) * self.input_dim
@@ -351,11 +361,7 @@ class ReferenceHierarchicalVAE(ReferenceModel):
     def __init__(self, input_dim, hidden_units=((200, 200), (100, 100)), latent_dims=(100, 50),
                  activation="tanh", objective="elbo", num_samples=1, seed=None, **kwargs):
         super().__init__(input_dim, **kwargs)
-        if objective not in ("elbo", "iwae"):
-            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}.")
-        if objective == "elbo" and num_samples != 1:
-            raise ValueError("the ELBO here uses one sample: num_samples=1 (num_samples > 1 "
-                             "needs objective='iwae').")
+        check_objective(objective, num_samples)
         (u1, u2), (d1, d2) = hidden_units, latent_dims
         self.latent_dims = (int(d1), int(d2))
         self.objective, self.num_samples = objective, int(num_samples)
@@ -394,8 +400,7 @@ class ReferenceHierarchicalVAE(ReferenceModel):
         b = ops.shape(x)[0]
         if training and self.objective == "iwae":
             log_px, kl = self.terms(x, *self.noise(b, self.num_samples))
-            bound = tf.reduce_logsumexp(log_px - kl, 1) - math.log(self.num_samples)
-            return -bound, tf.zeros_like(bound)
+            return iwae_losses(log_px - kl, self.num_samples)
         log_px, kl = self.terms(x, *self.noise(b))
         return -log_px, kl
 

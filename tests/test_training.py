@@ -589,14 +589,22 @@ def test_filter_epochs_train_the_filter_alone_and_resume_reruns_the_phase(tmp_pa
     assert not any(m for m, f in zip(moved, is_filter) if not f)
     # A finished run resumed with more filter epochs reruns the phase from the checkpoint
     # of fit's last epoch: its first two epochs repeat the straight run's.
-    with pytest.raises(training.ConfigError, match="already trained 1 epochs"):
-        training.train(_dkf_config(2), str(tmp_path / "a"), resume=True, plots=False)
+    for filter_epochs in (2, 0):  # nothing left to run: refused, not re-evaluated
+        with pytest.raises(training.ConfigError, match="already trained 1 epochs"):
+            training.train(_dkf_config(filter_epochs), str(tmp_path / "a"), resume=True,
+                           plots=False, overrides={"train.filter_epochs": filter_epochs})
     resumed = training.train(_dkf_config(3), str(tmp_path / "a"), resume=True, plots=False,
                              overrides={"train.filter_epochs": 3})
     np.testing.assert_allclose(resumed.history["filter_loss"][:2],
                                straight.history["filter_loss"], rtol=1e-5)
     assert json.load(open(tmp_path / "a" / "checkpoints" / "state.json"))[
         "filter_epochs_done"] == 3
+    # A DKF that filters with its own (causal) inference network refuses it before training.
+    causal = _dkf_config(1)
+    causal["model"]["inference"] = "rnn"
+    with pytest.raises(training.ConfigError, match="filter_epochs: fit_filter needs a separate"):
+        training.train(causal, str(tmp_path / "c"), plots=False)
+    assert not (tmp_path / "c").exists()
     # A model without a separate filter network refuses the key.
     with pytest.raises(training.ConfigError, match="train.filter_epochs is for models"):
         training.resolve_config("vae", "digits", {"train": {"filter_epochs": 1}})

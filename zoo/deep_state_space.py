@@ -803,6 +803,13 @@ class DeepStateSpaceModel(LatentVariableModel):
     def _filter_layers(self) -> list:
         return [layer for layer in (self.filter_rnn, self.filter_posterior) if layer is not None]
 
+    def check_filter_network(self) -> None:
+        """ValueError unless the model has a separate filter network for ``fit_filter``."""
+        if self.filter_inference is None:
+            raise ValueError("fit_filter needs a separate filter network (filter_inference="
+                             "'rnn'); this model filters with its inference network "
+                             f"{self.inference!r}.")
+
     def fit_filter(self, x, epochs: int = 10, batch_size: int = 50, learning_rate: float = 1e-3,
                    target: str | None = None, **fit_kwargs):
         """Train the causal filter network alone (everything else frozen): the second half of
@@ -814,10 +821,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         ``tf.data.Dataset``; for dreams only their shapes, masks and conditions are used);
         returns the History. The model is compiled with a fresh Adam optimizer for this;
         compile it again before training it further."""
-        if self.filter_inference is None:
-            raise ValueError("fit_filter needs a separate filter network (filter_inference="
-                             "'rnn'); this model filters with its inference network "
-                             f"{self.inference!r}.")
+        self.check_filter_network()
         if target is not None:
             check_choice("target", target, FILTER_TARGETS)
         saved_target = self.filter_target

@@ -244,7 +244,8 @@ def train(config: dict, run_dir: str, resume: bool = False, plots: bool = True,
 
 def _filter_phase_left(config: dict, state: dict) -> bool:
     """Whether the run's filter-only phase (``train.filter_epochs``) has still to run."""
-    return state.get("filter_epochs_done", 0) != config["train"]["filter_epochs"]
+    epochs = config["train"]["filter_epochs"]
+    return epochs > 0 and state.get("filter_epochs_done", 0) != epochs
 
 
 def _filter_phase(model, x, config, run_dir, state, log, recompile):
@@ -291,10 +292,11 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
     train_arrays = run_data.load_split(config, "train", for_training=True)
     with strategy.scope():
         model = build_model(config, train_arrays)
-    if train_cfg["filter_epochs"] and getattr(model, "filter_inference", None) is None:
-        raise ConfigError(f"train.filter_epochs needs a separate filter network "
-                          f"(model.filter_inference='rnn'); this {type(model).__name__} filters "
-                          f"with its inference network")
+    if train_cfg["filter_epochs"]:  # the config check made sure the class has fit_filter
+        try:
+            model.check_filter_network()
+        except ValueError as err:
+            raise ConfigError(f"train.filter_epochs: {err}") from None
     _validate(model, train_arrays, "train")
     x, y = cls.fit_inputs(train_arrays)
     num_train = len(tf.nest.flatten(x)[0])
@@ -308,6 +310,7 @@ def _run(config, run_dir, state, plots, log, callbacks, config_path) -> RunResul
     # Inputs are good: only now does the run directory appear.
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_json(config_path, config)
+
     def compile_model():
         model.compile(optimizer=optimizer_for(train_cfg, steps_per_epoch),
                       jit_compile=bool(train_cfg["jit"]), **model.compile_kwargs())
