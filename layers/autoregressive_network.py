@@ -60,6 +60,13 @@ def made_masks(degrees, params: int = 1) -> list:
     return masks
 
 
+def direct_mask(input_degrees, params: int = 1) -> np.ndarray:
+    """Mask [in, out] of the direct input -> output connection: output d (``params`` units
+    each) sees the inputs before d in the ordering (the no-hidden-layer mask of
+    :func:`made_masks`, Germain et al.'s ``direct_input_connect="Output"``)."""
+    return made_masks([np.asarray(input_degrees)], params)[0]
+
+
 @register
 class AutoregressiveNetwork(keras.layers.Layer):
     r"""MADE (Germain, Gregor, Murray & Larochelle, "MADE: Masked Autoencoder for Distribution
@@ -75,6 +82,12 @@ class AutoregressiveNetwork(keras.layers.Layer):
     connectivity-agnostic training and mask ensembles; ``call(..., mask_index=k)`` picks one.
     An optional conditioning input (no mask) is added before each activation
     (``conditional_layers="all_layers"``, TFP's default) or only in the first layer.
+    ``direct_connections=True`` adds a masked linear map from the inputs straight to the
+    outputs, $\mathrm{out} = W^{out} h^L + (D \odot M^{direct})\,x$ with
+    $M^{direct}_{dj} = [m(j) < m(d)]$ (the output layer's strict mask, on the inputs): every
+    output then reaches every input before it directly, as in a fully visible sigmoid belief
+    net, instead of only through hidden units of lower degree (the authors' code, github
+    mgermain/MADE, ``direct_input_connect="Output"``, used in all its published commands).
 
     ``call(x, conditional=None, mask_index=0)`` maps ``[batch..., event_size]`` to
     ``[batch..., event_size, params]``; masks and degrees are non-trainable weights, so a
@@ -94,6 +107,8 @@ class AutoregressiveNetwork(keras.layers.Layer):
         conditional_layers: str. ``"all_layers"`` or ``"first_layer"``.
         use_bias: bool. Biases on the masked layers.
         kernel_initializer: str. Kernel initializer.
+        direct_connections: bool. Add the masked direct input -> output connection (no
+            bias; needs at least one hidden layer).
         seed: int or None. Seed of the random orderings and degrees (None: drawn once).
 
     Example:
@@ -108,7 +123,7 @@ class AutoregressiveNetwork(keras.layers.Layer):
                  input_order="left-to-right", hidden_degrees: str = "equal", num_masks: int = 1, activation: str = "relu",
                  conditional_size: int | None = None, conditional_layers: str = "all_layers",
                  use_bias: bool = True, kernel_initializer="glorot_uniform",
-                 seed: int | None = None, **kwargs):
+                 direct_connections: bool = False, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("event_size", event_size)
         check_positive_int("params", params)
@@ -119,6 +134,13 @@ class AutoregressiveNetwork(keras.layers.Layer):
         hidden_units = tuple(int(u) for u in hidden_units)
         for u in hidden_units:
             check_positive_int("hidden_units", u)
+        if not isinstance(direct_connections, (bool, np.bool_)):
+            raise ValueError(f"`direct_connections` must be True or False, got "
+                             f"{direct_connections!r}.")
+        if direct_connections and not hidden_units:
+            raise ValueError("`direct_connections=True` adds an input -> output connection "
+                             "beside the hidden layers; with `hidden_units=()` the network is "
+                             "that connection already.")
         if not isinstance(input_order, str):
             input_order = [int(i) for i in input_degrees(event_size, input_order)]
         else:
@@ -134,6 +156,7 @@ class AutoregressiveNetwork(keras.layers.Layer):
         self.conditional_layers = conditional_layers
         self.use_bias = use_bias
         self.kernel_initializer = kernel_initializer
+        self.direct_connections = bool(direct_connections)
         self.seed = seed
         self._mask_seed = int(np.random.randint(2**31)) if seed is None else int(seed)
         widths = (*hidden_units, event_size * params)
@@ -149,6 +172,11 @@ class AutoregressiveNetwork(keras.layers.Layer):
                                                     dtype=self.dtype_policy,
                                                     name=f"conditional_{i}")
                                  for i in range(count)]
+        # Created last (and only when asked) so that the other weights keep their order.
+        self.direct = (MaskedDense(event_size * params, num_masks=num_masks, use_bias=False,
+                                   kernel_initializer=kernel_initializer,
+                                   dtype=self.dtype_policy, name="direct")
+                       if self.direct_connections else None)
         self._hidden_activation = keras.activations.get(activation)
 
     # ------------------------------------------------------------------ masks
@@ -181,10 +209,15 @@ class AutoregressiveNetwork(keras.layers.Layer):
             width = layer.units
         for layer in self.conditioners:
             layer.build((None, self.conditional_size))
+        if self.direct is not None:
+            self.direct.initial_masks = np.stack([direct_mask(d[0], self.params)
+                                                  for d in draws])
+            self.direct.build((None, dim))
 
     def set_masks(self, masks, degrees) -> None:
         """Replace every layer's masks (``masks[l]``: [num_masks, in, out], or [in, out] for
-        one mask) and the input degrees [num_masks, event_size] they were made from."""
+        one mask) and the input degrees [num_masks, event_size] they were made from (the
+        direct connection's masks, if any, follow from the degrees)."""
         if len(masks) != len(self.masked):
             raise ValueError(f"`masks` needs {len(self.masked)} entries (one per layer), got "
                              f"{len(masks)}.")
@@ -192,6 +225,8 @@ class AutoregressiveNetwork(keras.layers.Layer):
             layer.set_masks(mask)
         degrees = np.asarray(degrees, np.float32).reshape(self.num_masks, self.event_size)
         self.degrees.assign(degrees)
+        if self.direct is not None:
+            self.direct.set_masks(np.stack([direct_mask(d, self.params) for d in degrees]))
 
     def orderings(self) -> np.ndarray:
         """``[num_masks, event_size]``: the input indices in generation order, per mask."""
@@ -205,7 +240,7 @@ class AutoregressiveNetwork(keras.layers.Layer):
         if self.conditional_size is None and conditional is not None:
             raise ValueError("`conditional` was passed but `conditional_size` is None.")
         lead = tf.shape(x)[:-1]
-        h = tf.reshape(x, [-1, self.event_size])
+        h = x_flat = tf.reshape(x, [-1, self.event_size])
         c = None
         if conditional is not None:
             c = tf.cast(tf.reshape(conditional, [-1, self.conditional_size]), h.dtype)
@@ -217,6 +252,8 @@ class AutoregressiveNetwork(keras.layers.Layer):
                 h = h + self.conditioners[i](c)
             if i < last:
                 h = self._hidden_activation(h)
+        if self.direct is not None:
+            h = h + self.direct(x_flat, mask_index=mask_index)
         return tf.reshape(h, tf.concat([lead, [self.event_size, self.params]], 0))
 
     def compute_output_shape(self, input_shape):
@@ -229,5 +266,6 @@ class AutoregressiveNetwork(keras.layers.Layer):
                       hidden_degrees=self.hidden_degrees, num_masks=self.num_masks,
                       activation=self.activation, conditional_size=self.conditional_size,
                       conditional_layers=self.conditional_layers, use_bias=self.use_bias,
-                      kernel_initializer=self.kernel_initializer, seed=self.seed)
+                      kernel_initializer=self.kernel_initializer,
+                      direct_connections=self.direct_connections, seed=self.seed)
         return config

@@ -1,5 +1,8 @@
 """MaskedDense and the MADE layer (AutoregressiveNetwork): autoregressive Jacobians, TFP
-equality, serialization, compiled / float64 / mixed-precision calls, bad arguments."""
+equality, direct input -> output connections, serialization, compiled / float64 /
+mixed-precision calls, bad arguments."""
+
+import itertools
 
 import keras
 import numpy as np
@@ -8,7 +11,7 @@ import tensorflow as tf
 
 from tests.test_case import run_layer_test, run_saving_test
 from zoo.layers import AutoregressiveNetwork, MaskedDense
-from zoo.layers.autoregressive_network import input_degrees, made_masks
+from zoo.layers.autoregressive_network import direct_mask, input_degrees, made_masks
 
 RNG = np.random.RandomState(0)
 
@@ -39,18 +42,19 @@ def _jacobian(net, x, mask_index, conditional=None):
     return tape.batch_jacobian(y, x).numpy()  # [batch, D, params, D]
 
 
-@pytest.mark.parametrize("input_order,hidden_degrees,conditional", [
-    ("left-to-right", "equal", False),
-    ("right-to-left", "random", True),
-    ("random", "random", False),
-    ([3, 1, 5, 2, 6, 4], "equal", True),
+@pytest.mark.parametrize("input_order,hidden_degrees,conditional,direct", [
+    ("left-to-right", "equal", False, False),
+    ("right-to-left", "random", True, False),
+    ("random", "random", False, False),
+    ([3, 1, 5, 2, 6, 4], "equal", True, False),
+    ("random", "random", True, True),
 ])
 def test_jacobian_is_strictly_triangular_in_the_ordering(input_order, hidden_degrees,
-                                                         conditional):
+                                                         conditional, direct):
     d, masks = 6, 3
     net = AutoregressiveNetwork(d, params=2, hidden_units=(16, 16), input_order=input_order,
                                 hidden_degrees=hidden_degrees, num_masks=masks,
-                                activation="tanh", seed=3,
+                                activation="tanh", seed=3, direct_connections=direct,
                                 conditional_size=2 if conditional else None)
     x = RNG.randn(3, d).astype("float32")
     c = RNG.randn(3, 2).astype("float32") if conditional else None
@@ -67,6 +71,57 @@ def test_jacobian_is_strictly_triangular_in_the_ordering(input_order, hidden_deg
         # other input (tanh hidden units, generic weights).
         last = int(np.argmax(deg))
         assert np.all(jac[last, np.arange(d) != last] > 0)
+        if direct:  # every output sees every input before it
+            assert np.all(jac[allowed] > 0), f"mask {k}"
+
+
+def test_direct_connections_add_the_masked_linear_map():
+    """out = hidden path + x (D * M), M[j, d] = [m(j) < m(d)]: with the hidden path's output
+    kernel at zero the outputs are the bias plus that masked map (NumPy); with 2 hidden units
+    some allowed input -> output pairs have no path unless the direct connection is on."""
+    d, params = 7, 2
+    x = RNG.randn(4, d).astype("float32")
+    reach = {}
+    for direct in (False, True):
+        net = AutoregressiveNetwork(d, params=params, hidden_units=(2,), input_order="random",
+                                    hidden_degrees="random", num_masks=2, activation="tanh",
+                                    direct_connections=direct, seed=4)
+        net(x)
+        deg = np.asarray(net.degrees)
+        jac = np.abs(_jacobian(net, x, 1)).max(axis=(0, 2))
+        allowed = deg[1][None, :] < deg[1][:, None]
+        assert np.all(jac[~allowed] == 0.0)
+        reach[direct] = np.all(jac[allowed] > 0)
+        if direct:
+            np.testing.assert_array_equal(net.direct.masks.numpy()[1],
+                                          direct_mask(deg[1], params))
+            out = net.masked[-1]
+            out.kernel.assign(np.zeros(out.kernel.shape, "float32"))
+            kernel = net.direct.kernel.numpy() * direct_mask(deg[1], params)
+            expected = (x @ kernel + out.bias.numpy()).reshape(4, d, params)
+            np.testing.assert_allclose(net(x, mask_index=1), expected, rtol=1e-5, atol=1e-6)
+    assert reach == {False: False, True: True}
+
+
+def test_made_with_direct_connections_sums_to_one():
+    """Each mask of a MADE with direct connections, and the mask ensemble, is normalized
+    over all 2^8 binary vectors; the direct weights change the model."""
+    from zoo.autoregressive import MADE
+
+    everything = np.array(list(itertools.product([0.0, 1.0], repeat=8)), np.float32)
+    model = MADE((8,), hidden_units=(6,), input_order="random", num_masks=3,
+                 direct_connections=True, seed=3)
+    rng = np.random.RandomState(0)
+    for w in model.trainable_weights:
+        w.assign(rng.randn(*w.shape).astype("float32"))
+    totals = [float(tf.reduce_logsumexp(tf.cast(model.log_prob(everything, member=k),
+                                                tf.float64))) for k in (0, 1, 2, None)]
+    np.testing.assert_allclose(totals, 0.0, atol=1e-5)
+    before = np.asarray(model.log_prob(everything))
+    model.network.direct.kernel.assign(np.zeros(model.network.direct.kernel.shape, "float32"))
+    assert np.max(np.abs(np.asarray(model.log_prob(everything)) - before)) > 0.1
+    twin = MADE.from_config(model.get_config())
+    assert twin.direct_connections and twin.network.direct is not None
 
 
 def test_made_equals_tfp_autoregressive_network():
@@ -109,25 +164,28 @@ def test_config_round_trip_and_saving(tmp_path):
     layer, _ = run_layer_test(
         AutoregressiveNetwork,
         {"event_size": 4, "params": 2, "hidden_units": (8,), "input_order": "random",
-         "hidden_degrees": "random", "num_masks": 2, "seed": 5},
+         "hidden_degrees": "random", "num_masks": 2, "direct_connections": True, "seed": 5},
         x, call_kwargs={"mask_index": 1})
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layer(inputs, mask_index=1))
     reloaded = run_saving_test(model, lambda m: m(x), tmp_path)
     np.testing.assert_array_equal(reloaded.layers[-1].degrees.numpy(), layer.degrees.numpy())
+    np.testing.assert_array_equal(reloaded.layers[-1].direct.masks.numpy(),
+                                  layer.direct.masks.numpy())
 
 
-@pytest.mark.parametrize("mode", ["function", "xla"])
-def test_compiled_float64_and_mixed_precision(mode):
+@pytest.mark.parametrize("mode,direct", [("function", False), ("xla", True)])
+def test_compiled_float64_and_mixed_precision(mode, direct):
     x = RNG.randn(3, 4)
-    net = AutoregressiveNetwork(4, params=2, hidden_units=(8,), conditional_size=2, seed=0)
+    kwargs = {"conditional_size": 2, "direct_connections": direct}
+    net = AutoregressiveNetwork(4, params=2, hidden_units=(8,), seed=0, **kwargs)
     c = RNG.randn(3, 2)
     eager = net(x.astype("float32"), conditional=c.astype("float32"), mask_index=0)
     fn = tf.function(lambda k: net(x.astype("float32"), conditional=c.astype("float32"),
                                    mask_index=k), jit_compile=(mode == "xla"))
     np.testing.assert_allclose(fn(tf.constant(0)), eager, rtol=1e-5, atol=1e-6)
-    twin = AutoregressiveNetwork(4, params=2, hidden_units=(8,), conditional_size=2, seed=0,
-                                 dtype="float64")
+    twin = AutoregressiveNetwork(4, params=2, hidden_units=(8,), seed=0, dtype="float64",
+                                 **kwargs)
     twin(x, conditional=c)
     twin.set_weights(net.get_weights())
     out = twin(x, conditional=c)
@@ -135,8 +193,7 @@ def test_compiled_float64_and_mixed_precision(mode):
     np.testing.assert_allclose(out, eager, rtol=1e-5, atol=1e-5)
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        half = AutoregressiveNetwork(4, params=2, hidden_units=(8,), conditional_size=2,
-                                     seed=0)
+        half = AutoregressiveNetwork(4, params=2, hidden_units=(8,), seed=0, **kwargs)
         half(x.astype("float32"), conditional=c.astype("float32"))
         half.set_weights(net.get_weights())
         out = half(x.astype("float32"), conditional=c.astype("float32"))
@@ -158,6 +215,10 @@ def test_bad_arguments_are_named():
         net(np.zeros((2, 4), "float32"))
     with pytest.raises(ValueError, match="conditional"):
         AutoregressiveNetwork(3, conditional_size=2)(np.zeros((2, 3), "float32"))
+    with pytest.raises(ValueError, match="direct_connections"):
+        AutoregressiveNetwork(3, direct_connections=True)  # no hidden layer
+    with pytest.raises(ValueError, match="direct_connections"):
+        AutoregressiveNetwork(3, hidden_units=(4,), direct_connections="yes")
 
 
 def test_masks_survive_a_first_call_inside_a_model_build():

@@ -21,14 +21,24 @@ class MADE(BinaryAutoregressiveModel):
     $p(x) = \frac1K \sum_k p_{M_k}(x)$ over the masks is the model evaluated
     (``log_prob(x)``; ``log_prob(x, member=k)`` is one mask).
 
+    ``direct_connections=True`` adds a masked linear input -> output connection beside the
+    hidden layers (each output sees every input before it directly, as in a fully visible
+    sigmoid belief net); the authors' code (github mgermain/MADE) has it on
+    (``direct_input_connect="Output"``) in every command its README gives for the paper's
+    results. Off by default.
+
     Args:
         input_shape: tuple. Shape of one example.
-        hidden_units: tuple of int. Hidden widths (the paper's MNIST model: one layer of 500).
+        hidden_units: tuple of int. Hidden widths (default one layer of 500; the command the
+            authors' README gives for their best MNIST result uses two layers of 8000).
         input_order: str or sequence. ``"left-to-right"``, ``"right-to-left"``, ``"random"``
             or explicit degrees.
         hidden_degrees: str. ``"random"`` (the paper) or ``"equal"``.
         num_masks: int. Mask draws for connectivity-agnostic training and the ensemble.
         activation: str. Hidden activation.
+        direct_connections: bool. Add the masked direct input -> output connection.
+        kernel_initializer: str. Initializer of the kernels (the authors' MNIST command:
+            orthogonal).
         seed: int or None. Seed of the masks and of the per-batch mask choice.
 
     Example:
@@ -44,18 +54,23 @@ class MADE(BinaryAutoregressiveModel):
 
     def __init__(self, input_shape=(28, 28, 1), hidden_units=(500,),
                  input_order="left-to-right", hidden_degrees: str = "random",
-                 num_masks: int = 1, activation: str = "relu", seed: int | None = None,
-                 **kwargs):
+                 num_masks: int = 1, activation: str = "relu",
+                 direct_connections: bool = False, kernel_initializer="glorot_uniform",
+                 seed: int | None = None, **kwargs):
         super().__init__(input_shape, seed=seed, **kwargs)
         self.network = AutoregressiveNetwork(
             self.event_size, params=1, hidden_units=tuple(hidden_units),
             input_order=input_order, hidden_degrees=hidden_degrees, num_masks=num_masks,
-            activation=activation, seed=seed, dtype=self.dtype_policy, name="network")
+            activation=activation, direct_connections=direct_connections,
+            kernel_initializer=kernel_initializer, seed=seed, dtype=self.dtype_policy,
+            name="network")
         self.hidden_units = self.network.hidden_units
         self.input_order = self.network.input_order
         self.hidden_degrees = hidden_degrees
         self.num_masks = num_masks
         self.activation = activation
+        self.direct_connections = self.network.direct_connections
+        self.kernel_initializer = kernel_initializer
         self.network.build((None, self.event_size))
 
     @property
@@ -71,4 +86,6 @@ class MADE(BinaryAutoregressiveModel):
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
                 "input_order": self.input_order, "hidden_degrees": self.hidden_degrees,
-                "num_masks": self.num_masks, "activation": self.activation}
+                "num_masks": self.num_masks, "activation": self.activation,
+                "direct_connections": self.direct_connections,
+                "kernel_initializer": self.kernel_initializer}
