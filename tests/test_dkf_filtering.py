@@ -189,35 +189,36 @@ def test_dkf_learned_from_observations_filters_within_10_percent_of_the_kalman_f
     """Issue 18: on the damped rotation (transition noise std 0.05, observation variance 0.3,
     z_1 ~ N(0, I)), a DKF learned from observations alone (linear transition and emission,
     random start, nothing frozen) filters the clean signal H z_t with an RMSE within 10 % of
-    the exact Kalman filter with the true system, for two seeds; and the learned system
+    the exact Kalman filter with the true system; and the learned system
     (compared through quantities that do not depend on the latent coordinates) is close to
     the truth: observation std within 5 %, the eigenvalues of A (damping and rotation) within
     0.03, tr(H P_0 H^T) within 30 %, and the transition noise tr(H Q H^T) below 0.05 (truth
-    0.0056; the ELBO with a causal q-RNN learned 0.47^2-scale noise). Benchmark with more
-    seeds: benchmarks/bench_dssm.py."""
+    0.0056; the ELBO with a causal q-RNN learned 0.47^2-scale noise). One seed here (about 20
+    s of CPU each; seeds 0-3 measured 1.090, 1.083, 1.079, 1.105 on 2026-12-03): the benchmark
+    (benchmarks/bench_dssm.py) runs five."""
     system = bench_dssm.damped_rotation_system()
     x_test, clean = bench_dssm.simulate_system(system, 300, 15, seed=999)
     exact = np.sqrt(np.mean((bench_dssm.exact_filter_signal(system, x_test) - clean) ** 2))
     true_eig = np.linalg.eigvals(system["A"])
-    for seed in (0, 1):
-        x, _ = bench_dssm.simulate_system(system, 300, 15, seed=100 + seed)
-        model = learn_then_filter(x, seed)
-        ours = model.filter(x_test).observation_means.numpy()
-        ratio = np.sqrt(np.mean((ours - clean) ** 2)) / exact
-        learned = bench_dssm.linear_dkf_parameters(model)
-        eig = np.linalg.eigvals(learned["A"])
-        h = learned["H"]
-        report = dict(seed=seed, ratio=ratio, r=np.sqrt(learned["R"][0, 0]), eig=eig,
-                      hqh=np.trace(h @ learned["Q"] @ h.T), hp0h=np.trace(h @ learned["P0"] @ h.T))
-        assert ratio < 1.10, report
-        assert abs(report["r"] / np.sqrt(0.3) - 1) < 0.05, report
-        np.testing.assert_allclose(np.sort(np.abs(eig)), np.sort(np.abs(true_eig)), atol=0.03,
-                                   err_msg=str(report))
-        np.testing.assert_allclose(np.sort(np.abs(np.angle(eig))),
-                                   np.sort(np.abs(np.angle(true_eig))), atol=0.03,
-                                   err_msg=str(report))
-        assert abs(report["hp0h"] / np.trace(system["H"] @ system["H"].T) - 1) < 0.3, report
-        assert report["hqh"] < 0.05, report
+    seed = 1
+    x, _ = bench_dssm.simulate_system(system, 300, 15, seed=100 + seed)
+    model = learn_then_filter(x, seed)
+    ours = model.filter(x_test).observation_means.numpy()
+    ratio = np.sqrt(np.mean((ours - clean) ** 2)) / exact
+    learned = bench_dssm.linear_dkf_parameters(model)
+    eig = np.linalg.eigvals(learned["A"])
+    h = learned["H"]
+    report = dict(seed=seed, ratio=ratio, r=np.sqrt(learned["R"][0, 0]), eig=eig,
+                  hqh=np.trace(h @ learned["Q"] @ h.T), hp0h=np.trace(h @ learned["P0"] @ h.T))
+    assert ratio < 1.10, report
+    assert abs(report["r"] / np.sqrt(0.3) - 1) < 0.05, report
+    np.testing.assert_allclose(np.sort(np.abs(eig)), np.sort(np.abs(true_eig)), atol=0.03,
+                               err_msg=str(report))
+    np.testing.assert_allclose(np.sort(np.abs(np.angle(eig))),
+                               np.sort(np.abs(np.angle(true_eig))), atol=0.03,
+                               err_msg=str(report))
+    assert abs(report["hp0h"] / np.trace(system["H"] @ system["H"].T) - 1) < 0.3, report
+    assert report["hqh"] < 0.05, report
 
 
 def test_exported_filter_step_runs_the_filter_network(tmp_path):
