@@ -110,6 +110,15 @@ class LatentVariableModel(ZooModel, keras.Model):
             ActiveUnits(active_units_dim) if active_units_dim is not None else None
         )
 
+    def _build_by_calling(self, example):
+        """Build every weight now, with one eager call on ``example``. The model is marked
+        built first, so Keras does not trace ``call`` symbolically before that call (its
+        default build-by-run for a model without ``build``: a second pass through the whole
+        model, most of a construction's CPU: 0.93 s -> 0.18 s for a default DKF); the call
+        builds each sublayer as it reaches it, in the same order, with the same draws."""
+        self.built = True
+        self(example)
+
     # ------------------------------------------------------------------ input checks
     def check_input(self, x):
         """Static shape check and the value checks of ``input_checks`` (no-ops under XLA);

@@ -98,7 +98,7 @@ class CategoricalVAE(ImageLatentModel):
         )
         self.decoder = data_decoder("mlp", self.hidden_units, (), activation, self.data_shape,
                                     per_value)
-        self(tf.zeros((1, *self.data_shape)))  # build every weight now
+        self._build_by_calling(tf.zeros((1, *self.data_shape)))  # every weight, now
 
     def default_callbacks(self) -> list:
         return [TemperatureAnnealing(rate=self.anneal_rate, minimum=self.min_temperature,

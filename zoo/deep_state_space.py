@@ -345,7 +345,7 @@ class DeepStateSpaceModel(LatentVariableModel):
             dummy["actions"] = tf.zeros((1, 2, self.action_dim))
         if self.use_time_gaps:
             dummy["time_gaps"] = tf.ones((1, 2))
-        self(dummy)
+        self._build_by_calling(dummy)
         if self.initializer == "fan_in":
             self._fan_in_init()
 

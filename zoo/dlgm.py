@@ -135,7 +135,7 @@ class DLGM(ImageLatentModel):
                             for l in range(len(latent_dims) - 1)]
         self.decoder = data_decoder("mlp", self.hidden_units, (), activation, self.data_shape,
                                     per_value, name="T_0")
-        self(tf.zeros((1, *self.data_shape)))  # build every weight now
+        self._build_by_calling(tf.zeros((1, *self.data_shape)))  # every weight, now
 
     def weight_prior_penalty(self):
         """-log N(theta_g; 0, kappa I) / N (up to a constant) on every generative kernel."""

@@ -170,7 +170,7 @@ class HierarchicalVAE(ImageLatentModel):
             layer.build((None, width))
         self.decoder = data_decoder("mlp", self.hidden_units[0], (), activation, self.data_shape,
                                     per_value, name="p_x")
-        self(tf.zeros((1, *self.data_shape)))  # build every weight now
+        self._build_by_calling(tf.zeros((1, *self.data_shape)))  # every weight, now
 
     # ------------------------------------------------------------------ generative pieces
     def conditional_prior(self, l: int, h_above):

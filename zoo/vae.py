@@ -237,7 +237,7 @@ class VAE(ImageLatentModel):
             self.export_adapter = "latent_flow"  # its encode runs the flow
         self.decoder = data_decoder(architecture, self.hidden_units, self.conv_filters,
                                     activation, self.data_shape, per_value)
-        self(tf.zeros((1, *self.data_shape)))  # build every weight now
+        self._build_by_calling(tf.zeros((1, *self.data_shape)))  # every weight, now
 
     # ------------------------------------------------------------------ pieces
     def encode(self, x):
