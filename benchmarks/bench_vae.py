@@ -211,11 +211,15 @@ ARCHITECTURES = {
     },
     # Burda et al.'s two-stochastic-layer model (Appendix C): q(h1|x) 784-200-200-(100),
     # q(h2|h1) 100-100-100-(50), p(h1|h2) 50-100-100-(100), p(x|h1) 100-200-200-784, tanh,
-    # exp of predicted log-variances; the Monte Carlo ELBO of one sample (k = 1).
+    # exp of predicted log-variances with no floor on the scales (the paper's, the reference's
+    # and configs/burda2016_vae_2layer_k1.yaml's); the Monte Carlo ELBO of one sample (k = 1).
     "mnist_2layer": {
-        "HierarchicalVAE": _arch(*[dict(latent_dims=(100, 50),
-                                        hidden_units=((200, 200), (100, 100)),
-                                        activation="tanh")] * 2),
+        "HierarchicalVAE": _arch(dict(latent_dims=(100, 50),
+                                      hidden_units=((200, 200), (100, 100)),
+                                      activation="tanh", min_scale=0.0),
+                                 dict(latent_dims=(100, 50),
+                                      hidden_units=((200, 200), (100, 100)),
+                                      activation="tanh")),
     },
     # Jang et al. 2017's 784-(20x10)-784 (no hidden layers) with a learned categorical prior,
     # tau = max(0.5, exp(-1e-4 t)) updated every 500 steps (their N, r chosen on validation and
@@ -261,7 +265,8 @@ def describe_architecture(model: str, kwargs: dict) -> str:
         (u1, u2), (d1, d2) = kwargs["hidden_units"], kwargs["latent_dims"]
         return (f"q(h1|x) MLP {'-'.join(map(str, u1))} -> {d1}, q(h2|h1) MLP "
                 f"{'-'.join(map(str, u2))} -> {d2}, mirrored p(h1|h2) and p(x|h1), "
-                f"{kwargs['activation']}, diag Gaussians (exp of predicted log-variances), "
+                f"{kwargs['activation']}, diag Gaussians (exp of predicted log-variances"
+                f"{', no scale floor' if kwargs.get('min_scale') == 0 else ''}), "
                 f"Monte Carlo ELBO")
     mlp = (f"MLP {'-'.join(map(str, kwargs['hidden_units']))} {kwargs['activation']}"
            if kwargs["hidden_units"] else "no hidden layers")
