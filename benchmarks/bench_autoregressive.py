@@ -111,12 +111,13 @@ def optimizer_name(args) -> str:
     return f"{'Adam' if args.optimizer == 'adam' else 'Adagrad'} {args.learning_rate}"
 
 
-def made(args, masks: int = 1, direct: bool = False, degrees: str | None = None):
+def made(args, masks: int = 1, direct: bool = False):
     """Our MADE on 28x28 images with the bench's width, ``--made-order`` and
-    ``--kernel-init``; one mask uses evenly spread degrees (TFP's rule) unless ``degrees``."""
+    ``--kernel-init``; one mask uses evenly spread hidden degrees (TFP's rule), several masks
+    random ones (connectivity-agnostic training)."""
     from zoo.autoregressive import MADE
 
-    degrees = degrees or ("equal" if masks == 1 else "random")
+    degrees = "equal" if masks == 1 else "random"
     return MADE((28, 28, 1), hidden_units=(args.hidden,), hidden_degrees=degrees,
                 num_masks=masks, input_order=args.made_order, direct_connections=direct,
                 kernel_initializer=args.kernel_init, seed=args.seed)
@@ -160,8 +161,6 @@ def tf_keras_timer(timer):
 
 
 def run_ours(name, model, train, test, args):
-    import keras
-
     model.compile(optimizer=make_optimizer(args))
     timer = EpochTimer()
     model.fit(train, batch_size=args.batch_size, epochs=args.epochs, verbose=0, shuffle=True,
@@ -196,7 +195,6 @@ def run_vae(name, flow, steps, train, test, args):
     diagonal Gaussian posterior, optionally ending in ``steps`` IAF or planar flow steps;
     the test NLL is the K = ``--iwae-samples`` importance-weighted bound (an upper bound on
     the NLL), whose weights include the flow's log-determinants."""
-    import keras
     from zoo.vae import VAE
 
     model = VAE(input_shape=(784,), latent_dim=args.latent, hidden_units=(args.hidden,),
@@ -331,8 +329,6 @@ class CurveRow:
 
 
 def ours_curve_row(name, model, train, args):
-    import keras
-
     model.compile(optimizer=make_optimizer(args))
     done = [0]
 
