@@ -610,6 +610,98 @@ def as_before_issue_17(dataset: str, input_shape, seed: int) -> System:
     return system
 
 
+def copy_reference_into_hierarchical(ref, ours) -> list:
+    """Copy ReferenceHierarchicalVAE's weights into our HierarchicalVAE (every weight; the
+    two name their layers differently). Returns the (ours, reference) layer pairs."""
+    pairs = []
+    for net, gauss, name in [(ours.encoders[0], ours.posteriors[0], "q_h1"),
+                             (ours.encoders[1], ours.posteriors[1], "q_h2"),
+                             (ours.prior_networks[0], ours.conditional_priors[0], "p_h1")]:
+        target = getattr(ref, name)
+        dense = [layer for layer in net.layers if layer.get_weights()]
+        pairs += [(dense[i], target.get_layer(f"{name}_{i}")) for i in range(len(dense))]
+        pairs += [(gauss.loc_dense, target.get_layer(f"{name}_mean")),
+                  (gauss.param_denses[0], target.get_layer(f"{name}_log_var"))]
+    pairs += zip([layer for layer in ours.decoder.layers if layer.get_weights()],
+                 [layer for layer in ref.decoder.layers if layer.get_weights()])
+    copied = 0
+    for o, r in pairs:
+        o.set_weights(r.get_weights())
+        copied += sum(w.size for w in r.get_weights())
+    total = sum(w.size for w in ours.get_weights() if w.ndim)
+    if copied != total:
+        raise RuntimeError(f"copied {copied} of ours' {total} weights: the layer map is stale")
+    return pairs
+
+
+def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") -> str:
+    """Ours and the reference from the same initial weights (the reference's, copied), on the
+    same batches and the same posterior noise at every step (step c draws its two layers'
+    noise with the stateless seeds [c, 0] and [c, 1] in both), each trained by its own
+    ``fit``: if the two training paths are one computation, the test ELBOs (fixed noise,
+    whole test split) stay equal up to float rounding amplified by training."""
+    budget = MNIST[dataset]._replace(epochs=passes)
+    opts = dict(budget.data_options)
+    x_test = datasets.load_arrays(budget.data or dataset, "test", binarize="static", **opts)["image"]
+    flat = x_test.reshape(len(x_test), -1).astype(np.float32)
+    ours_sys = build_system(dataset, "HierarchicalVAE", "ours", x_test.shape[1:], seed, budget)
+    ref_sys = build_system(dataset, "HierarchicalVAE", "reference", x_test.shape[1:], seed,
+                           budget)
+    ours, ref = ours_sys.model, ref_sys.model
+    pairs = copy_reference_into_hierarchical(ref, ours)
+    dims = tuple(ours.latent_dims)
+
+    def stream_of_noise():
+        counter = tf.Variable(0, dtype=tf.int64)
+
+        def noise(b):
+            c = counter.assign_add(1)
+            return [tf.random.stateless_normal(tf.stack([b, d]), tf.stack([c, l]))
+                    for l, d in enumerate(dims)]
+        return noise
+
+    ours_noise, ref_noise = stream_of_noise(), stream_of_noise()
+    ours.draw_noise = lambda x, num_samples=None: ours_noise(tf.shape(x)[0])
+    ref.noise = lambda b, k=None: ref_noise(b)
+    rng = np.random.default_rng(7)
+    eps = [rng.standard_normal((len(flat), d)).astype(np.float32) for d in dims]
+    shape = [-1, *ours.data_shape]
+    ours_fn = tf.function(lambda x, a, b: -ours.terms_from_noise(tf.reshape(x, shape),
+                                                                 [a, b])["objective"])
+    ref_fn = tf.function(lambda x, a, b: tf.subtract(*ref.terms(x, a, b)))
+
+    def test_elbo(fn):
+        return float(np.mean(np.concatenate([
+            fn(flat[i:i + 500], eps[0][i:i + 500], eps[1][i:i + 500]).numpy()
+            for i in range(0, len(flat), 500)])))
+
+    def weight_gap():
+        num = den = 0.0
+        for o, r in pairs:
+            for wo, wr in zip(o.get_weights(), r.get_weights()):
+                num += float(np.sum((wo - wr) ** 2))
+                den += float(np.sum(wr ** 2))
+        return (num / den) ** 0.5
+
+    rows = [("0", test_elbo(ours_fn), test_elbo(ref_fn), weight_gap())]
+    for epoch in range(passes):
+        for system in (ref_sys, ours_sys):
+            stream = datasets.load(budget.data or dataset, "train",
+                                   batch_size=budget.batch_size, binarize="dynamic",
+                                   seed=seed * 1000 + epoch, keys="image", **opts)
+            system.model.fit(stream, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+                             callbacks=system.callbacks)
+        rows.append((str(epoch + 1), test_elbo(ours_fn), test_elbo(ref_fn), weight_gap()))
+        print(f"pass {rows[-1][0]}: ours {rows[-1][1]:.3f} reference {rows[-1][2]:.3f} "
+              f"relative weight difference {rows[-1][3]:.2e}", flush=True)
+    table = markdown_table(
+        ["pass", "ours test ELBO", "reference test ELBO", "ours − reference",
+         "relative weight difference"],
+        [[p, f"{o:.3f}", f"{r:.3f}", f"{o - r:+.3f}", f"{w:.2e}"] for p, o, r, w in rows])
+    return (f"Same weights, batches and noise ({dataset}, seed {seed}, {passes} passes; "
+            f"test ELBO on the whole test split with one fixed noise draw):\n\n{table}\n")
+
+
 def fit_overhead(rounds: int = 12, epochs: int = 30, dataset: str = "mnist5k") -> str:
     """Our VAE's ``fit`` against its plain Keras reference (and against our VAE without fit's
     per-batch value check, and with its previous train step), in one process: each system first trains ``epochs`` epochs on the same
@@ -618,7 +710,6 @@ def fit_overhead(rounds: int = 12, epochs: int = 30, dataset: str = "mnist5k") -
     this process (all threads)."""
     import statistics
 
-    budget = FULL[dataset]
     x_test = datasets.load_arrays(dataset, "test", binarize="static")["image"]
     n_train = len(datasets.load_arrays(dataset, "train")["image"])
 
@@ -815,13 +906,19 @@ if __name__ == "__main__":
     parser.add_argument("--fit-overhead", action="store_true",
                         help="only the VAE's fit throughput against its reference (issue 17)")
     parser.add_argument("--rounds", type=int, default=12, help="with --fit-overhead")
+    parser.add_argument("--same-noise", type=int, metavar="PASSES",
+                        help="only: ours and the reference on mnist_2layer from the same "
+                        "weights with the same batches and posterior noise for PASSES passes "
+                        "(is the training path one computation?); --seeds gives the seed")
     args = parser.parse_args()
     if args.memory:
         dataset, model, k = args.memory
         delta = eval_memory_here(dataset, model, args.role, int(k))
         print(json.dumps({"peak_rss_delta": delta}))
         sys.exit(0)
-    if args.fit_overhead:
+    if args.same_noise:
+        section = same_noise(seed=(args.seeds or [3])[0], passes=args.same_noise)
+    elif args.fit_overhead:
         section = fit_overhead(rounds=args.rounds, epochs=args.epochs or 30)
     else:
         section = main(quick=args.quick, datasets_=args.datasets, epochs=args.epochs,
