@@ -58,6 +58,75 @@ def test_jacobian_matches_finite_differences():
     assert np.abs(numeric - np.eye(3)).max() > 1e-2  # a non-trivial Jacobian was tested
 
 
+def _perturbed_model(state_dim=3, observation_matrix=H, units=8, seed=0):
+    model = LSTMKalmanFilter(state_dim=state_dim, observation_matrix=observation_matrix,
+                             lstm_units=units)
+    rng = np.random.default_rng(seed)
+    for w in model.weights:  # away from the zero output layer and the initial biases
+        w.assign(w.numpy() + 0.5 * rng.standard_normal(w.shape).astype("float32"))
+    return model
+
+
+def test_closed_form_jacobian_equals_the_tapes_and_the_cell_step():
+    """F_t in closed form (issue 17 goal 4) = tape.batch_jacobian of f(x) = x + A(LSTM_A(x))
+    through Keras' own LSTMCell, and the step's (h, c) and x^- are the cell's, on seeded
+    random weights, states and means; an LSTM cell with other activations is refused."""
+    import keras
+
+    model = _perturbed_model()
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(6, 3)), tf.float32)
+    lstm_state = [tf.constant(rng.uniform(-1, 1, (6, 8)), tf.float32) for _ in range(2)]
+    pred_mean, jacobian, (h, c) = model._transition(x, lstm_state)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        h_cell, (_, c_cell) = model.lstm_a(x, lstm_state)
+        f = x + model.out_a(h_cell)
+    np.testing.assert_allclose(jacobian, tape.batch_jacobian(f, x), rtol=1e-5, atol=1e-6)
+    assert np.abs(jacobian.numpy() - np.eye(3)).max() > 0.1  # a non-trivial Jacobian
+    np.testing.assert_allclose(pred_mean, f, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(h, h_cell, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(c, c_cell, rtol=1e-6, atol=1e-7)
+    model.lstm_a.recurrent_activation = keras.activations.hard_sigmoid
+    with pytest.raises(ValueError, match="recurrent_activation=hard_sigmoid"):
+        model._transition(x, lstm_state)
+
+
+def test_filter_loss_and_gradient_compile_under_xla():
+    """Issue 17 goal 4: the filter's loss (MSE of the filtered means minus the mean
+    log-likelihood) and its gradient under tf.function(jit_compile=True), the time length
+    unknown at tracing, equal the same loss stepped eagerly with filter_step. One state and
+    one observation dimension: the XLA compilation grows fast with them (about twice for
+    n = 2), and the closed form itself is checked at n = 3 above."""
+    model = _perturbed_model(state_dim=1, observation_matrix=[[1.0]], units=4)
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(3, 4, 1)).astype("float32")
+    x = np.cumsum(rng.normal(size=(3, 4, 1)), 1).astype("float32")
+    loss_of = lambda means, log_lik: (  # noqa: E731
+        tf.reduce_mean(tf.square(means - x)) - 1e-2 * tf.reduce_mean(log_lik))
+
+    @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, None, 1])])
+    def compiled(z):
+        with tf.GradientTape() as tape:
+            out = model._filter(z, tf.ones(tf.shape(z)[:2]))
+            loss = loss_of(out.filtered_means, out.log_likelihood)
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    xla_loss, xla_grads = compiled(z)
+    with tf.GradientTape() as tape:
+        state, means, log_lik = model.initial_state(3), [], 0.0
+        for t in range(4):
+            state, out = model.filter_step(state, z[:, t])
+            means.append(out["filtered_mean"])
+            log_lik += out["log_likelihood"]
+        loss = loss_of(tf.stack(means, 1), log_lik)
+    grads = tape.gradient(loss, model.trainable_variables)
+    np.testing.assert_allclose(xla_loss, loss, rtol=1e-5)
+    assert len(grads) == 17 and all(g is not None for g in grads)
+    for g0, g1 in zip(grads, xla_grads):
+        np.testing.assert_allclose(g1, g0, rtol=2e-4, atol=2e-5)
+
+
 def test_config_round_trip_and_streaming_equals_filter():
     """filter_step, frame by frame, equals filter() (for any weights: these are the seeded
     initial ones); fitting, saving and reloading are test_zoo_contract's (run_model_test)."""
@@ -172,7 +241,7 @@ def test_zoo_contract(tmp_path):
         batch_size=16, epochs=3,
         bad_inputs=[(lambda m: m.validate_data({**arrays, "observations": bad}), ValueError,
                      "'observations' array holds 1 NaN")])
-    assert model.compile_kwargs() == {"loss": "mse"} and not type(model).supports_jit
+    assert model.compile_kwargs() == {"loss": "mse"} and type(model).supports_jit
     want = model.filter(obs[:8]).filtered_means.numpy() - states[:8]
     np.testing.assert_allclose(report["rmse"], np.sqrt(np.mean(want ** 2)), rtol=1e-5)
     with pytest.raises(ValueError, match="'H'"):

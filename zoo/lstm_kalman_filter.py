@@ -76,7 +76,7 @@ class LSTMKalmanFilter(ZooModel, keras.Model):
     """
 
     export_adapter = "lstm_kalman_filter"
-    supports_jit = False  # XLA cannot compile the gradient of the per-step Jacobian loop
+    supports_jit = True  # the Jacobian is closed-form (see _transition)
     supports_sample_weight = True  # the compiled "mse" loss weights the sequences
 
     def __init__(self, state_dim: int, observation_dim: int | None = None,
@@ -153,14 +153,58 @@ class LSTMKalmanFilter(ZooModel, keras.Model):
     def _diag_variance(self, raw):
         return tf.nn.softplus(raw) + self.min_variance
 
+    def _transition(self, x, lstm_state):
+        r"""x^- = f(x) = x + A_out(LSTM_A(x)), its Jacobian F = df/dx in closed form, and the
+        LSTM's new (h, c).
+
+        The cell's step is computed here from its own weights (Keras' layout: kernel
+        [n, 4u] and recurrent kernel [u, 4u] with the gates i, f, g, o in that order):
+        z = x W + h U + b, c = sigma(z_f) c' + sigma(z_i) tanh(z_g), h = sigma(z_o) tanh(c),
+        so that F = I + A^T dh/dx with dh/dx = sum over the gates of dh/dz_gate W_gate^T:
+
+            dh/dz_i = o (1 - tanh^2 c) g sigma'(z_i),   dh/dz_f = o (1 - tanh^2 c) c' sigma'(z_f),
+            dh/dz_g = o (1 - tanh^2 c) i (1 - g^2),     dh/dz_o = tanh(c) sigma'(z_o).
+
+        Matmuls and elementwise ops only: the gradient compiles under XLA (the
+        ``tape.batch_jacobian`` this replaces put a ``pfor`` in the time loop whose gradient
+        XLA cannot compile) and the exported step keeps TFLite built-in ops.
+        """
+        cell, u = self.lstm_a, self.lstm_units
+        if (cell.activation is not keras.activations.tanh
+                or cell.recurrent_activation is not keras.activations.sigmoid
+                or not cell.use_bias or cell.dropout or cell.recurrent_dropout):
+            raise ValueError(
+                "LSTMKalmanFilter's closed-form Jacobian needs lstm_A with Keras' default "
+                "LSTMCell options (activation tanh, recurrent_activation sigmoid, a bias, no "
+                f"dropout); got activation={cell.activation.__name__}, recurrent_activation="
+                f"{cell.recurrent_activation.__name__}, use_bias={cell.use_bias}, "
+                f"dropout={cell.dropout}, recurrent_dropout={cell.recurrent_dropout}")
+        h_prev, c_prev = lstm_state
+        kernel = tf.convert_to_tensor(cell.kernel)  # W [n, 4u]
+        z = (tf.matmul(x, kernel) + tf.matmul(h_prev, tf.convert_to_tensor(cell.recurrent_kernel))
+             + tf.convert_to_tensor(cell.bias))
+        i = tf.sigmoid(z[:, :u])
+        f = tf.sigmoid(z[:, u:2 * u])
+        g = tf.tanh(z[:, 2 * u:3 * u])
+        o = tf.sigmoid(z[:, 3 * u:])
+        c = f * c_prev + i * g
+        tanh_c = tf.tanh(c)
+        h = o * tanh_c
+        pred_mean = x + self.out_a(h)
+        dc = o * (1.0 - tf.square(tanh_c))  # dh/dc
+        dz = tf.concat([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                        dc * i * (1.0 - tf.square(g)), tanh_c * o * (1.0 - o)], 1)  # [b, 4u]
+        # F[b, m, k] = delta_mk + sum_j A4[j, m] dz[b, j] W[k, j], A4 = A stacked 4 times [4u, n]
+        n = self.state_dim
+        out_kernel = tf.convert_to_tensor(self.out_a.kernel)  # A [u, n]
+        a4 = tf.transpose(tf.concat([out_kernel] * 4, 0))  # [n, 4u]
+        scaled = tf.reshape(dz[:, None, :] * a4, [-1, 4 * u])  # [b * n, 4u]
+        jacobian = tf.reshape(tf.matmul(scaled, kernel, transpose_b=True), [-1, n, n])
+        return pred_mean, jacobian + tf.eye(n), [h, c]
+
     def _predict(self, state: dict):
         """x^- = f(x), its Jacobian F, and Q from the LSTMs; returns (x^-, F, q, lstm states)."""
-        x = state["mean"]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            h_a, lstm_a = self.lstm_a(x, state["lstm_a"])
-            pred_mean = x + self.out_a(h_a)
-        jacobian = tape.batch_jacobian(pred_mean, x)  # F_t: [batch, n, n]
+        pred_mean, jacobian, lstm_a = self._transition(state["mean"], state["lstm_a"])
         h_q, lstm_q = self.lstm_q(pred_mean, state["lstm_q"])
         return pred_mean, jacobian, self._diag_variance(self.out_q(h_q)), lstm_a, lstm_q
 
