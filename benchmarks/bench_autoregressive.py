@@ -171,19 +171,32 @@ def run_ours(name, model, train, test, args):
             "step": lambda: model.train_on_batch(batch)}
 
 
+def dense_nade_class():
+    """NADE through its whole [batch, D, H] pre-activations (``conditional_logits_dense``, the
+    formulation before ``zoo.layers.running_sum.nade_logits``, session 9)."""
+    from zoo.autoregressive import NADE
+
+    class DenseNADE(NADE):
+        def conditional_logits(self, x, member=0):
+            return self.conditional_logits_dense(x, member)
+
+    return DenseNADE
+
+
 def run_nade_cumsum(train, test, args):
-    """NADE as it was before ``zoo.layers.running_sum``: the running sum as one ``tf.cumsum``
-    over the [batch, D, H] products (traced while the module's function is swapped, so the
-    timed step keeps it): the reference of the blocked version's speed."""
+    """NADE as it was before ``zoo.layers.running_sum``: the dense formulation with the
+    running sum as one ``tf.cumsum`` over the [batch, D, H] products (traced while the
+    module's function is swapped, so the timed step keeps it): the reference of the blocked
+    versions' speed."""
     import tensorflow as tf
-    from zoo.autoregressive import NADE, nade as nade_module
+    from zoo.autoregressive import nade as nade_module
 
     blocked = nade_module.exclusive_running_sum
     nade_module.exclusive_running_sum = lambda x, w: tf.cumsum(  # noqa: E731
         x[:, :, None] * w[None], axis=1, exclusive=True)
     try:
-        row = run_ours("NADE (tf.cumsum, before)", NADE((28, 28, 1), hidden_units=args.hidden,
-                                                         seed=args.seed), train, test, args)
+        row = run_ours("NADE (tf.cumsum, before)", dense_nade_class()(
+            (28, 28, 1), hidden_units=args.hidden, seed=args.seed), train, test, args)
         row["step"]()  # trace the timed step while swapped
     finally:
         nade_module.exclusive_running_sum = blocked
@@ -549,7 +562,7 @@ def main(argv=None) -> str:
         return table
     if args.curve:
         return run_curve(args)
-    if args.quick:  # NADE's [batch, D, H] pre-activations cost ~8 s per step of 100 here
+    if args.quick:  # a budget of minutes for every row
         args.train_examples, args.epochs = min(args.train_examples, 2000), min(args.epochs, 2)
         args.test_examples = min(args.test_examples or 2000, 2000)
     import keras
@@ -565,6 +578,8 @@ def main(argv=None) -> str:
         ("FVSBN", lambda: run_ours("FVSBN", FVSBN(shape, seed=args.seed), train, test, args)),
         ("NADE", lambda: run_ours("NADE", NADE(shape, hidden_units=args.hidden,
                                                seed=args.seed), train, test, args)),
+        ("NADE dense", lambda: run_ours("NADE (dense [B, D, H], before)", dense_nade_class()(
+            shape, hidden_units=args.hidden, seed=args.seed), train, test, args)),
         ("NADE cumsum", lambda: run_nade_cumsum(train, test, args)),
         ("MADE (1 mask)", lambda: run_ours("MADE (1 mask)", made(args), train, test, args)),
         ("MADE (1 mask, direct)", lambda: run_ours("MADE (1 mask, direct)",

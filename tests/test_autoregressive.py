@@ -10,6 +10,7 @@ from scipy import stats
 
 from tests.test_case import run_model_test
 from zoo.autoregressive import FVSBN, MADE, NADE
+from zoo.autoregressive.base import bernoulli_log_prob
 
 D = 10
 ALL = np.array(list(itertools.product([0.0, 1.0], repeat=D)), np.float32)  # 2^10 vectors
@@ -87,6 +88,41 @@ def test_blocked_running_sum_equals_cumsum_and_its_gradient(block_size):
     for var in (x, w):
         np.testing.assert_allclose(tape.gradient(loss, var).numpy(),
                                    tape.gradient(ref_loss, var).numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_size", [3, 28])  # 3: the last block padded
+def test_nade_blockwise_logits_and_hand_written_gradient_equal_the_dense_ones(block_size):
+    """``nade_logits`` (block by block, hand-written gradient) gives the numbers of the
+    [batch, D, H] formulation and of its autodiff gradient, for every input, in float64."""
+    from zoo.layers.running_sum import nade_logits
+
+    rng = np.random.RandomState(7)
+    x = tf.constant((rng.rand(3, 10) < 0.5).astype(np.float64))
+    w, v = tf.constant(rng.randn(10, 5)), tf.constant(rng.randn(10, 5))
+    c, b, g = tf.constant(rng.randn(5)), tf.constant(rng.randn(10)), tf.constant(rng.randn(3, 10))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, w, c, v, b])
+        new = nade_logits(x, w, c, v, b, block_size=block_size)
+        a = c + tf.cumsum(x[:, :, None] * w[None], axis=1, exclusive=True)
+        old = tf.reduce_sum(tf.sigmoid(a) * v[None], -1) + b
+        loss, ref_loss = tf.reduce_sum(g * new), tf.reduce_sum(g * old)
+    np.testing.assert_allclose(new.numpy(), old.numpy(), rtol=1e-12, atol=1e-12)
+    for var in (x, w, c, v, b):
+        np.testing.assert_allclose(tape.gradient(loss, var).numpy(),
+                                   tape.gradient(ref_loss, var).numpy(), rtol=1e-12, atol=1e-12)
+    # the model: its log_prob and weight gradients against the dense formulation (float32)
+    model = _randomize(NADE((10,), hidden_units=7, input_order="random", seed=2), seed=4)
+    model.block_size = block_size
+    xs = tf.constant(ALL[::29])
+    with tf.GradientTape(persistent=True) as tape:
+        blocked = tf.reduce_sum(bernoulli_log_prob(xs, model.conditional_logits(xs)), -1)
+        dense = tf.reduce_sum(bernoulli_log_prob(xs, model.conditional_logits_dense(xs)), -1)
+        total, dense_total = tf.reduce_sum(blocked), tf.reduce_sum(dense)
+    np.testing.assert_allclose(blocked.numpy(), dense.numpy(), rtol=1e-5, atol=1e-4)
+    for var in model.trainable_weights:
+        np.testing.assert_allclose(tf.convert_to_tensor(tape.gradient(total, var)).numpy(),
+                                   tf.convert_to_tensor(tape.gradient(dense_total, var)).numpy(),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_fvsbn_equals_logistic_regressions_on_the_preceding_pixels():
