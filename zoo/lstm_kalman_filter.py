@@ -268,7 +268,7 @@ class LSTMKalmanFilter(ZooModel, keras.Model):
         frames (0 = missing)."""
         z = self._check(observations, observed)
         o = tf.ones(tf.shape(z)[:2]) if observed is None else tf.cast(observed, tf.float32)
-        if tf.executing_eagerly():  # an eager scan would retrace the Jacobian every step
+        if tf.executing_eagerly():  # an eager scan would run op by op, step by step
             if getattr(self, "_compiled_filter", None) is None:
                 self._compiled_filter = tf.function(self._filter, reduce_retracing=True)
             return self._compiled_filter(z, o)
