@@ -135,3 +135,33 @@ def test_pyro_dmm_config_reaches_the_optimizer_and_the_model():
     model = config["model"]
     assert (model["rnn_cell"], model["structured_posterior"], model["initializer"],
             model["rnn_units"], model["latent_dim"]) == ("rnn", "combiner", "fan_in", 600, 100)
+
+
+def test_bench_summed_loss_is_pyros_scale_and_seed_table_pairs_seeds():
+    """The benchmark's summed-loss DMM (Pyro's loss scale, so Pyro's clamp and L2 apply
+    unchanged): its loss is the model's per-sequence, per-padded-step mean times B * T of the
+    batch. The seed table: both systems per seed, their means over the seeds Pyro finished
+    and the difference with the unpaired standard error."""
+    from benchmarks.bench_pyro_dmm import seed_table, summed_loss_model
+
+    kw = dict(observation_shape=(5,), latent_dim=2, rnn_units=4, emission_units=(4,),
+              transition_units=4, seed=0, filter_inference=None)
+    plain, summed = DeepMarkovModel(**kw), summed_loss_model()(**kw)
+    x = {"observations": np.zeros((3, 7, 5), "float32"), "mask": np.ones((3, 7), "float32")}
+    y_pred = {key: tf.constant([1.0, 2.0, 4.5]) for key in
+              ("objective", "elbo", "kl", "reconstruction")}
+    y_pred["steps"] = tf.constant([7.0, 5.0, 6.0])
+    want = float(plain.compute_loss(x=x, y_pred=y_pred))
+    np.testing.assert_allclose(want, 2.5, rtol=1e-6)
+    np.testing.assert_allclose(float(summed.compute_loss(x=x, y_pred=y_pred)), want * 21,
+                               rtol=1e-6)
+
+    curves = {1: ([(2, 70.0, 900.0), (8, 16.0, 16.5)], 8),
+              2: ([(2, 74.0, 60.0), (8, 15.5, 15.0)], 8),
+              3: ([(2, 80.0, 60.0)], 3),  # Pyro stopped in its 4th epoch
+              4: ([(2, 66.0, 2.5e4), (8, 16.5, 16.4)], 8)}
+    table = seed_table(curves, 8)
+    assert "| 3 | 80.00 | 60.00 | - | - | - | - | no (3 epochs) |" in table
+    assert "| 4 | 66.00 | 2.5e+04 | - | - | 16.50 | 16.40 | yes |" in table
+    # Pyro 16.0, 15.5, 16.5: 16.00 +- 0.29; ours 16.5, 15.0, 16.4: 15.97 +- 0.48
+    assert "Pyro 16.00 +- 0.29, ours 15.97 +- 0.48; ours - Pyro -0.03 +- 0.56." in table, table
