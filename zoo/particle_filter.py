@@ -270,6 +270,8 @@ class ParticleFilter(ZooModel, keras.Model):
 
     export_adapter = "particle_filter"  # zoo.export.adapters_particle_filter
     supports_jit = False  # tf.searchsorted in the loop
+    jit_unsupported_reason = ("its resampling (tf.searchsorted inside the time loop) does not "
+                              "compile under XLA")
 
     def __init__(self, state_model=None, num_particles: int = 100,
                  resample: str = "systematic", threshold: float = 0.5,

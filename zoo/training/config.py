@@ -156,10 +156,10 @@ def _check_train(train: dict, model_cls) -> None:
     if isinstance(train["seed"], bool) or not isinstance(train["seed"], int):
         raise ConfigError(f"train.seed must be an integer, got {train['seed']!r}")
     if train["jit"] and not getattr(model_cls, "supports_jit", True):
-        raise ConfigError(
-            f"train.jit is not supported for {model_cls.__name__}: XLA cannot compile the "
-            f"gradient of its time loop (the per-step Jacobians taken inside tf.scan) in "
-            f"TF 2.21; train without --jit")
+        reason = getattr(model_cls, "jit_unsupported_reason",
+                         "XLA cannot compile its training step")
+        raise ConfigError(f"train.jit is not supported for {model_cls.__name__}: {reason} "
+                          f"in TF 2.21; train without --jit")
 
 
 def _number(value) -> bool:
