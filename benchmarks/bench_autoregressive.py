@@ -298,7 +298,6 @@ def ours_maf(train, test, args):
 
 def tfp_maf(train, test, args):
     """TFP's MaskedAutoregressiveFlow on tf_keras, the same flow."""
-    import tensorflow as tf
     import tensorflow_probability as tfp
     import tf_keras
 
