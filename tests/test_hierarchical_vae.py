@@ -217,14 +217,12 @@ def test_bad_arguments_are_named():
         HierarchicalVAE(input_shape=(6,), latent_dims=(3, 0), hidden_units=((5,), (4,)))
 
 
-def test_plain_reference_gives_the_same_log_weights_with_the_same_weights():
-    """benchmarks/references.py's ReferenceHierarchicalVAE, written independently in the Keras
-    example's style, against ours with copied weights and the same stateless noise: equal
-    log-weights up to our scales' min_scale of 1e-4 (measured 1.4e-3 nats), and within float32
-    rounding with min_scale=0."""
+def _tiny_ours_and_reference(**ours_kwargs):
+    """A TINY HierarchicalVAE and benchmarks/references.py's ReferenceHierarchicalVAE of the
+    same sizes with ours' weights copied into it; also the (ours, reference) layer pairs."""
     from benchmarks.references import ReferenceHierarchicalVAE
 
-    ours = HierarchicalVAE(**TINY)
+    ours = HierarchicalVAE(**{**TINY, **ours_kwargs})
     ref = ReferenceHierarchicalVAE(6, hidden_units=((5,), (4,)), latent_dims=(3, 2), seed=0)
     pairs = []
     for net, gauss, name in [(ours.encoders[0], ours.posteriors[0], "q_h1"),
@@ -238,6 +236,15 @@ def test_plain_reference_gives_the_same_log_weights_with_the_same_weights():
                  [l for l in ref.decoder.layers if l.get_weights()])
     for source, target in pairs:
         target.set_weights(source.get_weights())
+    return ours, ref, pairs
+
+
+def test_plain_reference_gives_the_same_log_weights_with_the_same_weights():
+    """benchmarks/references.py's ReferenceHierarchicalVAE, written independently in the Keras
+    example's style, against ours with copied weights and the same stateless noise: equal
+    log-weights up to our scales' min_scale of 1e-4 (measured 1.4e-3 nats), and within float32
+    rounding with min_scale=0."""
+    ours, ref, _ = _tiny_ours_and_reference()
     x = tf.constant((np.random.default_rng(4).random((5, 6)) < 0.5).astype("float32"))
     seed = tf.constant([3, 0])
     np.testing.assert_allclose(ours.log_weights(x, 7, seed), ref.log_weights(x, 7, seed),
@@ -259,22 +266,8 @@ def test_fit_follows_the_reference_step_for_step_with_the_same_noise():
     its training step. (On Burda et al.'s full two-layer model, 4 passes of MNIST this way
     end 0.01 nats apart in test ELBO; benchmarks/README.md.)"""
     import keras
-    from benchmarks.references import ReferenceHierarchicalVAE
 
-    ours = HierarchicalVAE(min_scale=0.0, **TINY)
-    ref = ReferenceHierarchicalVAE(6, hidden_units=((5,), (4,)), latent_dims=(3, 2), seed=0)
-    pairs = []
-    for net, gauss, name in [(ours.encoders[0], ours.posteriors[0], "q_h1"),
-                             (ours.encoders[1], ours.posteriors[1], "q_h2"),
-                             (ours.prior_networks[0], ours.conditional_priors[0], "p_h1")]:
-        target = getattr(ref, name)
-        pairs += [([l for l in net.layers if l.get_weights()][0], target.get_layer(f"{name}_0")),
-                  (gauss.loc_dense, target.get_layer(f"{name}_mean")),
-                  (gauss.param_denses[0], target.get_layer(f"{name}_log_var"))]
-    pairs += zip([l for l in ours.decoder.layers if l.get_weights()],
-                 [l for l in ref.decoder.layers if l.get_weights()])
-    for source, target in pairs:
-        target.set_weights(source.get_weights())
+    ours, ref, pairs = _tiny_ours_and_reference(min_scale=0.0)
 
     def same_noise():  # step c draws seeds [c, 0] and [c, 1], whichever model asks
         counter = tf.Variable(0, dtype=tf.int64)
