@@ -613,17 +613,7 @@ def as_before_issue_17(dataset: str, input_shape, seed: int) -> System:
 def copy_reference_into_hierarchical(ref, ours) -> list:
     """Copy ReferenceHierarchicalVAE's weights into our HierarchicalVAE (every weight; the
     two name their layers differently). Returns the (ours, reference) layer pairs."""
-    pairs = []
-    for net, gauss, name in [(ours.encoders[0], ours.posteriors[0], "q_h1"),
-                             (ours.encoders[1], ours.posteriors[1], "q_h2"),
-                             (ours.prior_networks[0], ours.conditional_priors[0], "p_h1")]:
-        target = getattr(ref, name)
-        dense = [layer for layer in net.layers if layer.get_weights()]
-        pairs += [(dense[i], target.get_layer(f"{name}_{i}")) for i in range(len(dense))]
-        pairs += [(gauss.loc_dense, target.get_layer(f"{name}_mean")),
-                  (gauss.param_denses[0], target.get_layer(f"{name}_log_var"))]
-    pairs += zip([layer for layer in ours.decoder.layers if layer.get_weights()],
-                 [layer for layer in ref.decoder.layers if layer.get_weights()])
+    pairs = ref.layer_pairs(ours)
     copied = 0
     for o, r in pairs:
         o.set_weights(r.get_weights())

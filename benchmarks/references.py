@@ -414,6 +414,23 @@ class ReferenceHierarchicalVAE(ReferenceModel):
         log_px, kl = self.terms(x, *eps)
         return log_px - kl
 
+    def layer_pairs(self, ours) -> list:
+        """(our layer, this model's layer) for every Dense layer of the same role in a zoo
+        ``HierarchicalVAE`` of the same sizes (the two name their layers differently), for
+        copying weights between them."""
+        pairs = []
+        for net, gauss, name in [(ours.encoders[0], ours.posteriors[0], "q_h1"),
+                                 (ours.encoders[1], ours.posteriors[1], "q_h2"),
+                                 (ours.prior_networks[0], ours.conditional_priors[0], "p_h1")]:
+            target = getattr(self, name)
+            dense = [layer for layer in net.layers if layer.get_weights()]
+            pairs += [(dense[i], target.get_layer(f"{name}_{i}")) for i in range(len(dense))]
+            pairs += [(gauss.loc_dense, target.get_layer(f"{name}_mean")),
+                      (gauss.param_denses[0], target.get_layer(f"{name}_log_var"))]
+        pairs += zip([layer for layer in ours.decoder.layers if layer.get_weights()],
+                     [layer for layer in self.decoder.layers if layer.get_weights()])
+        return pairs
+
 
 # ------------------------------------------------------------------------- categorical VAE
 class ReferenceCategoricalVAE(ReferenceModel):

@@ -224,16 +224,7 @@ def _tiny_ours_and_reference(**ours_kwargs):
 
     ours = HierarchicalVAE(**{**TINY, **ours_kwargs})
     ref = ReferenceHierarchicalVAE(6, hidden_units=((5,), (4,)), latent_dims=(3, 2), seed=0)
-    pairs = []
-    for net, gauss, name in [(ours.encoders[0], ours.posteriors[0], "q_h1"),
-                             (ours.encoders[1], ours.posteriors[1], "q_h2"),
-                             (ours.prior_networks[0], ours.conditional_priors[0], "p_h1")]:
-        target = getattr(ref, name)
-        pairs += [([l for l in net.layers if l.get_weights()][0], target.get_layer(f"{name}_0")),
-                  (gauss.loc_dense, target.get_layer(f"{name}_mean")),
-                  (gauss.param_denses[0], target.get_layer(f"{name}_log_var"))]
-    pairs += zip([l for l in ours.decoder.layers if l.get_weights()],
-                 [l for l in ref.decoder.layers if l.get_weights()])
+    pairs = ref.layer_pairs(ours)
     for source, target in pairs:
         target.set_weights(source.get_weights())
     return ours, ref, pairs
