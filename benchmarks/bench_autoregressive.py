@@ -346,14 +346,15 @@ class CurveRow:
         self.model, self.done = model, done  # ours: the Keras model and [epochs trained]
 
 
-def ours_curve_row(name, model, train, args, saved=None):
-    """``saved``: a ``.keras`` file of this row's model (weights and optimizer state) written
-    by ``--state-dir`` to continue from, instead of the fresh ``model``."""
+def ours_curve_row(name, new_model, train, args, saved=None):
+    """``new_model()`` builds the row's fresh model; ``saved``: a ``.keras`` file of it
+    (weights and optimizer state) written by ``--state-dir`` to continue from instead."""
     if saved is not None:
         import keras
 
         model = keras.models.load_model(saved)
     else:
+        model = new_model()
         model.compile(optimizer=make_optimizer(args))
     done = [0]
 
@@ -431,34 +432,30 @@ def run_curve(args) -> str:
     if args.state_dir and "TFP MADE (1 mask)" in names:
         raise ValueError("--state-dir saves and resumes our rows only; run the TFP row "
                          "without it (--skip \"TFP MADE (1 mask)\" or --only ...).")
-    saved = (lambda n: None) if state is None else (
-        lambda n: os.path.join(args.state_dir, state["files"][n]))
-    builders = {
-        "FVSBN": lambda: ours_curve_row("FVSBN", FVSBN(shape, seed=args.seed), train, args,
-                                        saved("FVSBN")),
-        "MADE (1 mask)": lambda: ours_curve_row("MADE (1 mask)", made(args), train, args,
-                                                saved("MADE (1 mask)")),
-        "MADE (1 mask, direct)": lambda: ours_curve_row(
-            "MADE (1 mask, direct)", made(args, direct=True), train, args,
-            saved("MADE (1 mask, direct)")),
-        "TFP MADE (1 mask)": lambda: tfp_made_curve_row(train, args),
-        "MADE (32 masks)": lambda: ours_curve_row(
-            f"MADE ({args.masks} masks)", made(args, args.masks), train, args,
-            saved("MADE (32 masks)")),
-        "MADE (32 masks, direct)": lambda: ours_curve_row(
-            f"MADE ({args.masks} masks, direct)", made(args, args.masks, direct=True), train,
-            args, saved("MADE (32 masks, direct)")),
-        "NADE": lambda: ours_curve_row("NADE", NADE(shape, hidden_units=args.hidden,
-                                                    seed=args.seed), train, args,
-                                       saved("NADE")),
+    fresh = {  # our rows' models (built only when not resumed from --state-dir)
+        "FVSBN": lambda: FVSBN(shape, seed=args.seed),
+        "MADE (1 mask)": lambda: made(args),
+        "MADE (1 mask, direct)": lambda: made(args, direct=True),
+        "MADE (32 masks)": lambda: made(args, args.masks),
+        "MADE (32 masks, direct)": lambda: made(args, args.masks, direct=True),
+        "NADE": lambda: NADE(shape, hidden_units=args.hidden, seed=args.seed),
     }
-    unknown = [n for n in names if n not in builders]
+    known = sorted([*fresh, "TFP MADE (1 mask)"])
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"--curve rows are {sorted(builders)}; unknown: {unknown}.")
+        raise ValueError(f"--curve rows are {known}; unknown: {unknown}.")
     if state is not None and sorted(state["files"]) != sorted(names):
         raise ValueError(f"--state-dir {args.state_dir} holds the rows {sorted(state['files'])}"
                          f", this run asks for {sorted(names)}.")
-    rows = [builders[n]() for n in names]
+
+    def build(name):
+        if name == "TFP MADE (1 mask)":
+            return tfp_made_curve_row(train, args)
+        saved = None if state is None else os.path.join(args.state_dir, state["files"][name])
+        label = name.replace("32 masks", f"{args.masks} masks")
+        return ours_curve_row(label, fresh[name], train, args, saved)
+
+    rows = [build(n) for n in names]
     first = 1
     if state is not None:  # continue: the curve so far, and the epochs already trained
         first = state["payload"]["epochs_done"] + 1
