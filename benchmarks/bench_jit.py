@@ -139,14 +139,13 @@ def run_lstm_kf(epochs: int = 4, quick: bool = False, batch_size: int = 50, seed
             start = time.perf_counter()
             fn().filtered_means.numpy()
             filter_times[name].append(time.perf_counter() - start)
-    base = statistics.median(times[variants[0][0]][1:] or times[variants[0][0]])
-    base_filter = statistics.median(filter_times[variants[0][0]])
-    base_step = statistics.median(step_times[variants[0][0]])
+    medians = {name: (statistics.median(times[name][1:] or times[name]),
+                      statistics.median(step_times[name]), statistics.median(filter_times[name]))
+               for name in models}
+    base, base_step, base_filter = medians[variants[0][0]]  # the tape Jacobian's
     rows = []
-    for name, model in models.items():
-        later = statistics.median(times[name][1:] or times[name])
-        filter_s = statistics.median(filter_times[name])
-        step = statistics.median(step_times[name])
+    for name in models:
+        later, step, filter_s = medians[name]
         rows.append({"LSTM-KF": name, "first epoch s": times[name][0],
                      "later epochs s (median)": later, "speed-up": base / later,
                      "train step ms (median)": 1e3 * step, "step speed-up": base_step / step,
