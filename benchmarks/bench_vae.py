@@ -70,6 +70,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -332,8 +333,13 @@ class System(NamedTuple):
     iwae: Callable[[np.ndarray, int], tuple]  # (per-example IWAE_K, mean log w)
 
 
+_ELBO_FUNCTIONS = weakref.WeakKeyDictionary()  # one tf.function per model: no retracing
+
+
 def ours_elbo(model, x, batch_size=500):
-    fn = tf.function(lambda xb: model(xb, training=False)["elbo"])
+    fn = _ELBO_FUNCTIONS.get(model)
+    if fn is None:
+        fn = _ELBO_FUNCTIONS[model] = tf.function(lambda xb: model(xb, training=False)["elbo"])
     return np.concatenate([np.asarray(fn(tf.constant(x[i:i + batch_size])), np.float64)
                            for i in range(0, len(x), batch_size)])
 
