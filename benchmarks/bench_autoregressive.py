@@ -53,7 +53,7 @@ import numpy as np
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import Timing, measure  # noqa: E402
+from benchmarks.common import Timing, UsageError, measure, run_cli  # noqa: E402
 from zoo.training.checkpoint import atomic_write_json  # noqa: E402
 
 PUBLISHED = {"FVSBN": 97.45, "NADE": 88.86, "MADE (1 mask)": None, "MADE (32 masks)": 86.64,
@@ -433,7 +433,7 @@ def run_curve(args) -> str:
         "FVSBN", "MADE (1 mask)", "TFP MADE (1 mask)", "MADE (32 masks)"]
     names = [n for n in names if n not in args.skip]
     if args.state_dir and "TFP MADE (1 mask)" in names:
-        raise ValueError("--state-dir saves and resumes our rows only; run the TFP row "
+        raise UsageError("--state-dir saves and resumes our rows only; run the TFP row "
                          "without it (--skip \"TFP MADE (1 mask)\" or --only ...).")
     fresh = {  # our rows' models (built only when not resumed from --state-dir)
         "FVSBN": lambda: FVSBN(shape, seed=args.seed),
@@ -448,7 +448,7 @@ def run_curve(args) -> str:
     if unknown:
         raise ValueError(f"--curve rows are {known}; unknown: {unknown}.")
     if state is not None and sorted(state["files"]) != sorted(names):
-        raise ValueError(f"--state-dir {args.state_dir} holds the rows {sorted(state['files'])}"
+        raise UsageError(f"--state-dir {args.state_dir} holds the rows {sorted(state['files'])}"
                          f", this run asks for {sorted(names)}.")
 
     def build(name):
@@ -550,7 +550,7 @@ def _set_seed_states(model, states) -> None:
         return
     variables = [v for v in model.variables if v.name == "seed_generator_state"]
     if len(variables) != len(states):
-        raise ValueError(f"the saved run recorded {len(states)} seed-generator states, the "
+        raise UsageError(f"the saved run recorded {len(states)} seed-generator states, the "
                          f"loaded model has {len(variables)}.")
     for v, value in zip(variables, states):
         v.assign(np.asarray(value, dtype=v.dtype))
@@ -571,12 +571,12 @@ def _load_curve_state(args):
     differ = sorted(k for k, v in now.items() if k not in STATE_IGNORED and saved_args.get(k) != v)
     if differ:
         said = "; ".join(f"{k}: saved {saved_args.get(k)!r}, now {now[k]!r}" for k in differ)
-        raise ValueError(f"--state-dir {args.state_dir} was written by a run with other "
+        raise UsageError(f"--state-dir {args.state_dir} was written by a run with other "
                          f"settings ({said}); use the same ones or another --state-dir.")
     missing = [f for f in state["files"].values()
                if not os.path.exists(os.path.join(args.state_dir, f))]
     if missing:
-        raise FileNotFoundError(f"--state-dir {args.state_dir}: state.json names {missing}, "
+        raise UsageError(f"--state-dir {args.state_dir}: state.json names {missing}, "
                                 f"which are not there.")
     return state
 
@@ -751,4 +751,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -45,6 +45,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import UsageError, run_cli  # noqa: E402
 from zoo.training.checkpoint import atomic_save, atomic_write_json  # noqa: E402
 
 PUBLISHED_RBM = -86.34  # S&M 2008, CD-25, 500 hidden (as quoted in issue 16)
@@ -203,7 +204,7 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
         old = state.get("schedule", {"lr": lr, "decay": "constant", "budget": None,
                                      "decay_epochs": None})  # saved before schedules existed
         if old != schedule:
-            raise ValueError(f"{saved} was trained with the learning-rate schedule {old}; this "
+            raise UsageError(f"{saved} was trained with the learning-rate schedule {old}; this "
                              f"run asks for {schedule}: use another --state-dir")
         rows, done, seconds = [tuple(r) for r in state["rows"]], state["done"], state["seconds"]
         rates = [tuple(r) for r in state.get("rates", [])]
@@ -351,7 +352,6 @@ def exact_small_comparison(seeds=(0, 1, 2), hidden=16, epochs=20, batch=20, lr=0
     import keras
     import tensorflow as tf
 
-    from zoo import RBM
     from zoo.datasets import load_arrays
     from zoo.layers.boltzmann_energy import (
         RBMParams,
@@ -607,4 +607,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,7 +23,6 @@ a temporary folder; ``main(quick=False)`` writes ``benchmarks/figures/dssm_*.png
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time

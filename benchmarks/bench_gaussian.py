@@ -38,7 +38,7 @@ from benchmarks.common import (  # noqa: E402
     markdown_table,
     measure,
 )
-from zoo.layers.gaussian_posterior import COVARIANCES, GaussianPosterior  # noqa: E402
+from zoo.layers.gaussian_posterior import GaussianPosterior  # noqa: E402
 
 tfd, tfpl = tfp.distributions, tfp.layers
 

@@ -308,7 +308,7 @@ def report(results, sizes, batches, quick, load_before, repeats, min_seconds, sl
                 cells.append("n/a")
                 firsts.append("n/a")
                 continue
-            first, timing = entry[0], entry[1]
+            first = entry[0]
             if isinstance(first, Failed):
                 skipped = first.reason.startswith("skipped")
                 cells.append(first.reason if skipped else f"failed ({first.reason})")

@@ -169,3 +169,21 @@ def machine() -> str:
         except Exception:  # noqa: BLE001
             pass
     return f"{cpu}, {cores} cores (nproc), {platform.system()}; " + ", ".join(versions) + "."
+
+
+class UsageError(ValueError):
+    """A benchmark's arguments cannot run (for example a --state-dir written with other
+    settings): :func:`run_cli` prints it as one line instead of a traceback."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a benchmark's ``main`` as a command: a :class:`UsageError` ends it with its message
+    and exit status 2 (argparse's status for bad arguments); any other error keeps its
+    traceback."""
+    import sys
+
+    try:
+        main()
+    except UsageError as error:
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        sys.exit(2)
