@@ -815,7 +815,8 @@ def published_lines(dataset: str, results: dict) -> list[str]:
 
 
 def main(quick: bool = False, datasets_: list[str] | None = None,
-         epochs: int | None = None, seeds: list[int] | None = None) -> str:
+         epochs: int | None = None, seeds: list[int] | None = None,
+         learning_rate: float | None = None) -> str:
     every = {**FULL, **MNIST}
     if quick:
         budgets = QUICK
@@ -827,6 +828,12 @@ def main(quick: bool = False, datasets_: list[str] | None = None,
         budgets = {d: b._replace(epochs=epochs) for d, b in budgets.items()}
     if seeds:
         budgets = {d: b._replace(seeds=tuple(seeds)) for d, b in budgets.items()}
+    if learning_rate is not None:
+        fixed = [d for d, b in budgets.items() if b.schedule is not None]
+        if fixed:
+            raise ValueError(f"--learning-rate cannot change {', '.join(fixed)}: its rate "
+                             f"follows the paper's schedule.")
+        budgets = {d: b._replace(learning_rate=learning_rate) for d, b in budgets.items()}
     parts = [f"Machine: {machine()}", ""]
     parts.append(
         "Budget (same for every system): "
@@ -922,6 +929,9 @@ if __name__ == "__main__":
                         "configs/rezende2014_dlgm.yaml)")
     parser.add_argument("--epochs", type=int, help="override the datasets' epochs")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the datasets' seeds")
+    parser.add_argument("--learning-rate", type=float,
+                        help="override the datasets' learning rate (not for Burda et al.'s "
+                        "scheduled entries), e.g. another value of a paper's grid")
     parser.add_argument("--fit-overhead", action="store_true",
                         help="only the VAE's fit throughput against its reference (issue 17)")
     parser.add_argument("--rounds", type=int, default=12, help="with --fit-overhead")
@@ -940,8 +950,12 @@ if __name__ == "__main__":
     elif args.fit_overhead:
         section = fit_overhead(rounds=args.rounds, epochs=args.epochs or 30)
     else:
+        scheduled = [d for d in (args.datasets or FULL) if {**FULL, **MNIST}[d].schedule]
+        if args.learning_rate is not None and scheduled:
+            parser.error(f"--learning-rate cannot change {', '.join(scheduled)}: its rate "
+                         f"follows the paper's schedule.")
         section = main(quick=args.quick, datasets_=args.datasets, epochs=args.epochs,
-                       seeds=args.seeds)
+                       seeds=args.seeds, learning_rate=args.learning_rate)
     print(section)
     if args.out:
         atomic_write_text(args.out, section + "\n")
