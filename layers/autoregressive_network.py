@@ -53,9 +53,9 @@ def made_masks(degrees, params: int = 1) -> list:
     """Masks [in, out] of each layer from the degree vectors ``[inputs, hidden_1, ...]``:
     hidden units connect k -> k' when m(k') >= m(k); output d (``params`` units each, index
     ``d * params + p``) sees units with m < d's degree."""
-    masks = [(d_in[:, None] <= d_out[None, :]).astype(np.float32)
+    masks = [(d_in[:, None] <= d_out[None, :]).astype(np.uint8)
              for d_in, d_out in zip(degrees[:-1], degrees[1:])]
-    out = (degrees[-1][:, None] < degrees[0][None, :]).astype(np.float32)
+    out = (degrees[-1][:, None] < degrees[0][None, :]).astype(np.uint8)
     masks.append(np.repeat(out, params, axis=1))
     return masks
 
@@ -196,7 +196,12 @@ class AutoregressiveNetwork(keras.layers.Layer):
             raise ValueError(f"AutoregressiveNetwork(event_size={self.event_size}) got inputs "
                              f"with last axis {dim}.")
         draws = [self.draw_degrees(k) for k in range(self.num_masks)]
-        masks = [np.stack(m) for m in zip(*[made_masks(d, self.params) for d in draws])]
+        masks = []  # per layer [num_masks, in, out], filled one draw at a time (peak memory)
+        for k, d in enumerate(draws):
+            for layer_index, mask in enumerate(made_masks(d, self.params)):
+                if k == 0:
+                    masks.append(np.empty((self.num_masks, *mask.shape), mask.dtype))
+                masks[layer_index][k] = mask
         # Initial values, not assigns: a first call under a symbolic scope would drop those.
         self.degrees = self.add_weight(
             name="degrees", shape=(self.num_masks, self.event_size), trainable=False,

@@ -9,6 +9,9 @@ import tensorflow as tf
 from zoo.layers.common import check_positive_int, register
 
 
+MASK_DTYPE = "uint8"
+
+
 def constant_initializer(value):
     """An initializer returning ``value`` (an array of the weight's shape)."""
     value = np.asarray(value)
@@ -25,10 +28,10 @@ class MaskedDense(keras.layers.Layer):
 
     The building block of MADE (Germain, Gregor, Murray & Larochelle, "MADE: Masked
     Autoencoder for Distribution Estimation", 2015): the masks cut the connections that would
-    let an output see inputs it must not depend on. The masks are a non-trainable weight
-    ``masks`` [num_masks, input_dim, units] (all ones until :meth:`set_masks`), so they are
-    saved with the weights; ``call(x, mask_index=k)`` picks one (a tensor index is fine, e.g.
-    a random draw per batch for connectivity-agnostic training).
+    let an output see inputs it must not depend on. The masks are a non-trainable uint8 weight
+    ``masks`` [num_masks, input_dim, units] of 0/1 (all ones until :meth:`set_masks`), so
+    they are saved with the weights; ``call(x, mask_index=k)`` picks one (a tensor index is
+    fine, e.g. a random draw per batch for connectivity-agnostic training).
 
     Args:
         units: int. Output width.
@@ -71,16 +74,19 @@ class MaskedDense(keras.layers.Layer):
                      if self.use_bias else None)
         # Masks a parent chose before building (MADE's degrees) are the initial value rather
         # than an assign after creation: a first call under a symbolic scope drops assigns.
+        # Stored as uint8 (0/1), a quarter of float32: Germain et al.'s 32 masks of a 2 x 8000
+        # MADE are 2.5 GB so, 9.9 GB as float32 (which did not fit in 24 GB while building).
         initial = getattr(self, "initial_masks", None)
         self.masks = self.add_weight(
             name="masks", shape=(self.num_masks, input_dim, self.units), trainable=False,
-            dtype="float32", autocast=False,
+            dtype=MASK_DTYPE, autocast=False,
             initializer="ones" if initial is None else constant_initializer(initial))
+        self.initial_masks = None  # the variable holds them now: free the host copy
 
     def set_masks(self, masks) -> None:
         """Replace the masks: ``masks`` [num_masks, input_dim, units] (or [input_dim, units]
         when ``num_masks`` is 1) of 0/1 values."""
-        masks = np.asarray(masks, np.float32)
+        masks = np.asarray(masks)
         if masks.ndim == 2:
             masks = masks[None]
         if masks.shape != tuple(self.masks.shape):
@@ -88,7 +94,18 @@ class MaskedDense(keras.layers.Layer):
                              f"{masks.shape}.")
         if not np.all((masks == 0) | (masks == 1)):
             raise ValueError("`masks` must hold only 0 and 1.")
-        self.masks.assign(masks)
+        self.masks.assign(masks.astype(MASK_DTYPE))
+
+    def load_own_variables(self, store):
+        """As Keras', with masks saved as float32 (before they were uint8) cast on loading."""
+        variables = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) != len(variables):
+            return super().load_own_variables(store)  # Keras' own error
+        values = {}
+        for i, v in enumerate(variables):
+            value = store[f"{i}"]
+            values[f"{i}"] = np.asarray(value).astype(MASK_DTYPE) if v is self.masks else value
+        super().load_own_variables(values)
 
     def masked_kernel(self, mask_index=0):
         """The kernel with mask ``mask_index`` applied, in the compute dtype."""

@@ -241,3 +241,19 @@ def test_masks_survive_a_first_call_inside_a_model_build():
     expected = made_masks(net.draw_degrees(0), params=2)
     for layer, mask in zip(net.masked, expected):
         np.testing.assert_array_equal(layer.masks.numpy()[0], mask)
+
+
+def test_masks_are_uint8_and_float32_masks_of_older_files_load():
+    """Masks are stored as uint8 (a quarter of float32: Germain et al.'s 32 masks of a
+    2 x 8000 MADE fit in memory); a file saved when they were float32 still loads."""
+    from zoo.layers import MaskedDense
+
+    layer = MaskedDense(3, num_masks=2)
+    layer.build((None, 2))
+    assert layer.masks.dtype == "uint8"
+    kernel = np.arange(6, dtype=np.float32).reshape(2, 3)
+    masks = np.array([[[1, 0, 1], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
+    layer.load_own_variables({"0": kernel, "1": np.zeros(3, np.float32), "2": masks})
+    assert layer.masks.dtype == "uint8"
+    np.testing.assert_array_equal(layer.masks.numpy(), masks)
+    np.testing.assert_array_equal(layer.masked_kernel(1).numpy(), kernel * masks[1])
