@@ -124,7 +124,8 @@ def made(args, masks: int = 1, direct: bool = False):
     from zoo.autoregressive import MADE
 
     degrees = "equal" if masks == 1 else "random"
-    return MADE((28, 28, 1), hidden_units=(args.hidden,), hidden_degrees=degrees,
+    return MADE((28, 28, 1), hidden_units=(args.hidden,) * args.made_layers,
+                hidden_degrees=degrees,
                 num_masks=masks, input_order=args.made_order, direct_connections=direct,
                 kernel_initializer=args.kernel_init, seed=args.seed)
 
@@ -474,7 +475,8 @@ def run_curve(args) -> str:
               f"{len(valid)} valid and {len(test)} test examples (seeded random subsets where "
               f"fewer than the split's 10,000); batch {args.batch_size}, "
               f"{optimizer_name(args)}, hidden {args.hidden}, seed {args.seed}; MADE rows: "
-              f"order {args.made_order}, kernels {args.kernel_init}; epochs "
+              f"order {args.made_order}, kernels {args.kernel_init}, "
+              f"{args.made_layers} hidden layer(s); epochs "
               "interleaved (one of each system in turn, the order rotating).")
     print(header, flush=True)
 
@@ -515,6 +517,7 @@ def run_curve(args) -> str:
 
 
 STATE_IGNORED = ("curve", "json", "state_dir", "table_from")  # may change when resuming
+ADDED_LATER = {"made_layers": 1}  # options newer than some state directories: their old value
 
 
 def _save_curve_state(args, names, rows, payload) -> None:
@@ -568,6 +571,7 @@ def _load_curve_state(args):
         state = json.load(f)
     saved_args = state["payload"]["args"]
     now = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()}
+    saved_args = {**ADDED_LATER, **saved_args}
     differ = sorted(k for k, v in now.items() if k not in STATE_IGNORED and saved_args.get(k) != v)
     if differ:
         said = "; ".join(f"{k}: saved {saved_args.get(k)!r}, now {now[k]!r}" for k in differ)
@@ -653,6 +657,9 @@ def main(argv=None) -> str:
                         help="ordering of our MADE rows (random: a new one per mask, "
                              "Germain et al.'s 'Full' shuffling)")
     parser.add_argument("--hidden", type=int, default=500)
+    parser.add_argument("--made-layers", type=int, default=1,
+                        help="MADE rows: hidden layers of --hidden units each (Germain et "
+                        "al.'s README command for MNIST: 2 of 8000)")
     parser.add_argument("--masks", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=(), help="row names to skip")
