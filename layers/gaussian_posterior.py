@@ -62,7 +62,9 @@ class GaussianPosterior(keras.layers.Layer):
         scale_activation: str. How the diagonal family's scale comes from its raw output:
             ``"softplus"`` (scale = softplus(raw) + min_scale, the default) or ``"exp"`` (raw is
             the log-variance, scale = exp(raw / 2) + min_scale, as Kingma & Welling 2014 and
-            Burda et al. 2016 write it). ``"exp"`` is for ``covariance="diag"`` only.
+            Burda et al. 2016 write it). For ``covariance="lowrank"`` it makes the precision
+            diagonal D: softplus(raw) + min_scale, or exp(raw) + min_scale (raw = log D).
+            ``"exp"`` is not defined for ``covariance="full"``.
         validate_args: bool. Check features for NaN/Inf (skipped under XLA).
         seed: int or None. Seed of the layer's ``SeedGenerator``.
 
@@ -97,10 +99,11 @@ class GaussianPosterior(keras.layers.Layer):
         check_positive("kl_weight", kl_weight, allow_zero=True)
         check_positive("min_scale", min_scale, allow_zero=True)
         check_choice("scale_activation", scale_activation, SCALE_ACTIVATIONS)
-        if scale_activation != "softplus" and covariance != "diag":
+        if scale_activation != "softplus" and covariance == "full":
             raise ValueError(
                 f"scale_activation={scale_activation!r} is defined for covariance='diag' (raw = "
-                f"log-variance); covariance={covariance!r} takes 'softplus'.")
+                f"log-variance) and 'lowrank' (raw = log of the precision diagonal); "
+                f"covariance='full' takes 'softplus'.")
         self.scale_activation = scale_activation
         self.latent_dim = latent_dim
         self.covariance = covariance
@@ -150,7 +153,8 @@ class GaussianPosterior(keras.layers.Layer):
         if self.covariance == "lowrank":
             return {
                 "loc": loc,
-                "precision_diag": tf.nn.softplus(raws[0]) + self.min_scale,
+                "precision_diag": (tf.exp(raws[0]) if self.scale_activation == "exp"
+                                   else tf.nn.softplus(raws[0])) + self.min_scale,
                 "precision_factor": raws[1],
             }
         # Diagonal by a masked sum, not diag_part/set_diag: those are Flex ops in TFLite, and

@@ -243,9 +243,42 @@ def test_exp_scale_activation_is_the_log_variance_parametrization():
         {k: v for k, v in soft.get_config().items() if k != "scale_activation"}
     ).scale_activation == "softplus"
     with pytest.raises(ValueError, match="scale_activation"):
-        GaussianPosterior(3, covariance="lowrank", scale_activation="exp")
+        GaussianPosterior(3, covariance="full", scale_activation="exp")
     with pytest.raises(ValueError, match="scale_activation"):
         GaussianPosterior(3, scale_activation="relu")
+
+
+def test_lowrank_exp_precision_diagonal_against_tfp():
+    """``scale_activation="exp"`` with the rank-one precision: D = exp(raw) (Rezende et al.'s
+    log D), and q's density and KL are those of N(loc, (D + u u^T)^-1)."""
+    x = np.random.RandomState(1).randn(4, 5)
+    layer = GaussianPosterior(3, covariance="lowrank", scale_activation="exp", min_scale=0.0,
+                              num_samples=2, seed=0, dtype="float64")
+    out = layer(x)
+    raw = layer.param_denses[0](x).numpy()
+    u = layer.param_denses[1](x).numpy()
+    loc = layer.loc_dense(x).numpy()
+    np.testing.assert_allclose(layer.posterior_parameters(x)["precision_diag"].numpy(),
+                               np.exp(raw), rtol=1e-12)
+    precision = np.stack([np.diag(np.exp(r)) + np.outer(v, v) for r, v in zip(raw, u)])
+    q = tfd.MultivariateNormalTriL(loc, np.linalg.cholesky(np.linalg.inv(precision)))
+    z = out["z"].numpy()  # [4, 2, 3]
+    np.testing.assert_allclose(out["log_q"].numpy(),
+                               q.log_prob(np.swapaxes(z, 0, 1)).numpy().T, rtol=1e-9)
+    kl = tfd.kl_divergence(q, tfd.MultivariateNormalDiag(np.zeros(3), np.ones(3)))
+    np.testing.assert_allclose(out["kl"].numpy(), kl.numpy(), rtol=1e-9)
+
+
+def test_dlgm_passes_scale_activation_and_min_scale_to_its_posteriors():
+    from zoo import DLGM
+
+    model = DLGM(input_shape=(6,), latent_dims=(3, 2), hidden_units=(8,),
+                 scale_activation="exp", min_scale=0.0, seed=0)
+    assert all(p.scale_activation == "exp" and p.min_scale == 0.0 for p in model.posteriors)
+    clone = DLGM.from_config(model.get_config())
+    assert all(p.scale_activation == "exp" and p.min_scale == 0.0 for p in clone.posteriors)
+    assert all(p.scale_activation == "softplus" and p.min_scale == 1e-4
+               for p in DLGM(input_shape=(6,), latent_dims=(3,), hidden_units=(8,)).posteriors)
 
 
 def test_vae_scale_activation_reaches_its_posterior_and_config():

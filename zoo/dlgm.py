@@ -53,6 +53,10 @@ class DLGM(ImageLatentModel):
         weight_prior_variance: float or None. kappa of the generative weight prior.
         dataset_size: int. N used to scale the weight prior per example.
         kl_weight: float. Initial KL weight of every layer.
+        scale_activation, min_scale: of every layer's posterior (``GaussianPosterior``): with
+            ``covariance="lowrank"``, the precision diagonal D is softplus(raw) + min_scale
+            (default) or exp(raw) + min_scale (``"exp"``: raw = log D, as Rezende et al. write
+            it; ``min_scale=0.0`` then adds no floor).
         gaussian_variance: str. For ``likelihood="gaussian"``.
         posterior_flow: str or None. ``"iaf"`` or ``"planar"`` (None: the factorial
             Gaussian posterior of the paper).
@@ -81,6 +85,8 @@ class DLGM(ImageLatentModel):
         weight_prior_variance: float | None = None,
         dataset_size: int = 60000,
         kl_weight: float = 1.0,
+        scale_activation: str = "softplus",
+        min_scale: float = 1e-4,
         gaussian_variance: str = "learned",
         posterior_flow: str | None = None,
         flow_steps: int = 2,
@@ -105,6 +111,8 @@ class DLGM(ImageLatentModel):
         self.activation = activation
         self.likelihood = likelihood
         self.covariance = covariance
+        self.scale_activation = scale_activation
+        self.min_scale = float(min_scale)
         self.weight_prior_variance = weight_prior_variance
         self.dataset_size = dataset_size
         self.kl_weight = kl_weight
@@ -116,6 +124,7 @@ class DLGM(ImageLatentModel):
         self.encoder = data_encoder("mlp", self.hidden_units, (), activation)
         self.posteriors = [
             GaussianPosterior(d, covariance=covariance, kl_weight=kl_weight, add_kl_loss=False,
+                              scale_activation=scale_activation, min_scale=min_scale,
                               seed=None if seed is None else seed + l, name=f"posterior_{l + 1}")
             for l, d in enumerate(latent_dims)
         ]
@@ -245,6 +254,8 @@ class DLGM(ImageLatentModel):
             weight_prior_variance=self.weight_prior_variance,
             dataset_size=self.dataset_size,
             kl_weight=self.kl_weight,
+            scale_activation=self.scale_activation,
+            min_scale=self.min_scale,
             gaussian_variance=self.gaussian_variance,
             posterior_flow=self.posterior_flow,
             flow_steps=self.flow_steps,
