@@ -74,8 +74,9 @@ class MaskedDense(keras.layers.Layer):
                      if self.use_bias else None)
         # Masks a parent chose before building (MADE's degrees) are the initial value rather
         # than an assign after creation: a first call under a symbolic scope drops assigns.
-        # Stored as uint8 (0/1), a quarter of float32: Germain et al.'s 32 masks of a 2 x 8000
-        # MADE are 2.5 GB so, 9.9 GB as float32 (which did not fit in 24 GB while building).
+        # Stored as uint8 (0/1), a quarter of float32: the 32 masks of Germain et al.'s 2 x 8000
+        # MADE take 2.5 GB so, against 9.9 GB as float32 (which did not fit in 24 GB while
+        # building).
         initial = getattr(self, "initial_masks", None)
         self.masks = self.add_weight(
             name="masks", shape=(self.num_masks, input_dim, self.units), trainable=False,
