@@ -55,8 +55,9 @@ class DLGM(ImageLatentModel):
         kl_weight: float. Initial KL weight of every layer.
         scale_activation, min_scale: of every layer's posterior (``GaussianPosterior``): with
             ``covariance="lowrank"``, the precision diagonal D is softplus(raw) + min_scale
-            (default) or exp(raw) + min_scale (``"exp"``: raw = log D, as Rezende et al. write
-            it; ``min_scale=0.0`` then adds no floor).
+            (default) or exp(raw) + min_scale (``"exp"``: raw = log D, as
+            ``benchmarks/references.py``'s ReferenceDLGM has it; ``min_scale=0.0`` then adds
+            no floor).
         gaussian_variance: str. For ``likelihood="gaussian"``.
         posterior_flow: str or None. ``"iaf"`` or ``"planar"`` (None: the factorial
             Gaussian posterior of the paper).
