@@ -539,11 +539,16 @@ def _save_curve_state(args, names, rows, payload) -> None:
             os.remove(os.path.join(args.state_dir, old))
 
 
+def _seed_variables(model) -> list:
+    """The state variables of the model's Keras ``SeedGenerator``s, in a fixed order."""
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
 def _seed_states(model) -> list:
-    """The states of the model's Keras ``SeedGenerator``s (a several-mask MADE draws its
-    per-batch mask from one), which ``model.save`` does not keep: saved beside the model so
-    that a resumed run draws what the uninterrupted one would have."""
-    return [v.numpy().tolist() for v in model.variables if v.name == "seed_generator_state"]
+    """The states of the model's ``SeedGenerator``s (a several-mask MADE draws its per-batch
+    mask from one), which ``model.save`` does not keep: saved beside the model so that a
+    resumed run draws what the uninterrupted one would have."""
+    return [v.numpy().tolist() for v in _seed_variables(model)]
 
 
 def _set_seed_states(model, states) -> None:
@@ -551,7 +556,7 @@ def _set_seed_states(model, states) -> None:
     directory written before the seed states were saved)."""
     if states is None:
         return
-    variables = [v for v in model.variables if v.name == "seed_generator_state"]
+    variables = _seed_variables(model)
     if len(variables) != len(states):
         raise UsageError(f"the saved run recorded {len(states)} seed-generator states, the "
                          f"loaded model has {len(variables)}.")
@@ -569,9 +574,8 @@ def _load_curve_state(args):
         return None
     with open(path) as f:
         state = json.load(f)
-    saved_args = state["payload"]["args"]
+    saved_args = {**ADDED_LATER, **state["payload"]["args"]}
     now = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()}
-    saved_args = {**ADDED_LATER, **saved_args}
     differ = sorted(k for k, v in now.items() if k not in STATE_IGNORED and saved_args.get(k) != v)
     if differ:
         said = "; ".join(f"{k}: saved {saved_args.get(k)!r}, now {now[k]!r}" for k in differ)
@@ -581,7 +585,7 @@ def _load_curve_state(args):
                if not os.path.exists(os.path.join(args.state_dir, f))]
     if missing:
         raise UsageError(f"--state-dir {args.state_dir}: state.json names {missing}, "
-                                f"which are not there.")
+                         f"which are not there.")
     return state
 
 

@@ -91,6 +91,16 @@ def iwae_losses(log_w, k: int):
     return -bound, tf.zeros_like(bound)
 
 
+def cached_function(model, key, make):
+    """One ``tf.function`` of ``make()`` per model and key, kept in the model's ``__dict__``
+    (outside Keras' attribute tracking): a new one per evaluation call retraced every time
+    (TensorFlow's retracing warning at each evaluation). Used for ours and the references."""
+    cache = model.__dict__.setdefault("_eval_functions", {})
+    if key not in cache:
+        cache[key] = tf.function(make())
+    return cache[key]
+
+
 class ReferenceModel(keras.Model):
     """Training and evaluation loops shared by the references (Keras-example ``train_step``).
 
@@ -138,20 +148,11 @@ class ReferenceModel(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     # ------------------------------------------------------------------ evaluation
-    def _cached_function(self, key, make):
-        """One ``tf.function`` of ``make()`` per model and key, kept outside Keras' attribute
-        tracking: a new one per evaluation call retraced every time (TensorFlow's retracing
-        warning at each evaluation)."""
-        cache = self.__dict__.setdefault("_eval_functions", {})
-        if key not in cache:
-            cache[key] = tf.function(make())
-        return cache[key]
-
     def elbo(self, data, batch_size: int = 500) -> np.ndarray:
         """Per-example one-sample ELBO, -(reconstruction loss + KL), float64 [n]."""
         data = np.asarray(data, np.float32)
-        fn = self._cached_function(
-            "elbo", lambda: lambda x: ops.add(*self.losses_per_example(self.flatten(x))))
+        fn = cached_function(
+            self, "elbo", lambda: lambda x: ops.add(*self.losses_per_example(self.flatten(x))))
         return np.concatenate([
             -np.asarray(fn(tf.constant(data[i:i + batch_size])), np.float64)
             for i in range(0, len(data), batch_size)
@@ -161,7 +162,7 @@ class ReferenceModel(keras.Model):
              seed: int = 0):
         """Per-example (IWAE_K bound, mean log w over the same K samples), float64 arrays."""
         data = np.asarray(data, np.float32)
-        fn = self._cached_function("iwae", lambda: self.log_weights)
+        fn = cached_function(self, "iwae", lambda: self.log_weights)
         bounds, elbos = [], []
         for b, start in enumerate(range(0, len(data), batch_size)):
             x = tf.constant(self.flatten(data[start:start + batch_size]))
