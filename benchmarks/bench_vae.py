@@ -371,8 +371,9 @@ def _ours_iwae(model, x, k):
 
 
 def build_system(dataset: str, model: str, role: str, input_shape, seed: int,
-                 budget: Budget | None = None) -> System:
-    kwargs = ARCHITECTURES[dataset][model][role]
+                 budget: Budget | None = None, **overrides) -> System:
+    """One system of an entry; ``overrides`` replace options of its architecture."""
+    kwargs = {**ARCHITECTURES[dataset][model][role], **overrides}
     name = system_name(model, role)
     keras.utils.set_random_seed(seed)
     extra = schedule_callbacks(budget) if budget is not None else []
@@ -639,9 +640,9 @@ def as_before_issue_17(dataset: str, input_shape, seed: int) -> System:
     return system
 
 
-def copy_reference_into_hierarchical(ref, ours) -> list:
-    """Copy ReferenceHierarchicalVAE's weights into our HierarchicalVAE (every weight; the
-    two name their layers differently). Returns the (ours, reference) layer pairs."""
+def copy_reference_weights(ref, ours) -> list:
+    """Copy the reference's weights into ours (every weight; the two name their layers
+    differently, ``ref.layer_pairs`` maps them). Returns the (ours, reference) layer pairs."""
     pairs = ref.layer_pairs(ours)
     copied = 0
     for o, r in pairs:
@@ -653,21 +654,65 @@ def copy_reference_into_hierarchical(ref, ours) -> list:
     return pairs
 
 
+# --same-noise: the model of each entry, ours' options that make it the reference's
+# computation, and how each side is handed its noise and evaluated from given noise.
+SAME_NOISE_MODELS = {"mnist_2layer": "HierarchicalVAE", "binarized_mnist_dlgm": "DLGM"}
+SAME_NOISE_OPTIONS = {"DLGM": dict(scale_activation="exp", min_scale=0.0)}
+SAME_NOISE_STEPS = (1, 10, 100)  # also recorded within the first pass
+
+
+def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, Callable]:
+    """Make ``ours`` and ``ref`` draw their training noise from the given streams; return
+    their test-ELBO functions of (flat x, noise per layer)."""
+    shape = [-1, *ours.data_shape]
+    if model == "HierarchicalVAE":
+        ours.draw_noise = lambda x, num_samples=None: ours_noise(tf.shape(x)[0])
+        ref.noise = lambda b, k=None: ref_noise(b)
+        return (lambda x, *eps: -ours.terms_from_noise(tf.reshape(x, shape), list(eps))[
+            "objective"], lambda x, *eps: tf.subtract(*ref.terms(x, *eps)))
+    sample_posterior = ours.sample_posterior  # DLGM
+
+    def ours_sample(features, noises=None, num_samples=None):
+        noises = ours_noise(tf.shape(features)[0]) if noises is None else noises
+        return sample_posterior(features, noises=noises, num_samples=num_samples)
+
+    def ours_elbo(x, *eps):
+        x = tf.reshape(x, shape)
+        sample = sample_posterior(ours.encoder(x), noises=list(eps))
+        return ours.head(ours.generate(sample["xis"]), x)["log_prob"] - sample["kl"]
+
+    ours.sample_posterior = ours_sample
+    ref.noise = ref_noise
+    return ours_elbo, lambda x, *eps: tf.subtract(*ref.terms(x, *eps))
+
+
 def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") -> str:
     """Ours and the reference from the same initial weights (the reference's, copied), on the
-    same batches and the same posterior noise at every step (step c draws its two layers'
-    noise with the stateless seeds [c, 0] and [c, 1] in both), each trained by its own
-    ``fit``: if the two training paths are one computation, the test ELBOs (fixed noise,
-    whole test split) stay equal up to float rounding amplified by training."""
+    same batches and the same posterior noise at every step (step c draws its layers' noise
+    with the stateless seeds [c, l] in both), each trained by its own ``fit``: if the two
+    training paths are one computation, the test ELBOs (fixed noise, whole test split) stay
+    equal up to float rounding amplified by training. A control beside them: the reference
+    against a copy of itself whose weights differ by 1e-7 relative (float32 rounding size),
+    trained the same way, shows how fast training alone amplifies such a difference. For the
+    DLGM ours takes the reference's form of the precision diagonal (D = exp(raw), no
+    floor)."""
+    if dataset not in SAME_NOISE_MODELS:
+        raise UsageError(f"--same-noise runs on {sorted(SAME_NOISE_MODELS)}, not {dataset!r}")
+    model = SAME_NOISE_MODELS[dataset]
     budget = MNIST[dataset]._replace(epochs=passes)
     opts = dict(budget.data_options)
     x_test = datasets.load_arrays(budget.data or dataset, "test", binarize="static", **opts)["image"]
     flat = x_test.reshape(len(x_test), -1).astype(np.float32)
-    ours_sys = build_system(dataset, "HierarchicalVAE", "ours", x_test.shape[1:], seed, budget)
-    ref_sys = build_system(dataset, "HierarchicalVAE", "reference", x_test.shape[1:], seed,
-                           budget)
-    ours, ref = ours_sys.model, ref_sys.model
-    pairs = copy_reference_into_hierarchical(ref, ours)
+    ours_sys = build_system(dataset, model, "ours", x_test.shape[1:], seed, budget,
+                            **SAME_NOISE_OPTIONS.get(model, {}))
+    ref_sys = build_system(dataset, model, "reference", x_test.shape[1:], seed, budget)
+    twin_sys = build_system(dataset, model, "reference", x_test.shape[1:], seed, budget)
+    ours, ref, twin = ours_sys.model, ref_sys.model, twin_sys.model
+    pairs = copy_reference_weights(ref, ours)
+    twin.layer_pairs(ours)  # builds every layer of the twin
+    rng = np.random.default_rng(7)
+    for w_twin, w in zip(twin.trainable_weights, ref.trainable_weights):
+        w_twin.assign(w * (1.0 + 1e-7 * rng.standard_normal(w.shape).astype(np.float32)))
     dims = tuple(ours.latent_dims)
 
     def stream_of_noise():
@@ -679,46 +724,66 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") ->
                     for l, d in enumerate(dims)]
         return noise
 
-    ours_noise, ref_noise = stream_of_noise(), stream_of_noise()
-    ours.draw_noise = lambda x, num_samples=None: ours_noise(tf.shape(x)[0])
-    ref.noise = lambda b, k=None: ref_noise(b)
-    rng = np.random.default_rng(7)
+    ours_elbo, ref_elbo = feed_noise(model, ours, ref, stream_of_noise(), stream_of_noise())
+    twin_noise = stream_of_noise()
+    twin.noise = lambda b, k=None: twin_noise(b)
+    ours_fn, ref_fn = tf.function(ours_elbo), tf.function(ref_elbo)
+    twin_fn = tf.function(lambda x, *eps: tf.subtract(*twin.terms(x, *eps)))
     eps = [rng.standard_normal((len(flat), d)).astype(np.float32) for d in dims]
-    shape = [-1, *ours.data_shape]
-    ours_fn = tf.function(lambda x, a, b: -ours.terms_from_noise(tf.reshape(x, shape),
-                                                                 [a, b])["objective"])
-    ref_fn = tf.function(lambda x, a, b: tf.subtract(*ref.terms(x, a, b)))
 
     def test_elbo(fn):
         return float(np.mean(np.concatenate([
-            fn(flat[i:i + 500], eps[0][i:i + 500], eps[1][i:i + 500]).numpy()
+            fn(flat[i:i + 500], *(e[i:i + 500] for e in eps)).numpy()
             for i in range(0, len(flat), 500)])))
 
-    def weight_gap():
+    def weight_gap(weight_pairs):
         num = den = 0.0
-        for o, r in pairs:
-            for wo, wr in zip(o.get_weights(), r.get_weights()):
-                num += float(np.sum((wo - wr) ** 2))
-                den += float(np.sum(wr ** 2))
+        for wo, wr in weight_pairs:
+            num += float(np.sum((np.asarray(wo) - np.asarray(wr)) ** 2))
+            den += float(np.sum(np.asarray(wr) ** 2))
         return (num / den) ** 0.5
 
-    rows = [("0", test_elbo(ours_fn), test_elbo(ref_fn), weight_gap())]
-    for epoch in range(passes):
-        for system in (ref_sys, ours_sys):
+    def train(epoch: int, skip: int = 0, take: int | None = None):
+        for system in (ref_sys, ours_sys, twin_sys):
             stream = datasets.load(budget.data or dataset, "train",
                                    batch_size=budget.batch_size, binarize="dynamic",
                                    seed=seed * 1000 + epoch, keys="image", **opts)
+            stream = stream.skip(skip).take(-1 if take is None else take)
             system.model.fit(stream, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
                              callbacks=system.callbacks)
-        rows.append((str(epoch + 1), test_elbo(ours_fn), test_elbo(ref_fn), weight_gap()))
-        print(f"pass {rows[-1][0]}: ours {rows[-1][1]:.3f} reference {rows[-1][2]:.3f} "
-              f"relative weight difference {rows[-1][3]:.2e}", flush=True)
+
+    def record(label: str):
+        ours_ref = [(a, b) for o, r in pairs for a, b in zip(o.get_weights(), r.get_weights())]
+        rows.append((label, test_elbo(ours_fn), test_elbo(ref_fn), weight_gap(ours_ref),
+                     test_elbo(twin_fn),
+                     weight_gap(zip(twin.trainable_weights, ref.trainable_weights))))
+        print(f"{label}: ours {rows[-1][1]:.3f} reference {rows[-1][2]:.3f} relative weight "
+              f"difference {rows[-1][3]:.2e}; twin {rows[-1][4]:.3f} ({rows[-1][5]:.2e})",
+              flush=True)
+
+    rows = []
+    record("start")
+    done = 0  # the first pass in pieces: how the two drift apart step by step
+    for step in SAME_NOISE_STEPS:
+        train(0, skip=done, take=step - done)
+        done = step
+        record(f"step {step}")
+    train(0, skip=done)
+    record("pass 1")
+    for epoch in range(1, passes):
+        train(epoch)
+        record(f"pass {epoch + 1}")
     table = markdown_table(
-        ["pass", "ours test ELBO", "reference test ELBO", "ours − reference",
-         "relative weight difference"],
-        [[p, f"{o:.3f}", f"{r:.3f}", f"{o - r:+.3f}", f"{w:.2e}"] for p, o, r, w in rows])
-    return (f"Same weights, batches and noise ({dataset}, seed {seed}, {passes} passes; "
-            f"test ELBO on the whole test split with one fixed noise draw):\n\n{table}\n")
+        ["after", "ours test ELBO", "reference test ELBO", "ours − reference",
+         "relative weight difference", "twin − reference (control)",
+         "twin's relative weight difference"],
+        [[p, f"{o:.3f}", f"{r:.3f}", f"{o - r:+.3f}", f"{w:.2e}", f"{t - r:+.3f}", f"{tw:.2e}"]
+         for p, o, r, w, t, tw in rows])
+    options = "".join(f", {k}={v}" for k, v in SAME_NOISE_OPTIONS.get(model, {}).items())
+    return (f"Same weights, batches and noise ({dataset}: {model}{options}, seed {seed}, "
+            f"{passes} passes; test ELBO on the whole test split with one fixed noise "
+            f"draw; the twin: the reference from its weights times 1 + 1e-7 N(0, 1)):"
+            f"\n\n{table}\n")
 
 
 def fit_overhead(rounds: int = 12, epochs: int = 30, dataset: str = "mnist5k") -> str:
@@ -939,9 +1004,10 @@ if __name__ == "__main__":
                         help="only the VAE's fit throughput against its reference (issue 17)")
     parser.add_argument("--rounds", type=int, default=12, help="with --fit-overhead")
     parser.add_argument("--same-noise", type=int, metavar="PASSES",
-                        help="only: ours and the reference on mnist_2layer from the same "
-                        "weights with the same batches and posterior noise for PASSES passes "
-                        "(is the training path one computation?); --seeds gives the seed")
+                        help="only: ours and the reference from the same weights with the "
+                        "same batches and posterior noise for PASSES passes (is the training "
+                        "path one computation?), on mnist_2layer or binarized_mnist_dlgm "
+                        "(--datasets, one); --seeds gives the seed")
     args = parser.parse_args()
     if args.memory:
         dataset, model, k = args.memory
@@ -949,7 +1015,14 @@ if __name__ == "__main__":
         print(json.dumps({"peak_rss_delta": delta}))
         sys.exit(0)
     if args.same_noise:
-        section = same_noise(seed=(args.seeds or [3])[0], passes=args.same_noise)
+        try:
+            names = args.datasets or ["mnist_2layer"]
+            if len(names) != 1:
+                raise UsageError("--same-noise runs one entry: give one --datasets name")
+            section = same_noise(seed=(args.seeds or [3])[0], passes=args.same_noise,
+                                 dataset=names[0])
+        except UsageError as error:
+            parser.error(str(error))
     elif args.fit_overhead:
         section = fit_overhead(rounds=args.rounds, epochs=args.epochs or 30)
     else:

@@ -315,14 +315,22 @@ class ReferenceDLGM(ReferenceModel):
             h = self.transitions[l](h) + self.noise_maps[l](xis[l])
         return self.decoder(h)
 
-    def losses_per_example(self, x, training=False):
+    def noise(self, b):
+        """One standard-normal draw per layer, [b, d_l], from the model's seed generator."""
+        return [keras.random.normal((b, d), seed=self.seed_generator) for d in self.latent_dims]
+
+    def terms(self, x, *eps):
+        """(log p(x|xi), sum_l KL(q(xi_l|x) || N(0, I))) per example, xi_l from the noise
+        ``eps`` (one [b, d_l] tensor per layer)."""
         posterior = self.posterior(x)
-        xis = [rank_one_precision_sample(mu, log_d, u, keras.random.normal(
-            ops.shape(mu), seed=self.seed_generator)) for mu, log_d, u in posterior]
-        reconstruction_loss = (keras.losses.binary_crossentropy(x, self.generate(xis))
-                               * self.input_dim)
-        kl_loss = tf.add_n([rank_one_precision_kl(*p) for p in posterior])
-        return reconstruction_loss, kl_loss
+        xis = [rank_one_precision_sample(mu, log_d, u, e) for (mu, log_d, u), e in
+               zip(posterior, eps)]
+        log_px = bernoulli_log_prob(x, self.generate(xis))
+        return log_px, tf.add_n([rank_one_precision_kl(*p) for p in posterior])
+
+    def losses_per_example(self, x, training=False):
+        log_px, kl_loss = self.terms(x, *self.noise(ops.shape(x)[0]))
+        return -log_px, kl_loss
 
     def call(self, data):
         x = self.flatten(data)
@@ -341,6 +349,23 @@ class ReferenceDLGM(ReferenceModel):
         probs = self.generate(xis)  # [b * k, D]
         log_px = bernoulli_log_prob(tf.repeat(x, num_samples, axis=0), probs)
         return tf.reshape(log_px, [b, num_samples]) + log_w
+
+    def layer_pairs(self, ours) -> list:
+        """(our layer, this model's layer) for every Dense layer of the same role in a zoo
+        ``DLGM`` of the same sizes, for copying weights between them (the raw precision
+        diagonal is log D here: ours must use ``scale_activation="exp"``, ``min_scale=0``
+        for the copy to be the same model)."""
+        self.generate([tf.zeros((1, d)) for d in self.latent_dims])  # builds the G_l
+        dense = lambda net: [layer for layer in net.layers if layer.get_weights()]  # noqa: E731
+        pairs = list(zip(dense(ours.encoder), dense(self.recognition)[:len(self.hidden_units)]))
+        for l, gauss in enumerate(ours.posteriors):
+            pairs += [(gauss.loc_dense, self.recognition.get_layer(f"mu_{l + 1}")),
+                      (gauss.param_denses[0], self.recognition.get_layer(f"log_d_{l + 1}")),
+                      (gauss.param_denses[1], self.recognition.get_layer(f"u_{l + 1}"))]
+        pairs += list(zip(ours.noise_maps, self.noise_maps))
+        for mine, theirs in zip(ours.transitions, self.transitions):
+            pairs += list(zip(dense(mine), dense(theirs)))
+        return pairs + list(zip(dense(ours.decoder), dense(self.decoder)))
 
 
 # ------------------------------------------------------------------ two-stochastic-layer VAE

@@ -128,3 +128,49 @@ def test_reference_iwae_weights_and_learned_categorical_prior():
     expected = ((x[:, None] * np.log(p) + (1 - x[:, None]) * np.log1p(-p)).sum(-1)
                 + (onehot * (log_prior - log_q.numpy()[:, None])).sum((-2, -1)))
     np.testing.assert_allclose(cat.log_weights(tf.constant(x), 5, seed), expected, rtol=1e-4)
+
+
+def test_reference_dlgm_is_ours_with_copied_weights_and_trains_step_for_step():
+    """ReferenceDLGM (written plainly) against our DLGM with D = exp(raw) and no floor: with
+    the reference's weights copied in (``layer_pairs``), the same log-weights; each trained by
+    its own ``fit`` on the same batches with the same posterior noise (bench_vae's
+    ``feed_noise``, used by ``--same-noise``), the same weights after 18 RMSprop steps."""
+    import keras
+    import tensorflow as tf
+
+    from benchmarks import bench_vae
+    from benchmarks.references import ReferenceDLGM
+    from zoo import DLGM
+
+    ours = DLGM(input_shape=(6,), latent_dims=(3, 2), hidden_units=(5,),
+                scale_activation="exp", min_scale=0.0, seed=0)
+    ref = ReferenceDLGM(6, hidden_units=(5,), latent_dims=(3, 2),
+                        noise_map_initializer="identity", seed=1)
+    pairs = bench_vae.copy_reference_weights(ref, ours)
+    x = (np.random.default_rng(5).random((48, 6)) < 0.4).astype("float32")
+    seed = tf.constant([3, 0])
+    np.testing.assert_allclose(ours.log_weights(tf.constant(x[:5]), 7, seed),
+                               ref.log_weights(tf.constant(x[:5]), 7, seed), rtol=1e-5, atol=1e-4)
+
+    def stream():  # step c draws seeds [c, l], whichever model asks
+        counter = tf.Variable(0, dtype=tf.int64)
+
+        def noise(b):
+            c = counter.assign_add(1)
+            return [tf.random.stateless_normal(tf.stack([b, d]), tf.stack([c, l]))
+                    for l, d in enumerate((3, 2))]
+        return noise
+
+    ours_elbo, ref_elbo = bench_vae.feed_noise("DLGM", ours, ref, stream(), stream())
+    eps = [tf.random.stateless_normal([48, d], [9, d]) for d in (3, 2)]
+    np.testing.assert_allclose(ours_elbo(x, *eps), ref_elbo(x, *eps), rtol=1e-5, atol=1e-4)
+    initial = ours.get_weights()
+    for model in (ours, ref):
+        model.compile(optimizer=keras.optimizers.RMSprop(0.01))
+        model.fit(x, batch_size=8, epochs=3, shuffle=False, verbose=0)  # 18 steps
+    for source, target in pairs:
+        for a, b in zip(source.get_weights(), target.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.get_weights(), initial))
+    assert moved > 0.05, moved
+    np.testing.assert_allclose(ours_elbo(x, *eps), ref_elbo(x, *eps), rtol=1e-4, atol=1e-3)
