@@ -320,7 +320,7 @@ class DeepStateSpaceModel(LatentVariableModel):
         return keras.layers.GRU(self.rnn_units, return_sequences=True, **kwargs)
 
     def _build_all(self):
-        d, D, c = self.latent_dim, self.observation_size, self.condition_size
+        d, c = self.latent_dim, self.condition_size
         self.z0 = self.initial_loc = self.initial_raw_scale = self.zq0 = None
         if self.initial_state_kind == "transition":
             self.z0 = self.add_weight(shape=(d,), initializer="zeros", name="z_0")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from zoo.contract import EvalSettings
 from zoo.registry import model_entry
