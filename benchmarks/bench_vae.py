@@ -665,11 +665,18 @@ def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, 
     """Make ``ours`` and ``ref`` draw their training noise from the given streams; return
     their test-ELBO functions of (flat x, noise per layer)."""
     shape = [-1, *ours.data_shape]
+
+    def ref_elbo(x, *eps):
+        return tf.subtract(*ref.terms(x, *eps))
+
+    ref.noise = lambda b, k=None: ref_noise(b)
     if model == "HierarchicalVAE":
         ours.draw_noise = lambda x, num_samples=None: ours_noise(tf.shape(x)[0])
-        ref.noise = lambda b, k=None: ref_noise(b)
-        return (lambda x, *eps: -ours.terms_from_noise(tf.reshape(x, shape), list(eps))[
-            "objective"], lambda x, *eps: tf.subtract(*ref.terms(x, *eps)))
+
+        def hierarchical_elbo(x, *eps):
+            return -ours.terms_from_noise(tf.reshape(x, shape), list(eps))["objective"]
+
+        return hierarchical_elbo, ref_elbo
     sample_posterior = ours.sample_posterior  # DLGM
 
     def ours_sample(features, noises=None, num_samples=None):
@@ -682,8 +689,7 @@ def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, 
         return ours.head(ours.generate(sample["xis"]), x)["log_prob"] - sample["kl"]
 
     ours.sample_posterior = ours_sample
-    ref.noise = ref_noise
-    return ours_elbo, lambda x, *eps: tf.subtract(*ref.terms(x, *eps))
+    return ours_elbo, ref_elbo
 
 
 def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") -> str:
