@@ -661,6 +661,18 @@ SAME_NOISE_OPTIONS = {"DLGM": dict(scale_activation="exp", min_scale=0.0)}
 SAME_NOISE_STEPS = (1, 10, 100)  # also recorded within the first pass
 
 
+def noise_stream(dims) -> Callable:
+    """noise(b): one standard-normal [b, d_l] tensor per layer; call c (1, 2, ...) draws layer
+    l with the stateless seed [c, l], so two streams give every model the same noise."""
+    counter = tf.Variable(0, dtype=tf.int64)
+
+    def noise(b):
+        c = counter.assign_add(1)
+        return [tf.random.stateless_normal(tf.stack([b, d]), tf.stack([c, l]))
+                for l, d in enumerate(dims)]
+    return noise
+
+
 def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, Callable]:
     """Make ``ours`` and ``ref`` draw their training noise from the given streams; return
     their test-ELBO functions of (flat x, noise per layer)."""
@@ -721,17 +733,8 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") ->
         w_twin.assign(w * (1.0 + 1e-7 * rng.standard_normal(w.shape).astype(np.float32)))
     dims = tuple(ours.latent_dims)
 
-    def stream_of_noise():
-        counter = tf.Variable(0, dtype=tf.int64)
-
-        def noise(b):
-            c = counter.assign_add(1)
-            return [tf.random.stateless_normal(tf.stack([b, d]), tf.stack([c, l]))
-                    for l, d in enumerate(dims)]
-        return noise
-
-    ours_elbo, ref_elbo = feed_noise(model, ours, ref, stream_of_noise(), stream_of_noise())
-    twin_noise = stream_of_noise()
+    ours_elbo, ref_elbo = feed_noise(model, ours, ref, noise_stream(dims), noise_stream(dims))
+    twin_noise = noise_stream(dims)
     twin.noise = lambda b, k=None: twin_noise(b)
     ours_fn, ref_fn = tf.function(ours_elbo), tf.function(ref_elbo)
     twin_fn = tf.function(lambda x, *eps: tf.subtract(*twin.terms(x, *eps)))

@@ -152,16 +152,8 @@ def test_reference_dlgm_is_ours_with_copied_weights_and_trains_step_for_step():
     np.testing.assert_allclose(ours.log_weights(tf.constant(x[:5]), 7, seed),
                                ref.log_weights(tf.constant(x[:5]), 7, seed), rtol=1e-5, atol=1e-4)
 
-    def stream():  # step c draws seeds [c, l], whichever model asks
-        counter = tf.Variable(0, dtype=tf.int64)
-
-        def noise(b):
-            c = counter.assign_add(1)
-            return [tf.random.stateless_normal(tf.stack([b, d]), tf.stack([c, l]))
-                    for l, d in enumerate((3, 2))]
-        return noise
-
-    ours_elbo, ref_elbo = bench_vae.feed_noise("DLGM", ours, ref, stream(), stream())
+    ours_elbo, ref_elbo = bench_vae.feed_noise("DLGM", ours, ref, bench_vae.noise_stream((3, 2)),
+                                               bench_vae.noise_stream((3, 2)))
     eps = [tf.random.stateless_normal([48, d], [9, d]) for d in (3, 2)]
     np.testing.assert_allclose(ours_elbo(x, *eps), ref_elbo(x, *eps), rtol=1e-5, atol=1e-4)
     initial = ours.get_weights()
