@@ -673,15 +673,21 @@ def noise_stream(dims) -> Callable:
     return noise
 
 
+def feed_reference_noise(ref, noise) -> Callable:
+    """Make the reference draw its training noise from ``noise``; return its test-ELBO
+    function of (flat x, noise per layer)."""
+    ref.noise = lambda b, k=None: noise(b)
+
+    def ref_elbo(x, *eps):
+        return tf.subtract(*ref.terms(x, *eps))
+    return ref_elbo
+
+
 def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, Callable]:
     """Make ``ours`` and ``ref`` draw their training noise from the given streams; return
     their test-ELBO functions of (flat x, noise per layer)."""
     shape = [-1, *ours.data_shape]
-
-    def ref_elbo(x, *eps):
-        return tf.subtract(*ref.terms(x, *eps))
-
-    ref.noise = lambda b, k=None: ref_noise(b)
+    ref_elbo = feed_reference_noise(ref, ref_noise)
     if model == "HierarchicalVAE":
         ours.draw_noise = lambda x, num_samples=None: ours_noise(tf.shape(x)[0])
 
@@ -734,10 +740,8 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") ->
     dims = tuple(ours.latent_dims)
 
     ours_elbo, ref_elbo = feed_noise(model, ours, ref, noise_stream(dims), noise_stream(dims))
-    twin_noise = noise_stream(dims)
-    twin.noise = lambda b, k=None: twin_noise(b)
-    ours_fn, ref_fn = tf.function(ours_elbo), tf.function(ref_elbo)
-    twin_fn = tf.function(lambda x, *eps: tf.subtract(*twin.terms(x, *eps)))
+    twin_elbo = feed_reference_noise(twin, noise_stream(dims))
+    ours_fn, ref_fn, twin_fn = (tf.function(f) for f in (ours_elbo, ref_elbo, twin_elbo))
     eps = [rng.standard_normal((len(flat), d)).astype(np.float32) for d in dims]
 
     def test_elbo(fn):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 from zoo.contract import EvalSettings
 from zoo.registry import model_entry
 from zoo.training import data as run_data
