@@ -294,25 +294,69 @@ def impossible(bound: float) -> str:
             else "")
 
 
+def make_dbm(train, hidden_dims, batch, lr, pretrain_epochs, seed, momentum=0.0,
+             weight_decay=0.0):
+    """Our DBM as the bench trains it: 100 persistent chains, each doubled RBM pretrained
+    ``pretrain_epochs`` whole epochs, SGD at ``lr`` (with ``momentum``), L2 ``weight_decay``
+    on both weight matrices in every phase."""
+    import keras
+    from zoo import DBM
+
+    steps = -(-len(train) // batch)
+    model = DBM(train.shape[1], hidden_dims=hidden_dims, pretrain_steps=pretrain_epochs * steps,
+                num_chains=100, weight_decay=weight_decay, seed=seed)
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum))
+    return model
+
+
 def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
-              betas, seed, check_betas=None):
+              betas, seed, check_betas=None, pretrain_lr=None, momentum=0.0, weight_decay=0.0,
+              lr_decay="constant", lr_decay_epochs=None, state_dir=None):
     """Our DBM after ``pretrain_epochs`` of each doubled RBM, evaluated after the joint
     epochs in ``checkpoints`` (AIS log Z and the mean-field bound per test example); rows
     (joint epochs, bound, SE, log Z, seconds of training so far). ``check_betas``: after
     the last checkpoint, log Z again with ``betas`` and with this many temperatures (another
-    seed), printed (AIS convergence check)."""
+    seed), printed (AIS convergence check).
+
+    Trained one whole epoch per ``fit`` call, the SGD rate set before each: ``pretrain_lr``
+    (default ``lr``) in the 2 x ``pretrain_epochs`` pretraining epochs, then joint epoch j at
+    ``epoch_learning_rate(lr, j, lr_decay, max(checkpoints), lr_decay_epochs)`` (``linear``:
+    to 0 after the last checkpoint). ``momentum`` and ``weight_decay``: see ``make_dbm``.
+    ``state_dir``: the model (with its chains, update count and optimizer state) and the rows
+    are saved there after each checkpoint (atomically); a rerun with the same settings resumes
+    after the last one saved (the shuffling then differs from an unbroken run's)."""
     import keras
-    from zoo import DBM
 
     keras.utils.set_random_seed(seed)
-    steps = -(-len(train) // batch)
-    model = DBM(train.shape[1], hidden_dims=hidden_dims, pretrain_steps=pretrain_epochs * steps,
-                num_chains=100, seed=seed)
-    model.compile(optimizer=keras.optimizers.SGD(lr))
+    pretrain_lr = lr if pretrain_lr is None else pretrain_lr
+    budget = max(checkpoints)
+    epoch_learning_rate(lr, budget, lr_decay, budget, lr_decay_epochs)  # check the arguments
+    settings = {"hidden_dims": list(hidden_dims), "batch": batch, "lr": lr,
+                "pretrain_epochs": pretrain_epochs, "pretrain_lr": pretrain_lr,
+                "momentum": momentum, "weight_decay": weight_decay, "lr_decay": lr_decay,
+                "budget": budget if lr_decay == "linear" else None,
+                "decay_epochs": lr_decay_epochs if lr_decay == "inverse" else None,
+                "seed": seed, "train_examples": len(train)}
+    model = make_dbm(train, hidden_dims, batch, pretrain_lr, pretrain_epochs, seed, momentum,
+                     weight_decay)
     rows, done, seconds = [], -2 * pretrain_epochs, 0.0
-    for joint in sorted(checkpoints):
+    saved = os.path.join(state_dir, "dbm_curve.json") if state_dir else None
+    if saved and os.path.exists(saved):
+        with open(saved) as f:
+            state = json.load(f)
+        if state["settings"] != settings:
+            raise UsageError(f"{saved} was trained with {state['settings']}; this run asks for "
+                             f"{settings}: use another --state-dir")
+        rows, done, seconds = [tuple(r) for r in state["rows"]], state["done"], state["seconds"]
+        model = keras.models.load_model(os.path.join(state_dir, "dbm.keras"))
+        print(f"  resumed after joint epoch {done} from {state_dir}", flush=True)
+    for joint in sorted(e for e in checkpoints if e > done):
         start = time.perf_counter()
-        model.fit(train, epochs=joint - done, batch_size=batch, verbose=0)
+        for current in range(done + 1, joint + 1):
+            model.optimizer.learning_rate.assign(
+                pretrain_lr if current <= 0 else
+                epoch_learning_rate(lr, current, lr_decay, budget, lr_decay_epochs))
+            model.fit(train, epochs=1, batch_size=batch, shuffle=True, verbose=0)
         seconds += time.perf_counter() - start
         done = joint
         ais = model.log_partition(num_chains=chains, num_betas=betas, seed=seed)
@@ -321,7 +365,16 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
                         float(ais.log_z_std_err))
         rows.append((joint, float(bound.mean()), se, float(ais.log_z), seconds))
         print(f"  DBM joint epoch {joint}: bound {rows[-1][1]:.2f} ± {se:.2f}, log Z "
-              f"{rows[-1][3]:.2f}, {seconds:.0f} s{impossible(rows[-1][1])}", flush=True)
+              f"{rows[-1][3]:.2f}, {seconds:.0f} s, last rate "
+              f"{float(model.optimizer.learning_rate.numpy()):.3g}, |W1| "
+              f"{float(np.linalg.norm(model.weights1.numpy())):.1f}, |W2| "
+              f"{float(np.linalg.norm(model.weights2.numpy())):.1f}; load {_load()}"
+              f"{impossible(rows[-1][1])}", flush=True)
+        if state_dir:
+            os.makedirs(state_dir, exist_ok=True)
+            atomic_save(os.path.join(state_dir, "dbm.keras"), model.save)
+            atomic_write_json(saved, {"settings": settings, "rows": rows, "done": done,
+                                      "seconds": seconds})
     if check_betas:
         unnormalized = model.unnormalized_bound(test)
         for num in (betas, check_betas):
@@ -335,15 +388,9 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
 
 
 def train_dbm(train, test, hidden_dims, epochs, batch, lr, pretrain_epochs, chains, betas,
-              seed):
-    import keras
-
-    from zoo import DBM
-
-    steps = -(-len(train) // batch)
-    model = DBM(train.shape[1], hidden_dims=hidden_dims, pretrain_steps=pretrain_epochs * steps,
-                num_chains=100, seed=seed)
-    model.compile(optimizer=keras.optimizers.SGD(lr))
+              seed, momentum=0.0, weight_decay=0.0):
+    model = make_dbm(train, hidden_dims, batch, lr, pretrain_epochs, seed, momentum,
+                     weight_decay)
     start = time.perf_counter()
     model.fit(train, epochs=epochs + 2 * pretrain_epochs, batch_size=batch, verbose=0)
     seconds = time.perf_counter() - start
@@ -472,10 +519,24 @@ def main(argv=None):
                              "(--learning-rate / (1 + (epoch - 1) / --lr-decay-epochs))")
     parser.add_argument("--lr-decay-epochs", type=float, default=None,
                         help="--lr-decay inverse: epochs after which the rate is halved")
+    parser.add_argument("--dbm-pretrain-learning-rate", type=float, default=None,
+                        help="--dbm-curve: SGD rate of the pretraining epochs (default: the "
+                             "DBM's rate)")
+    parser.add_argument("--dbm-momentum", type=float, default=0.0,
+                        help="SGD momentum of the DBM (Salakhutdinov's code: 0.9)")
+    parser.add_argument("--dbm-weight-decay", type=float, default=0.0,
+                        help="L2 penalty on the DBM's weights (Salakhutdinov's code: 2e-4 "
+                             "in the joint phase)")
     args = parser.parse_args(argv)
-    if args.lr_decay != "constant" and not args.curve:
-        parser.error("--lr-decay needs --curve (the one-budget comparison trains with fit / "
-                     "n_iter at a constant rate)")
+    if args.lr_decay != "constant" and not (args.curve or args.dbm_curve):
+        parser.error("--lr-decay needs --curve or --dbm-curve (the one-budget comparison "
+                     "trains with fit / n_iter at a constant rate)")
+    if args.dbm_pretrain_learning_rate is not None and not args.dbm_curve:
+        parser.error("--dbm-pretrain-learning-rate applies to --dbm-curve only")
+    if not 0 <= args.dbm_momentum < 1:
+        parser.error(f"--dbm-momentum must be in [0, 1), got {args.dbm_momentum}")
+    if not (math.isfinite(args.dbm_weight_decay) and args.dbm_weight_decay >= 0):
+        parser.error(f"--dbm-weight-decay must be >= 0, got {args.dbm_weight_decay}")
     if args.lr_decay == "inverse" and not (args.lr_decay_epochs and args.lr_decay_epochs > 0):
         parser.error("--lr-decay inverse needs --lr-decay-epochs > 0")
     if args.lr_decay_epochs is not None and args.lr_decay != "inverse":
@@ -503,10 +564,16 @@ def main(argv=None):
           f"AIS {args.ais_chains} chains x {betas} temperatures; load {load_average()}")
     if args.dbm_curve:
         dims = (args.hidden, 2 * args.hidden)
-        print(f"DBM {dims[0]}-{dims[1]}: SGD lr {dbm_lr} (pretraining and joint)")
+        pre_lr = (dbm_lr if args.dbm_pretrain_learning_rate is None
+                  else args.dbm_pretrain_learning_rate)
+        print(f"DBM {dims[0]}-{dims[1]}: SGD lr {pre_lr} pretraining, {dbm_lr} joint ("
+              + (f"{args.lr_decay} decay" if args.lr_decay != "constant" else "constant")
+              + f"), momentum {args.dbm_momentum}, weight decay {args.dbm_weight_decay}")
         rows = dbm_curve(train, test, dims, [int(e) for e in args.dbm_curve.split(",")],
                          args.batch_size, dbm_lr, dbm_pre, args.ais_chains,
-                         betas, args.seed, args.check_betas)
+                         betas, args.seed, args.check_betas, pre_lr, args.dbm_momentum,
+                         args.dbm_weight_decay, args.lr_decay, args.lr_decay_epochs,
+                         args.state_dir)
         print()
         print(markdown_table(
             ["joint epochs (after 2 x %d pretraining)" % dbm_pre, "AIS test lower bound",
@@ -598,7 +665,7 @@ def main(argv=None):
         dims = (args.hidden, 2 * args.hidden)
         bound, se, log_z, log_z_se, seconds = train_dbm(
             train, test, dims, dbm_epochs, args.batch_size, dbm_lr, dbm_pre,
-            args.ais_chains, betas, args.seed)
+            args.ais_chains, betas, args.seed, args.dbm_momentum, args.dbm_weight_decay)
         print()
         print(markdown_table(
             ["system", "epochs (pretrain + joint)", "train s", "AIS test lower bound",

@@ -255,3 +255,35 @@ def test_hopfield_export_recall_step_unit_update_energy(tmp_path):
         state = out["state"]
         energies.append(float(out["energy"][0]))
     assert np.all(np.diff(energies) <= 1e-6) and energies[-1] < energies[0]
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2])
+def test_weight_decay_adds_its_term_to_the_trained_weights_only(digits, phase):
+    """One SGD update in each DBM phase (bottom RBM, top RBM, joint) and of the RBM: with
+    ``weight_decay`` each weight matrix the phase trains moves by exactly -lr * decay * W more
+    than without (same seed, so the same noise and initial weights); the rest as without."""
+    x, lr, decay = digits["image"][:16], 0.05, 0.3
+
+    def step(model):
+        if isinstance(model, DBM):
+            model.updates.assign(phase)  # pretrain_steps=1: 0 bottom, 1 top, 2 joint
+        model.compile(optimizer=keras.optimizers.SGD(lr))
+        before = [w.numpy() for w in model.trainable_weights]
+        model.fit(x, epochs=1, batch_size=16, shuffle=False, verbose=0)
+        return before, {w.path.split("/")[-1]: w.numpy() for w in model.trainable_weights}
+
+    for make, trained in (
+            (lambda wd: DBM(64, hidden_dims=(8, 4), num_chains=16, pretrain_steps=1,
+                            weight_decay=wd, seed=0),
+             [{"weights1"}, {"weights2"}, {"weights1", "weights2"}][phase]),
+            (lambda wd: RBM(64, hidden_dim=8, training="pcd", num_chains=16,
+                            weight_decay=wd, seed=0), {"weights"})):
+        (before, plain), (_, decayed) = step(make(0.0)), step(make(decay))
+        start = dict(zip(plain, before))
+        for name in plain:
+            expected = plain[name] - (lr * decay * start[name] if name in trained else 0.0)
+            np.testing.assert_allclose(decayed[name], expected, rtol=1e-5, atol=1e-7)
+            if name in trained:  # the term is not negligible
+                assert np.abs(lr * decay * start[name]).max() > 1e-4
+    with pytest.raises(ValueError, match="weight_decay"):
+        DBM(64, hidden_dims=(8, 4), weight_decay=-1.0)

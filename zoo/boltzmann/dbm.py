@@ -2,6 +2,7 @@ r"""Deep Boltzmann machine with two hidden layers: pretraining, mean field, PCD,
 
 from __future__ import annotations
 
+import math
 import os
 
 import keras
@@ -61,6 +62,9 @@ class DBM(BoltzmannModel):
         offset_rate: float. Moving-average rate of the centering offsets.
         ais_chains: int. AIS runs in ``evaluation``.
         ais_betas: int. Intermediate distributions of AIS (the paper: 20,000).
+        weight_decay: float. L2 penalty on W1 and W2 in every phase: ``weight_decay * W``
+            is added to their gradients (Salakhutdinov's released DBM code uses 2e-4 in the
+            joint phase, its ``weightcost``).
         image_shape, seed: as for :class:`zoo.RBM`.
 
     Example:
@@ -79,8 +83,11 @@ class DBM(BoltzmannModel):
     def __init__(self, visible_dim: int, hidden_dims=(500, 1000), mean_field_steps: int = 10,
                  gibbs_steps: int = 5, num_chains: int = 100, pretrain_steps: int = 0,
                  centered: bool = False, offset_rate: float = 0.01, ais_chains: int = 100,
-                 ais_betas: int = 20000, image_shape=None, seed: int | None = None, **kwargs):
+                 ais_betas: int = 20000, weight_decay: float = 0.0, image_shape=None,
+                 seed: int | None = None, **kwargs):
         super().__init__(visible_dim, image_shape=image_shape, seed=seed, **kwargs)
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"`weight_decay` must be a finite number >= 0, got {weight_decay}.")
         hidden_dims = [int(h) for h in hidden_dims]
         if len(hidden_dims) != 2 or min(hidden_dims) < 1:
             raise ValueError(f"`hidden_dims` must be two positive sizes, got {hidden_dims}.")
@@ -101,6 +108,7 @@ class DBM(BoltzmannModel):
         self.offset_rate = float(offset_rate)
         self.ais_chains = int(ais_chains)
         self.ais_betas = int(ais_betas)
+        self.weight_decay = float(weight_decay)
         h1, h2 = hidden_dims
         init = lambda: keras.initializers.RandomNormal(0.0, 0.01, seed=seed)  # noqa: E731
         self.weights1 = self.add_weight(shape=(visible_dim, h1), initializer=init(),
@@ -255,6 +263,11 @@ class DBM(BoltzmannModel):
 
         def apply(grads_and_loss):
             grads, loss = grads_and_loss
+            if self.weight_decay:  # only the weights a phase trains; biases are not decayed
+                for key in ("weights1", "weights2"):
+                    if key in grads:
+                        grads[key] = grads[key] + self.weight_decay * tf.convert_to_tensor(
+                            getattr(self, key))
             self.optimizer.apply(
                 [grads.get(names[id(v)], tf.zeros_like(v)) for v in variables], variables)
             return tf.reduce_mean(loss)
@@ -391,4 +404,5 @@ class DBM(BoltzmannModel):
                 "mean_field_steps": self.mean_field_steps, "gibbs_steps": self.gibbs_steps,
                 "num_chains": self.num_chains, "pretrain_steps": self.pretrain_steps,
                 "centered": self.centered, "offset_rate": self.offset_rate,
-                "ais_chains": self.ais_chains, "ais_betas": self.ais_betas}
+                "ais_chains": self.ais_chains, "ais_betas": self.ais_betas,
+                "weight_decay": self.weight_decay}
