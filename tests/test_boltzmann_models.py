@@ -287,3 +287,66 @@ def test_weight_decay_adds_its_term_to_the_trained_weights_only(digits, phase):
                 assert np.abs(lr * decay * start[name]).max() > 1e-4
     with pytest.raises(ValueError, match="weight_decay"):
         DBM(64, hidden_dims=(8, 4), weight_decay=-1.0)
+
+
+def _randomize(model, rng, scale, names=("weights", "weights1", "weights2", "visible_bias",
+                                         "hidden_bias", "hidden1_bias", "hidden2_bias")):
+    model.set_weights([rng.normal(0, scale, w.shape).astype(w.dtype)
+                       if var.path.split("/")[-1] in names else w
+                       for w, var in zip(model.get_weights(), model.weights)])
+
+
+def test_log_partition_floor_is_certified_and_exact_over_all_states():
+    """The floor is log Z itself when the states are all configurations, below it for any
+    subset (duplicates counted once); the DBM's mean-field data floor is below it too."""
+    from zoo.layers.boltzmann_energy import binary_states
+
+    rng = np.random.default_rng(0)
+    rbm = RBM(6, hidden_dim=3, training="pcd", num_chains=4, seed=0)
+    _randomize(rbm, rng, 1.0)
+    every = binary_states(6).numpy()
+    log_z = rbm.exact_log_partition()
+    assert rbm.log_partition_floor(states=every) == pytest.approx(log_z, abs=1e-9)
+    part = rbm.log_partition_floor(states=np.concatenate([every[:40], every[:40]]))
+    assert part < log_z - 0.05
+    assert part == pytest.approx(rbm.log_partition_floor(states=every[:40]), abs=1e-12)
+    assert rbm.log_partition_floor(every[:40]) >= part - 1e-12  # chains add a second floor
+
+    dbm = DBM(5, hidden_dims=(3, 2), num_chains=4, seed=0)
+    _randomize(dbm, rng, 1.0)
+    v, h2 = binary_states(5).numpy(), binary_states(2).numpy()
+    pairs = (np.repeat(v, len(h2), 0), np.tile(h2, (len(v), 1)))
+    log_z = dbm.exact_log_partition()
+    assert dbm.log_partition_floor(states=pairs) == pytest.approx(log_z, abs=1e-9)
+    data_floor = dbm.log_partition_floor(v, states=(v[:1], h2[:1]))  # mean field over all v
+    assert log_z - 1.0 < data_floor < log_z
+    with pytest.raises(TypeError, match="no certified floor"):
+        GaussianBernoulliRBM(4, hidden_dim=2).log_partition_floor(np.zeros((2, 4)))
+
+
+def test_energy_descent_floor_flags_an_ais_run_that_lost_the_modes(digits):
+    """On a sharp random DBM, energy descent never raises E, its modes put the floor within a
+    few nats of the exact log Z, and a starved AIS run (2 chains, 3 temperatures) falls below
+    the floor: the evaluation report says so while its reported error does not."""
+    from zoo.layers.boltzmann_energy import dbm_energy
+
+    rng = np.random.default_rng(1)
+    x = digits["image"].reshape(len(digits["image"]), -1)
+    model = DBM(64, hidden_dims=(16, 8), num_chains=8, ais_betas=3, seed=0)
+    _randomize(model, rng, 4.0, names=("weights1", "weights2"))
+    p = model.params64()
+    energies = []
+    for sweeps in (1, 2, 5, 30):
+        s = model.energy_descent(x, sweeps)
+        energies.append(dbm_energy(*s, p).numpy())
+    assert np.all(np.diff(np.stack(energies), axis=0) <= 1e-9)
+    log_z = model.exact_log_partition()
+    floor = model.log_partition_floor(x, descent_sweeps=30)
+    assert log_z - 5.0 < floor <= log_z
+    assert model.log_partition_floor(x) < floor - 50  # the data alone: far looser
+    with pytest.warns(RuntimeWarning, match="below the certified floor"):
+        report = model.evaluation(x, None, {}, EvalSettings(num_samples=2, seed=0))
+    assert report["log_z_floor"] == pytest.approx(floor, abs=1e-6)
+    assert report["ais_log_z"] < floor - 20 and report["ais_below_floor"]
+    good = model.log_partition(num_chains=100, num_betas=5000, seed=0)
+    assert floor <= float(good.log_z) + 4 * float(good.log_z_std_err)

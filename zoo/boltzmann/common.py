@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -53,6 +54,35 @@ def ais_report(name: str, unnormalized, ais, num_betas: int) -> dict:
         "ais_chains": int(ais.log_weights.shape[0]),
         "ais_betas": int(num_betas),
     }
+
+
+def log_partition_floor(states, log_prob_lower) -> float:
+    """A certified lower bound on log Z: for any set of distinct configurations s, Z >= sum_s
+    p*(s), so log Z >= logsumexp over the distinct rows of ``states`` [n, ...] of lower bounds
+    ``log_prob_lower`` [n] on their unnormalized log-probabilities (exact ones, or a
+    variational bound). An AIS estimate below it has certainly lost mass (AIS's log Z errs
+    low when its chains miss modes, and its reported error does not show it)."""
+    states = np.asarray(states).reshape(len(states), -1)
+    values = np.asarray(log_prob_lower, np.float64).reshape(-1)
+    if len(states) != len(values) or not len(values):
+        raise ValueError(f"`states` ({len(states)} rows) and `log_prob_lower` ({len(values)}) "
+                         "must be non-empty and of one length.")
+    _, first = np.unique(states, axis=0, return_index=True)
+    picked = values[first]
+    top = float(np.max(picked))
+    return top + math.log(float(np.sum(np.exp(picked - top))))
+
+
+def floor_report(floor: float, ais) -> dict:
+    """The certified floor on log Z beside AIS's estimate, and whether AIS fell below it
+    (then also a warning: the AIS-based test numbers are void)."""
+    below = bool(float(ais.log_z) < floor)
+    if below:
+        warnings.warn(f"AIS's log Z {float(ais.log_z):.2f} is {floor - float(ais.log_z):.2f} "
+                      f"nats below the certified floor {floor:.2f}: AIS lost the model's modes "
+                      "and the AIS test numbers are void (its reported error does not show "
+                      "it); raise ais_betas and ais_chains.", RuntimeWarning, stacklevel=2)
+    return {"log_z_floor": float(floor), "ais_below_floor": below}
 
 
 def batched(fn, x, batch_size: int = 100):

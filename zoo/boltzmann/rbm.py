@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.boltzmann.common import (BoltzmannModel, ais_report, batched, check_visible_shape,
-                                  filter_images, mean_and_error)
+                                  filter_images, floor_report, log_partition_floor,
+                                  mean_and_error)
 from zoo.layers import ais as ais_lib
 from zoo.layers.boltzmann_energy import (
     RBMParams,
@@ -208,6 +209,25 @@ class RBM(BoltzmannModel):
         return batched(lambda b: -rbm_free_energy(tf.reshape(tf.cast(b, tf.float64),
                                                              [-1, self.visible_dim]), params), x)
 
+    def log_partition_floor(self, x=None, states=None, unnormalized=None) -> float:
+        """Certified lower bound on log Z (``log_partition_floor``): the larger of the
+        floors from the distinct examples of ``x`` and from ``states`` [n, V] (default: the
+        persistent chains' visible states, when the model has chains), both with their exact
+        -F(v). ``unnormalized``: -F(x), when already computed."""
+        floors = []
+        if x is not None:
+            x = np.asarray(x).reshape(len(x), -1)
+            floors.append(log_partition_floor(
+                x, self.unnormalized_log_prob(x) if unnormalized is None else unnormalized))
+        if states is None and self.chains is not None:
+            states = self.chains.read()[0].numpy()
+        if states is not None:
+            floors.append(log_partition_floor(states, self.unnormalized_log_prob(states)))
+        if not floors:
+            raise ValueError("log_partition_floor needs `x` or `states` (this model keeps no "
+                             "persistent chains).")
+        return max(floors)
+
     def exact_log_likelihood(self, x):
         """log p(x) per example with log Z by enumeration (small hidden layers only)."""
         return self.unnormalized_log_prob(x) - self.exact_log_partition()
@@ -222,9 +242,10 @@ class RBM(BoltzmannModel):
                                  seed=settings.seed)
         pll, pll_se = mean_and_error(self.pseudo_log_likelihood(x))
         recon, recon_se = mean_and_error(batched(self.reconstruction_error, x))
+        unnormalized = self.unnormalized_log_prob(x)
         return {
-            **ais_report("ais_log_likelihood", self.unnormalized_log_prob(x), ais,
-                         self.ais_betas),
+            **ais_report("ais_log_likelihood", unnormalized, ais, self.ais_betas),
+            **floor_report(self.log_partition_floor(x, unnormalized=unnormalized), ais),
             "pseudo_log_likelihood": pll,
             "pseudo_log_likelihood_se": pll_se,
             "reconstruction_error": recon,
@@ -408,6 +429,10 @@ class GaussianBernoulliRBM(RBM):
 
     def validate_data(self, arrays: dict) -> None:
         ZooModel.validate_data(self, arrays)  # real values: any range
+
+    def log_partition_floor(self, x=None, states=None, unnormalized=None) -> float:
+        raise TypeError("GaussianBernoulliRBM has no certified floor on log Z: its visible "
+                        "units are real, and densities at points do not bound an integral.")
 
     def evaluation(self, x, y, arrays, settings) -> dict:
         x = np.asarray(x)
