@@ -97,6 +97,22 @@ def ais_test_log_likelihood(params, train, test, chains, betas, seed):
             float(result.log_z), float(result.log_z_std_err), seconds)
 
 
+def rbm_floor(params, test, sweeps=30):
+    """Certified floor on log Z of the RBM ``params`` (W, b, c): the larger of the
+    log-sum-exps of -F over the distinct test examples and over the distinct modes that
+    energy descent reaches from them (``zoo.boltzmann.common.log_partition_floor``)."""
+    import tensorflow as tf
+
+    from zoo.boltzmann.common import log_partition_floor
+    from zoo.layers.boltzmann_energy import RBMParams, rbm_energy_descent, rbm_free_energy
+
+    params = RBMParams(*(tf.constant(np.asarray(p, np.float64)) for p in params))
+    v = tf.constant(test, tf.float64)
+    modes = rbm_energy_descent(v, params, sweeps)[0]
+    return max(log_partition_floor(s.numpy(), -rbm_free_energy(s, params).numpy())
+               for s in (v, modes))
+
+
 def train_ours(train, hidden, epochs, batch, lr, seed):
     import keras
 
@@ -233,7 +249,9 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
             ll, se, log_z, log_z_se, _ = ais_test_log_likelihood(params, train, test, chains,
                                                                   betas, seed)
             rows.append((epoch, name, ll, math.hypot(se, log_z_se), log_z, seconds[name]))
-            print(f"  epoch {epoch} {name}: {ll:.2f} ± {rows[-1][3]:.2f} (log Z {log_z:.2f}),"
+            floor = rbm_floor(params, test)
+            print(f"  epoch {epoch} {name}: {ll:.2f} ± {rows[-1][3]:.2f} (log Z {log_z:.2f}, "
+                  f"certified floor {floor:.2f}{below_floor(log_z, floor)}),"
                   f" trained {seconds[name]:.0f} s, last epoch's rate "
                   f"{rates[-1][1 if name == 'zoo.RBM' else 2]:.4g};"
                   f" load {_load()}", flush=True)

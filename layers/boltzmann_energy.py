@@ -121,6 +121,34 @@ def dbm_free_energy(v, h2, params: DBMParams, scale=1.0):
              + tf.reduce_sum(tf.nn.softplus(logits1), -1))
 
 
+def _mode(logits):
+    return tf.cast(logits > 0, logits.dtype)
+
+
+def rbm_energy_descent(v, params: RBMParams, sweeps: int = 30):
+    """Zero-temperature block updates from ``v``: h then v set to the mode of their
+    conditionals each sweep, which never raises E(v, h); returns (v, h) near a local minimum
+    of the energy (a mode of p)."""
+    h = _mode(rbm_hidden_logits(v, params))
+    for _ in range(int(sweeps)):
+        v = _mode(rbm_visible_logits(h, params))
+        h = _mode(rbm_hidden_logits(v, params))
+    return v, h
+
+
+def dbm_energy_descent(v, params: DBMParams, sweeps: int = 30):
+    """The same for the DBM (h2 starting at 0): h1, then h2, then v set to the mode of their
+    conditionals each sweep; returns (v, h1, h2)."""
+    h2 = tf.zeros([tf.shape(v)[0], tf.shape(params.weights2)[1]], v.dtype)
+    h1 = _mode(tf.matmul(v, params.weights1) + params.hidden1_bias)
+    for _ in range(int(sweeps)):
+        h1 = _mode(tf.matmul(v, params.weights1)
+                   + tf.matmul(h2, params.weights2, transpose_b=True) + params.hidden1_bias)
+        h2 = _mode(tf.matmul(h1, params.weights2) + params.hidden2_bias)
+        v = _mode(tf.matmul(h1, params.weights1, transpose_b=True) + params.visible_bias)
+    return v, h1, h2
+
+
 def hopfield_energy(s, weights, bias=None):
     """E(s) = -s^T W s / 2 - bias^T s per state s in {-1, 1}^d: [batch]."""
     e = -0.5 * tf.reduce_sum(tf.matmul(s, weights) * s, -1)

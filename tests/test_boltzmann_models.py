@@ -322,6 +322,29 @@ def test_log_partition_floor_is_certified_and_exact_over_all_states():
     assert log_z - 1.0 < data_floor < log_z
     with pytest.raises(TypeError, match="no certified floor"):
         GaussianBernoulliRBM(4, hidden_dim=2).log_partition_floor(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="needs `x` or `states`"):
+        RBM(6, hidden_dim=3, training="cd").log_partition_floor()
+
+
+def test_rbm_energy_descent_reaches_modes_and_flags_starved_ais(digits):
+    """The RBM's descent never raises E(v, h); from the data its modes put the floor near the
+    exact log Z of a sharp random RBM, and a starved AIS run is flagged below it."""
+    from zoo.layers.boltzmann_energy import RBMParams, rbm_energy
+
+    rng = np.random.default_rng(2)
+    x = digits["image"].reshape(len(digits["image"]), -1)
+    model = RBM(64, hidden_dim=16, training="cd", ais_betas=3, seed=0)
+    _randomize(model, rng, 4.0, names=("weights",))
+    p = RBMParams(*(tf.cast(a, tf.float64) for a in model.params()))
+    energies = [rbm_energy(*model.energy_descent(x, k), p).numpy() for k in (1, 2, 5, 30)]
+    assert np.all(np.diff(np.stack(energies), axis=0) <= 1e-9)
+    log_z = model.exact_log_partition()
+    floor = model.log_partition_floor(x, descent_sweeps=30)
+    assert log_z - 5.0 < floor <= log_z
+    assert model.log_partition_floor(x) < floor - 50
+    with pytest.warns(RuntimeWarning, match="below the certified floor"):
+        report = model.evaluation(x, None, {}, EvalSettings(num_samples=2, seed=0))
+    assert report["ais_below_floor"] and report["log_z_floor"] == pytest.approx(floor)
 
 
 def test_energy_descent_floor_flags_an_ais_run_that_lost_the_modes(digits):

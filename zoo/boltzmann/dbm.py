@@ -323,20 +323,13 @@ class DBM(BoltzmannModel):
 
     def energy_descent(self, v, sweeps: int = 30) -> DBMState:
         """Zero-temperature block updates from the visible states ``v`` (h2 starting at 0):
-        each sweep sets h1, then h2, then v to the mode of its conditional (unit on where
-        its input is positive), which never raises the energy; returns the float64 state
-        after ``sweeps`` sweeps, near a local minimum of E (a mode of p)."""
-        p = self.params64()
+        each sweep sets h1, then h2, then v to the mode of its conditional, which never raises
+        the energy; returns the float64 state after ``sweeps`` sweeps, near a local minimum
+        of E (a mode of p)."""
+        from zoo.layers.boltzmann_energy import dbm_energy_descent
+
         v = tf.reshape(tf.cast(np.asarray(v), tf.float64), [-1, self.visible_dim])
-        h2 = tf.zeros([tf.shape(v)[0], self.hidden_dims[1]], tf.float64)
-        step = lambda a: tf.cast(a > 0, tf.float64)  # noqa: E731
-        h1 = step(tf.matmul(v, p.weights1) + p.hidden1_bias)
-        for _ in range(int(sweeps)):
-            h1 = step(tf.matmul(v, p.weights1) + tf.matmul(h2, p.weights2, transpose_b=True)
-                      + p.hidden1_bias)
-            h2 = step(tf.matmul(h1, p.weights2) + p.hidden2_bias)
-            v = step(tf.matmul(h1, p.weights1, transpose_b=True) + p.visible_bias)
-        return DBMState(v, h1, h2)
+        return DBMState(*dbm_energy_descent(v, self.params64(), sweeps))
 
     def log_partition_floor(self, x=None, states=None, unnormalized=None,
                             descent_sweeps: int = 0) -> float:

@@ -209,16 +209,32 @@ class RBM(BoltzmannModel):
         return batched(lambda b: -rbm_free_energy(tf.reshape(tf.cast(b, tf.float64),
                                                              [-1, self.visible_dim]), params), x)
 
-    def log_partition_floor(self, x=None, states=None, unnormalized=None) -> float:
-        """Certified lower bound on log Z (``log_partition_floor``): the larger of the
-        floors from the distinct examples of ``x`` and from ``states`` [n, V] (default: the
-        persistent chains' visible states, when the model has chains), both with their exact
-        -F(v). ``unnormalized``: -F(x), when already computed."""
+    def energy_descent(self, v, sweeps: int = 30):
+        """Zero-temperature block updates from ``v`` (h, then v, to the mode of their
+        conditionals), which never raise the energy: float64 (v, h) near a local minimum of
+        E (a mode of p)."""
+        from zoo.layers.boltzmann_energy import rbm_energy_descent
+
+        v = tf.reshape(tf.cast(np.asarray(v), tf.float64), [-1, self.visible_dim])
+        return rbm_energy_descent(v, RBMParams(*(tf.cast(p, tf.float64) for p in self.params())),
+                                  sweeps)
+
+    def log_partition_floor(self, x=None, states=None, unnormalized=None,
+                            descent_sweeps: int = 0) -> float:
+        """Certified lower bound on log Z (``log_partition_floor``): the largest of the
+        floors from the distinct examples of ``x``, from ``states`` [n, V] (default: the
+        persistent chains' visible states, when the model has chains) and, with
+        ``descent_sweeps`` > 0, from the visible states ``energy_descent`` reaches from
+        ``x`` (local modes), each with its exact -F(v). ``unnormalized``: -F(x), when
+        already computed."""
         floors = []
         if x is not None:
             x = np.asarray(x).reshape(len(x), -1)
             floors.append(log_partition_floor(
                 x, self.unnormalized_log_prob(x) if unnormalized is None else unnormalized))
+            if descent_sweeps > 0:
+                modes = self.energy_descent(x, descent_sweeps)[0].numpy()
+                floors.append(log_partition_floor(modes, self.unnormalized_log_prob(modes)))
         if states is None and self.chains is not None:
             states = self.chains.read()[0].numpy()
         if states is not None:
@@ -245,7 +261,8 @@ class RBM(BoltzmannModel):
         unnormalized = self.unnormalized_log_prob(x)
         return {
             **ais_report("ais_log_likelihood", unnormalized, ais, self.ais_betas),
-            **floor_report(self.log_partition_floor(x, unnormalized=unnormalized), ais),
+            **floor_report(self.log_partition_floor(x, unnormalized=unnormalized,
+                                                    descent_sweeps=30), ais),
             "pseudo_log_likelihood": pll,
             "pseudo_log_likelihood_se": pll_se,
             "reconstruction_error": recon,
@@ -430,9 +447,14 @@ class GaussianBernoulliRBM(RBM):
     def validate_data(self, arrays: dict) -> None:
         ZooModel.validate_data(self, arrays)  # real values: any range
 
-    def log_partition_floor(self, x=None, states=None, unnormalized=None) -> float:
+    def log_partition_floor(self, x=None, states=None, unnormalized=None,
+                            descent_sweeps: int = 0) -> float:
         raise TypeError("GaussianBernoulliRBM has no certified floor on log Z: its visible "
                         "units are real, and densities at points do not bound an integral.")
+
+    def energy_descent(self, v, sweeps: int = 30):
+        raise TypeError("GaussianBernoulliRBM.energy_descent is not defined: the binary "
+                        "units' step rule does not apply to its real-valued visibles.")
 
     def evaluation(self, x, y, arrays, settings) -> dict:
         x = np.asarray(x)
