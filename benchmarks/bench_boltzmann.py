@@ -25,7 +25,15 @@ average log-probabilities in the MNIST section).
 
 ``--curve`` with ``--lr-decay linear`` or ``inverse``: the SGD rate decreases epoch by epoch,
 set identically on both systems before each epoch (our optimizer's rate variable,
-scikit-learn's ``learning_rate`` attribute, which ``partial_fit`` reads).
+scikit-learn's ``learning_rate`` attribute, which ``partial_fit`` reads). ``--dbm-curve``
+takes the same schedule over its joint epochs, and ``--dbm-pretrain-learning-rate``,
+``--dbm-momentum``, ``--dbm-weight-decay`` (Salakhutdinov's released DBM code: pretraining at
+0.05, joint phase at 0.001 with momentum 0.9 and weight cost 2e-4) and ``--state-dir``.
+
+Every AIS estimate is printed beside a certified floor on log Z (the log-sum-exp of exact or
+mean-field log p* over the distinct test examples, the local modes energy descent reaches
+from them, and the DBM's chains): AIS below it has lost the model's modes, and the number
+computed with it is void whatever its reported error.
 
 Run: ``python benchmarks/bench_boltzmann.py --quick`` (a few minutes on 2 cores).
 """
