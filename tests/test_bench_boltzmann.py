@@ -51,3 +51,35 @@ def test_curve_sets_the_schedule_on_both_systems_and_resume_checks_it(tmp_path, 
                              lr_decay_epochs=2, **args)
     with pytest.raises(SystemExit):  # the command line refuses a schedule without --curve
         bench.main(["--lr-decay", "linear"])
+
+
+def test_dbm_curve_recipe_flags_reach_the_model_and_resume(tmp_path):
+    """--dbm-curve's rates (pretraining rate, then the joint epochs' linear decay), momentum
+    and weight decay reach the saved model; a resumed run continues the saved rows and
+    refuses other settings; each row's certified floor is below the exact log Z."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    train = (rng.random((60, 12)) < 0.3).astype("float32")
+    test = (rng.random((20, 12)) < 0.3).astype("float32")
+    args = dict(hidden_dims=(4, 3), batch=20, lr=0.01, pretrain_epochs=1, chains=2, betas=3,
+                seed=0, pretrain_lr=0.05, momentum=0.9, weight_decay=2e-4)
+    state = tmp_path / "linear"
+    rows = bench.dbm_curve(train, test, checkpoints=[1, 2], lr_decay="linear",
+                           state_dir=str(state), **args)
+    model = keras.models.load_model(state / "dbm.keras")
+    assert model.weight_decay == 2e-4 and model.optimizer.momentum == 0.9
+    assert int(model.updates.numpy()) == (2 + 2) * 3  # 3 batches per epoch
+    np.testing.assert_allclose(model.optimizer.learning_rate.numpy(), 0.01 / 2, rtol=1e-6)
+    assert [r[0] for r in rows] == [1, 2]
+    assert rows[-1][5] <= model.exact_log_partition() + 1e-9
+    with pytest.raises(ValueError, match="use another --state-dir"):
+        bench.dbm_curve(train, test, checkpoints=[1, 2], lr_decay="constant",
+                        state_dir=str(state), **args)
+    state = tmp_path / "constant"
+    first = bench.dbm_curve(train, test, checkpoints=[1, 2], state_dir=str(state), **args)
+    both = bench.dbm_curve(train, test, checkpoints=[1, 2, 3], state_dir=str(state), **args)
+    assert both[:2] == first and [r[0] for r in both] == [1, 2, 3]
+    model = keras.models.load_model(state / "dbm.keras")
+    assert int(model.updates.numpy()) == (2 + 3) * 3
+    np.testing.assert_allclose(model.optimizer.learning_rate.numpy(), 0.01, rtol=1e-6)
