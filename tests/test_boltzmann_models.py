@@ -324,6 +324,10 @@ def test_log_partition_floor_is_certified_and_exact_over_all_states():
         GaussianBernoulliRBM(4, hidden_dim=2).log_partition_floor(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="needs `x` or `states`"):
         RBM(6, hidden_dim=3, training="cd").log_partition_floor()
+    with pytest.raises(ValueError, match="binary configurations"):
+        rbm.log_partition_floor(states=every * 0.5)
+    grey = np.full((3, 6), 0.5)  # grey examples are left out: only the chains' floor counts
+    assert rbm.log_partition_floor(grey) == rbm.log_partition_floor(states=None)
 
 
 def test_rbm_energy_descent_reaches_modes_and_flags_starved_ais(digits):

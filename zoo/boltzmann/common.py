@@ -67,6 +67,9 @@ def log_partition_floor(states, log_prob_lower) -> float:
     if len(states) != len(values) or not len(values):
         raise ValueError(f"`states` ({len(states)} rows) and `log_prob_lower` ({len(values)}) "
                          "must be non-empty and of one length.")
+    if not np.all((states == 0) | (states == 1)):
+        raise ValueError("`states` must be binary configurations (0 or 1): the probability of "
+                         "a grey-valued vector bounds nothing.")
     _, first = np.unique(states, axis=0, return_index=True)
     picked = values[first]
     top = float(np.max(picked))

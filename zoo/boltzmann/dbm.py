@@ -334,7 +334,8 @@ class DBM(BoltzmannModel):
     def log_partition_floor(self, x=None, states=None, unnormalized=None,
                             descent_sweeps: int = 0) -> float:
         """Certified lower bound on log Z: the largest of the floors (``log_partition_floor``)
-        from the distinct examples of ``x`` with their mean-field bounds on log p*(v)
+        from the distinct examples of ``x`` (when they are binary) with their mean-field
+        bounds on log p*(v)
         (``unnormalized``, when already computed), from the distinct (v, h2) pairs of
         ``states`` (default: the persistent chains) with their exact log p*(v, h2) (h1
         summed out), and, with ``descent_sweeps`` > 0, from the (v, h2) pairs that
@@ -350,8 +351,9 @@ class DBM(BoltzmannModel):
         floors = []
         if x is not None:
             x = np.asarray(x).reshape(len(x), -1)
-            floors.append(log_partition_floor(
-                x, self.unnormalized_bound(x) if unnormalized is None else unnormalized))
+            if np.all((x == 0) | (x == 1)):  # grey values are not configurations
+                floors.append(log_partition_floor(
+                    x, self.unnormalized_bound(x) if unnormalized is None else unnormalized))
             if descent_sweeps > 0:
                 modes = self.energy_descent(x, descent_sweeps)
                 floors.append(pairs_floor(modes.visible.numpy(), modes.hidden2.numpy()))

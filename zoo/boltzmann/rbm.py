@@ -222,16 +222,17 @@ class RBM(BoltzmannModel):
     def log_partition_floor(self, x=None, states=None, unnormalized=None,
                             descent_sweeps: int = 0) -> float:
         """Certified lower bound on log Z (``log_partition_floor``): the largest of the
-        floors from the distinct examples of ``x``, from ``states`` [n, V] (default: the
-        persistent chains' visible states, when the model has chains) and, with
-        ``descent_sweeps`` > 0, from the visible states ``energy_descent`` reaches from
-        ``x`` (local modes), each with its exact -F(v). ``unnormalized``: -F(x), when
+        floors from the distinct examples of ``x`` (when they are binary), from ``states``
+        [n, V] (default: the persistent chains' visible states, when the model has chains)
+        and, with ``descent_sweeps`` > 0, from the visible states ``energy_descent`` reaches
+        from ``x`` (local modes), each with its exact -F(v). ``unnormalized``: -F(x), when
         already computed."""
         floors = []
         if x is not None:
             x = np.asarray(x).reshape(len(x), -1)
-            floors.append(log_partition_floor(
-                x, self.unnormalized_log_prob(x) if unnormalized is None else unnormalized))
+            if np.all((x == 0) | (x == 1)):  # grey values are not configurations
+                floors.append(log_partition_floor(
+                    x, self.unnormalized_log_prob(x) if unnormalized is None else unnormalized))
             if descent_sweeps > 0:
                 modes = self.energy_descent(x, descent_sweeps)[0].numpy()
                 floors.append(log_partition_floor(modes, self.unnormalized_log_prob(modes)))
