@@ -105,22 +105,6 @@ def ais_test_log_likelihood(params, train, test, chains, betas, seed):
             float(result.log_z), float(result.log_z_std_err), seconds)
 
 
-def rbm_floor(params, test, sweeps=30):
-    """Certified floor on log Z of the RBM ``params`` (W, b, c): the larger of the
-    log-sum-exps of -F over the distinct test examples and over the distinct modes that
-    energy descent reaches from them (``zoo.boltzmann.common.log_partition_floor``)."""
-    import tensorflow as tf
-
-    from zoo.boltzmann.common import log_partition_floor
-    from zoo.layers.boltzmann_energy import RBMParams, rbm_energy_descent, rbm_free_energy
-
-    params = RBMParams(*(tf.constant(np.asarray(p, np.float64)) for p in params))
-    v = tf.constant(test, tf.float64)
-    modes = rbm_energy_descent(v, params, sweeps)[0]
-    return max(log_partition_floor(s.numpy(), -rbm_free_energy(s, params).numpy())
-               for s in (v, modes))
-
-
 def train_ours(train, hidden, epochs, batch, lr, seed):
     import keras
 
@@ -205,6 +189,7 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
     import keras
     from sklearn.neural_network import BernoulliRBM
     from zoo import RBM
+    from zoo.boltzmann.rbm import rbm_log_partition_floor
 
     keras.utils.set_random_seed(seed)
     if cd_steps:
@@ -257,7 +242,7 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
             ll, se, log_z, log_z_se, _ = ais_test_log_likelihood(params, train, test, chains,
                                                                   betas, seed)
             rows.append((epoch, name, ll, math.hypot(se, log_z_se), log_z, seconds[name]))
-            floor = rbm_floor(params, test)
+            floor = rbm_log_partition_floor(params, test, descent_sweeps=30)
             print(f"  epoch {epoch} {name}: {ll:.2f} ± {rows[-1][3]:.2f} (log Z {log_z:.2f}, "
                   f"certified floor {floor:.2f}{below_floor(log_z, floor)}),"
                   f" trained {seconds[name]:.0f} s, last epoch's rate "
@@ -333,6 +318,11 @@ def make_dbm(train, hidden_dims, batch, lr, pretrain_epochs, seed, momentum=0.0,
                 num_chains=100, weight_decay=weight_decay, seed=seed)
     model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum))
     return model
+
+
+def floor_cell(log_z: float, floor: float) -> str:
+    """A table cell: the certified floor, marked when AIS's log Z fell below it."""
+    return f"{floor:.2f}{' (AIS below it: failed)' if log_z < floor else ''}"
 
 
 def below_floor(log_z: float, floor: float) -> str:
@@ -619,7 +609,7 @@ def main(argv=None):
             ["joint epochs (after 2 x %d pretraining)" % dbm_pre, "AIS test lower bound",
              "log Z", "certified floor on log Z", "train s (cumulative)"],
             [[e, f"{b:.2f} ± {se:.2f}{impossible(b)}", f"{z:.2f}",
-              f"{fl:.2f}{' (AIS below it: failed)' if z < fl else ''}", f"{t:.0f}"]
+              floor_cell(z, fl), f"{t:.0f}"]
              for e, b, se, z, t, fl in rows]))
         print()
         print(machine())
@@ -714,7 +704,7 @@ def main(argv=None):
             [[f"zoo.DBM {dims[0]}-{dims[1]}", f"2 x {dbm_pre} + {dbm_epochs}", f"{seconds:.0f}",
               f"{bound:.2f} ± {math.hypot(se, log_z_se):.2f}{impossible(bound)}",
               f"{log_z:.2f} ± {log_z_se:.3f}",
-              f"{floor:.2f}{' (AIS below it: failed)' if log_z < floor else ''}"],
+              floor_cell(log_z, floor)],
              ["published DBM 500-1000 (S&H 2009)", "", "", f"{PUBLISHED_DBM:.2f}", "356.18",
               ""]]))
         record["zoo.DBM"] = {"train_seconds": seconds, "ais_lower_bound": bound,

@@ -76,6 +76,18 @@ def log_partition_floor(states, log_prob_lower) -> float:
     return top + math.log(float(np.sum(np.exp(picked - top))))
 
 
+def examples_floor(x, log_prob_lower) -> float | None:
+    """``log_partition_floor`` over the distinct examples of ``x`` [n, ...], or None when they
+    are not binary (a grey-valued example is no configuration, so it bounds nothing).
+    ``log_prob_lower``: their lower bounds on log p*, or a function of the flat [n, V] examples
+    that computes them (called only when the examples count)."""
+    x = np.asarray(x).reshape(len(x), -1)
+    if not np.all((x == 0) | (x == 1)):
+        return None
+    return log_partition_floor(x, log_prob_lower(x) if callable(log_prob_lower)
+                               else log_prob_lower)
+
+
 def floor_report(floor: float, ais) -> dict:
     """The certified floor on log Z beside AIS's estimate, and whether AIS fell below it
     (then also a warning: the AIS-based test numbers are void)."""

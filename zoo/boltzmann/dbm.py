@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.boltzmann.common import (BoltzmannModel, ais_report, batched, check_visible_shape,
-                                  filter_images, floor_report, log_partition_floor,
-                                  mean_and_error)
+                                  examples_floor, filter_images, floor_report,
+                                  log_partition_floor, mean_and_error)
 from zoo.layers import ais as ais_lib
 from zoo.layers.boltzmann_energy import (
     DBMParams,
@@ -335,8 +335,8 @@ class DBM(BoltzmannModel):
                             descent_sweeps: int = 0) -> float:
         """Certified lower bound on log Z: the largest of the floors (``log_partition_floor``)
         from the distinct examples of ``x`` (when they are binary) with their mean-field
-        bounds on log p*(v)
-        (``unnormalized``, when already computed), from the distinct (v, h2) pairs of
+        bounds on log p*(v) (``unnormalized``, when already computed), from the distinct
+        (v, h2) pairs of
         ``states`` (default: the persistent chains) with their exact log p*(v, h2) (h1
         summed out), and, with ``descent_sweeps`` > 0, from the (v, h2) pairs that
         ``energy_descent`` reaches from ``x`` (local modes: usually the tightest). The sets
@@ -351,9 +351,8 @@ class DBM(BoltzmannModel):
         floors = []
         if x is not None:
             x = np.asarray(x).reshape(len(x), -1)
-            if np.all((x == 0) | (x == 1)):  # grey values are not configurations
-                floors.append(log_partition_floor(
-                    x, self.unnormalized_bound(x) if unnormalized is None else unnormalized))
+            floors.append(examples_floor(x, self.unnormalized_bound if unnormalized is None
+                                         else unnormalized))
             if descent_sweeps > 0:
                 modes = self.energy_descent(x, descent_sweeps)
                 floors.append(pairs_floor(modes.visible.numpy(), modes.hidden2.numpy()))
@@ -361,7 +360,7 @@ class DBM(BoltzmannModel):
             chain = self.chains.read()
             states = (chain[0].numpy(), chain[2].numpy())
         floors.append(pairs_floor(*states))
-        return max(floors)
+        return max(f for f in floors if f is not None)
 
     def lower_bound(self, x, log_z: float | None = None):
         """Variational lower bound on log p(x) per example (log Z exact unless given)."""

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.boltzmann.common import (BoltzmannModel, ais_report, batched, check_visible_shape,
-                                  filter_images, floor_report, log_partition_floor,
-                                  mean_and_error)
+                                  examples_floor, filter_images, floor_report,
+                                  log_partition_floor, mean_and_error)
 from zoo.layers import ais as ais_lib
 from zoo.layers.boltzmann_energy import (
     RBMParams,
@@ -20,6 +20,7 @@ from zoo.layers.boltzmann_energy import (
     rbm_exact_log_partition_hidden,
     rbm_free_energy,
     rbm_hidden_logits,
+    rbm_energy_descent,
     rbm_pseudo_log_likelihood,
     rbm_visible_logits,
 )
@@ -29,6 +30,35 @@ from zoo.layers.gibbs import gaussian_rbm_gibbs_step, rbm_gibbs_step, rbm_mean_f
 from zoo.layers.persistent_chains import PersistentChains
 
 TRAINING = ("cd", "pcd")
+
+
+def rbm_log_partition_floor(params: RBMParams, x=None, states=None, unnormalized=None,
+                            descent_sweeps: int = 0) -> float:
+    """Certified lower bound on the log Z of an RBM with ``params`` (``log_partition_floor``):
+    the largest of the floors from the distinct examples of ``x`` (when they are binary;
+    ``unnormalized``: their -F, when already computed), from ``states`` [n, V] and, with
+    ``descent_sweeps`` > 0, from the visible states ``rbm_energy_descent`` reaches from ``x``
+    (local modes), each with its exact -F(v) in float64. Serves any RBM's weights (the bench
+    gives it scikit-learn's)."""
+    params = RBMParams(*(tf.constant(np.asarray(p, np.float64)) for p in params))
+
+    def log_p(v):
+        return -rbm_free_energy(tf.constant(np.asarray(v, np.float64)), params).numpy()
+
+    floors = []
+    if x is not None:
+        x = np.asarray(x).reshape(len(x), -1)
+        floors.append(examples_floor(x, log_p if unnormalized is None else unnormalized))
+        if descent_sweeps > 0:
+            modes = rbm_energy_descent(tf.constant(x, tf.float64), params, descent_sweeps)[0]
+            floors.append(log_partition_floor(modes.numpy(), log_p(modes)))
+    if states is not None:
+        floors.append(log_partition_floor(states, log_p(states)))
+    floors = [f for f in floors if f is not None]
+    if not floors:
+        raise ValueError("log_partition_floor needs `x` or `states` (binary examples, or a "
+                         "model with persistent chains).")
+    return max(floors)
 
 
 @register
@@ -213,37 +243,19 @@ class RBM(BoltzmannModel):
         """Zero-temperature block updates from ``v`` (h, then v, to the mode of their
         conditionals), which never raise the energy: float64 (v, h) near a local minimum of
         E (a mode of p)."""
-        from zoo.layers.boltzmann_energy import rbm_energy_descent
-
         v = tf.reshape(tf.cast(np.asarray(v), tf.float64), [-1, self.visible_dim])
         return rbm_energy_descent(v, RBMParams(*(tf.cast(p, tf.float64) for p in self.params())),
                                   sweeps)
 
     def log_partition_floor(self, x=None, states=None, unnormalized=None,
                             descent_sweeps: int = 0) -> float:
-        """Certified lower bound on log Z (``log_partition_floor``): the largest of the
-        floors from the distinct examples of ``x`` (when they are binary), from ``states``
-        [n, V] (default: the persistent chains' visible states, when the model has chains)
-        and, with ``descent_sweeps`` > 0, from the visible states ``energy_descent`` reaches
-        from ``x`` (local modes), each with its exact -F(v). ``unnormalized``: -F(x), when
-        already computed."""
-        floors = []
-        if x is not None:
-            x = np.asarray(x).reshape(len(x), -1)
-            if np.all((x == 0) | (x == 1)):  # grey values are not configurations
-                floors.append(log_partition_floor(
-                    x, self.unnormalized_log_prob(x) if unnormalized is None else unnormalized))
-            if descent_sweeps > 0:
-                modes = self.energy_descent(x, descent_sweeps)[0].numpy()
-                floors.append(log_partition_floor(modes, self.unnormalized_log_prob(modes)))
+        """Certified lower bound on log Z: ``rbm_log_partition_floor`` of this model, with
+        ``states`` defaulting to the persistent chains' visible states (when it has chains)."""
         if states is None and self.chains is not None:
             states = self.chains.read()[0].numpy()
-        if states is not None:
-            floors.append(log_partition_floor(states, self.unnormalized_log_prob(states)))
-        if not floors:
-            raise ValueError("log_partition_floor needs `x` or `states` (this model keeps no "
-                             "persistent chains).")
-        return max(floors)
+        return rbm_log_partition_floor(RBMParams(*(tf.cast(p, tf.float64)
+                                                   for p in self.params())),
+                                       x, states, unnormalized, descent_sweeps)
 
     def exact_log_likelihood(self, x):
         """log p(x) per example with log Z by enumeration (small hidden layers only)."""
