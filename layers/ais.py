@@ -17,6 +17,12 @@ with the model's own variances and $m_A$ the training data's mean, so every inte
 $p_\beta(v \mid h) = N((1-\beta) m_A + \beta (b + W h), \operatorname{diag}\sigma^2)$ is
 sampled exactly (``gaussian_rbm_ais``).
 
+Reverse AIS (``rbm_reverse_ais``, ``dbm_reverse_ais``) runs the same chains backwards, from
+samples of the target to the base: from exact samples its weights estimate $Z_A / Z_B$ without
+bias, so it errs high where forward AIS errs low, and the two sandwich $\log Z$ (bidirectional
+Monte Carlo, Grosse, Ghahramani & Adams 2015). Started from Gibbs chains that miss modes, it
+estimates the mass of the modes they cover instead.
+
 Hidden units are summed out analytically wherever they can be: $h$ for the RBM, $h^1$ for the
 DBM (Salakhutdinov & Hinton, "Deep Boltzmann Machines", 2009, sec. 4), so the chains carry $v$
 (RBM) or $(v, h^2)$ (DBM). All noise is drawn with stateless ops from ``seed``.
@@ -92,10 +98,12 @@ def _noise(seed, k, shape, dtype):
 
 
 @tf.function(reduce_retracing=True)
-def _rbm_ais_loop(params, base_bias, betas, num_chains, seed):
+def _rbm_ais_loop(params, base_bias, betas, v, seed):
+    """The chains' log-weights along ``betas`` (increasing: forward; decreasing: reverse)
+    from the visible states ``v``."""
     dtype = params.weights.dtype
-    n_v, n_h = tf.shape(params.weights)[0], tf.shape(params.weights)[1]
-    v = bernoulli(tf.sigmoid(base_bias)[None], _noise(seed, 0, [num_chains, n_v], dtype))
+    num_chains, n_v = tf.shape(v)[0], tf.shape(v)[1]
+    n_h = tf.shape(params.weights)[1]
 
     def log_p_star(x, beta):  # log p*_beta(v), h summed out; base hiddens are constant
         return (1.0 - beta) * tf.linalg.matvec(x, base_bias) - rbm_free_energy(x, params, beta)
@@ -140,19 +148,19 @@ def rbm_ais(params: RBMParams, base_visible_bias, num_chains: int = 100,
     base = tf.convert_to_tensor(base_visible_bias, dtype)
     n_h = int(params.weights.shape[1])
     log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_h * math.log(2.0)
-    log_w = _rbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype),
-                          tf.constant(int(num_chains)), tf.constant(seed, tf.int32))
+    seed = tf.constant(seed, tf.int32)
+    v = bernoulli(tf.sigmoid(base)[None], _noise(seed, 0, [int(num_chains), base.shape[0]], dtype))
+    log_w = _rbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype), v, seed)
     return summarize(log_w, log_z_a)
 
 
 @tf.function(reduce_retracing=True)
-def _dbm_ais_loop(params, base_bias, betas, num_chains, seed):
+def _dbm_ais_loop(params, base_bias, betas, v, h2, seed):
+    """The chains' log-weights along ``betas`` (increasing: forward; decreasing: reverse)
+    from the states (v, h2)."""
     dtype = params.weights1.dtype
-    n_v, n_h1 = tf.shape(params.weights1)[0], tf.shape(params.weights1)[1]
-    n_h2 = tf.shape(params.weights2)[1]
-    v = bernoulli(tf.sigmoid(base_bias)[None], _noise(seed, 0, [num_chains, n_v], dtype))
-    h2 = bernoulli(tf.fill([1, n_h2], tf.constant(0.5, dtype)),
-                   _noise(seed, 1, [num_chains, n_h2], dtype))
+    num_chains, n_v = tf.shape(v)[0], tf.shape(v)[1]
+    n_h1, n_h2 = tf.shape(params.weights1)[1], tf.shape(params.weights2)[1]
 
     def log_p_star(x, top, beta):  # h1 summed out analytically
         return (1.0 - beta) * tf.linalg.matvec(x, base_bias) - dbm_free_energy(x, top, params,
@@ -186,9 +194,80 @@ def dbm_ais(params: DBMParams, base_visible_bias, num_chains: int = 100,
     base = tf.convert_to_tensor(base_visible_bias, dtype)
     n_hidden = int(params.weights1.shape[1]) + int(params.weights2.shape[1])
     log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_hidden * math.log(2.0)
-    log_w = _dbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype),
-                          tf.constant(int(num_chains)), tf.constant(seed, tf.int32))
+    seed, m = tf.constant(seed, tf.int32), int(num_chains)
+    v = bernoulli(tf.sigmoid(base)[None], _noise(seed, 0, [m, base.shape[0]], dtype))
+    h2 = bernoulli(tf.fill([1, int(params.weights2.shape[1])], tf.constant(0.5, dtype)),
+                   _noise(seed, 1, [m, int(params.weights2.shape[1])], dtype))
+    log_w = _dbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype), v, h2, seed)
     return summarize(log_w, log_z_a)
+
+
+def summarize_reverse(log_weights, log_z_base) -> AISResult:
+    """log Z_hat from reverse AIS: the chains' weights estimate Z_A / Z_B, so
+    log Z_hat = log Z_A - log(mean w); its bracket mirrors the forward one (``log_z_high`` is
+    +inf when the bracket of Z_A / Z_B crosses 0). ``log_weights`` are the reverse weights."""
+    r = summarize(log_weights, 0.0)
+    log_z_base = tf.convert_to_tensor(log_z_base, r.log_z.dtype)
+    return AISResult(log_z_base - r.log_z, r.log_z_std_err, log_z_base - r.log_z_high,
+                     log_z_base - r.log_z_low, r.log_weights, log_z_base)
+
+
+def _chains(states, dtype, names):
+    """The start states as [chains, dim] tensors of ``dtype``, at least two chains."""
+    out = [tf.convert_to_tensor(np.asarray(s).reshape(len(s), -1), dtype) for s in states]
+    if int(out[0].shape[0]) < 2:
+        raise ValueError(f"Reverse AIS needs at least 2 chains; `{names[0]}` has "
+                         f"{int(out[0].shape[0])}.")
+    for s, name in zip(out[1:], names[1:]):
+        if s.shape[0] != out[0].shape[0]:
+            raise ValueError(f"`{name}` has {s.shape[0]} chains, `{names[0]}` "
+                             f"{out[0].shape[0]}.")
+    return out
+
+
+def rbm_reverse_ais(params: RBMParams, base_visible_bias, visible, num_betas: int = 14500,
+                    seed=(0, 0)) -> AISResult:
+    """Reverse AIS of a binary RBM: the forward run's mirror, from the model to the base-rate
+    model along the same schedule read backwards (the upper half of bidirectional Monte
+    Carlo, Grosse, Ghahramani & Adams 2015).
+
+    With ``visible`` exact samples of the RBM, each chain's weight is an unbiased estimate
+    of Z_A / Z_B, so ``log_z`` is a stochastic upper bound on log Z (Jensen), as forward
+    AIS's is a lower one; the two together sandwich log Z. From approximate samples (e.g.
+    long Gibbs chains) that miss modes, it estimates the mass of the modes they cover and
+    bounds nothing.
+
+    Args:
+        params: RBMParams. The target RBM (float32 or float64).
+        base_visible_bias: [V]. b_A of the base-rate model, as for :func:`rbm_ais`.
+        visible: [chains, V]. Binary start states, samples of the RBM.
+        num_betas: int. Number of inverse temperatures (``ais_betas``, reversed).
+        seed: two ints. Seed of the stateless noise.
+    """
+    dtype, params = _ais_params(params, 2)
+    (v,) = _chains([visible], dtype, ["visible"])
+    base = tf.convert_to_tensor(base_visible_bias, dtype)
+    log_z_a = (tf.reduce_sum(tf.nn.softplus(base))
+               + int(params.weights.shape[1]) * math.log(2.0))
+    log_w = _rbm_ais_loop(params, base, tf.constant(ais_betas(num_betas)[::-1].copy(), dtype),
+                          v, tf.constant(seed, tf.int32))
+    return summarize_reverse(log_w, log_z_a)
+
+
+def dbm_reverse_ais(params: DBMParams, base_visible_bias, visible, hidden2,
+                    num_betas: int = 20000, seed=(0, 0)) -> AISResult:
+    """Reverse AIS of a two-layer DBM (:func:`rbm_reverse_ais` for :func:`dbm_ais`'s chains
+    over (v, h2)): from samples (``visible`` [chains, V], ``hidden2`` [chains, H2]) of the
+    DBM to the base-rate model; a stochastic upper bound on log Z from exact samples."""
+    dtype = tf.as_dtype(params.weights1.dtype)
+    params = DBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    v, h2 = _chains([visible, hidden2], dtype, ["visible", "hidden2"])
+    base = tf.convert_to_tensor(base_visible_bias, dtype)
+    n_hidden = int(params.weights1.shape[1]) + int(params.weights2.shape[1])
+    log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_hidden * math.log(2.0)
+    log_w = _dbm_ais_loop(params, base, tf.constant(ais_betas(num_betas)[::-1].copy(), dtype),
+                          v, h2, tf.constant(seed, tf.int32))
+    return summarize_reverse(log_w, log_z_a)
 
 
 @tf.function(reduce_retracing=True)

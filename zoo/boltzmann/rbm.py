@@ -228,6 +228,23 @@ class RBM(BoltzmannModel):
                                num_chains or self.ais_chains, num_betas or self.ais_betas,
                                seed=(int(seed), 16))
 
+    def reverse_log_partition(self, visible=None, num_betas: int | None = None,
+                              seed: int = 0) -> ais_lib.AISResult:
+        """Reverse AIS estimate of log Z (float64; ``ais.rbm_reverse_ais``), the upper half of
+        a bidirectional check of :meth:`log_partition`: from ``visible`` [chains, V], samples
+        of the model (default: the persistent chains), to the same base-rate model. From
+        exact samples it errs high where forward AIS errs low; from chains that miss modes it
+        estimates the mass of the modes they hold."""
+        if visible is None:
+            if self.chains is None:
+                raise ValueError("This RBM has no persistent chains (cd_k training): pass "
+                                 "`visible`, samples of the model, e.g. from `sample_chain`.")
+            visible = self.chains.read()[0].numpy()
+        params = RBMParams(*(tf.cast(p, tf.float64) for p in self.params()))
+        return ais_lib.rbm_reverse_ais(params, ais_lib.base_rate_bias(self.data_mean()),
+                                       np.asarray(visible, np.float64),
+                                       num_betas or self.ais_betas, seed=(int(seed), 20))
+
     def exact_log_partition(self) -> float:
         """log Z by enumerating the hidden layer (hidden_dim <= 24)."""
         params = RBMParams(*(tf.cast(p, tf.float64) for p in self.params()))
