@@ -225,8 +225,16 @@ def _chains(states, dtype, names):
     return out
 
 
+def reverse_betas(num_betas: int, burn_in: int = 0) -> np.ndarray:
+    """``ais_betas(num_betas)`` read backwards, after ``burn_in`` sweeps at beta = 1 (their
+    weight increments are 0: Gibbs sweeps of the target before the annealing)."""
+    if burn_in < 0:
+        raise ValueError(f"`burn_in` must be >= 0, got {burn_in}.")
+    return np.concatenate([np.ones(int(burn_in)), ais_betas(num_betas)[::-1]])
+
+
 def rbm_reverse_ais(params: RBMParams, base_visible_bias, visible, num_betas: int = 14500,
-                    seed=(0, 0)) -> AISResult:
+                    seed=(0, 0), burn_in: int = 0) -> AISResult:
     """Reverse AIS of a binary RBM: the forward run's mirror, from the model to the base-rate
     model along the same schedule read backwards (the upper half of bidirectional Monte
     Carlo, Grosse, Ghahramani & Adams 2015).
@@ -243,29 +251,32 @@ def rbm_reverse_ais(params: RBMParams, base_visible_bias, visible, num_betas: in
         visible: [chains, V]. Binary start states, samples of the RBM.
         num_betas: int. Number of inverse temperatures (``ais_betas``, reversed).
         seed: two ints. Seed of the stateless noise.
+        burn_in: int. Gibbs sweeps of the RBM from ``visible`` before the annealing (they
+            keep exact samples exact and bring a chain's states closer to the model).
     """
     dtype, params = _ais_params(params, 2)
     (v,) = _chains([visible], dtype, ["visible"])
     base = tf.convert_to_tensor(base_visible_bias, dtype)
     log_z_a = (tf.reduce_sum(tf.nn.softplus(base))
                + int(params.weights.shape[1]) * math.log(2.0))
-    log_w = _rbm_ais_loop(params, base, tf.constant(ais_betas(num_betas)[::-1].copy(), dtype),
+    log_w = _rbm_ais_loop(params, base, tf.constant(reverse_betas(num_betas, burn_in), dtype),
                           v, tf.constant(seed, tf.int32))
     return summarize_reverse(log_w, log_z_a)
 
 
 def dbm_reverse_ais(params: DBMParams, base_visible_bias, visible, hidden2,
-                    num_betas: int = 20000, seed=(0, 0)) -> AISResult:
+                    num_betas: int = 20000, seed=(0, 0), burn_in: int = 0) -> AISResult:
     """Reverse AIS of a two-layer DBM (:func:`rbm_reverse_ais` for :func:`dbm_ais`'s chains
     over (v, h2)): from samples (``visible`` [chains, V], ``hidden2`` [chains, H2]) of the
-    DBM to the base-rate model; a stochastic upper bound on log Z from exact samples."""
+    DBM, after ``burn_in`` Gibbs sweeps, to the base-rate model; a stochastic upper bound on
+    log Z from exact samples."""
     dtype = tf.as_dtype(params.weights1.dtype)
     params = DBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
     v, h2 = _chains([visible, hidden2], dtype, ["visible", "hidden2"])
     base = tf.convert_to_tensor(base_visible_bias, dtype)
     n_hidden = int(params.weights1.shape[1]) + int(params.weights2.shape[1])
     log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_hidden * math.log(2.0)
-    log_w = _dbm_ais_loop(params, base, tf.constant(ais_betas(num_betas)[::-1].copy(), dtype),
+    log_w = _dbm_ais_loop(params, base, tf.constant(reverse_betas(num_betas, burn_in), dtype),
                           v, h2, tf.constant(seed, tf.int32))
     return summarize_reverse(log_w, log_z_a)
 

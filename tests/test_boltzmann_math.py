@@ -148,6 +148,19 @@ def test_reverse_ais_from_exact_samples_is_the_upper_half_of_the_sandwich():
     error = float(reverse.log_z_std_err)
     assert 0 < error < 0.08, error
     assert abs(float(reverse.log_z) - exact_dbm) < 3 * error, (float(reverse.log_z), exact_dbm)
+    # burn_in: Gibbs sweeps at beta = 1 first (zero weight increments), here from the least
+    # likely state of a softer RBM in every chain.
+    schedule = ais.reverse_betas(5, burn_in=3)
+    np.testing.assert_array_equal(schedule, np.r_[1.0, 1.0, 1.0, ais.ais_betas(5)[::-1]])
+    soft = random_rbm(np.random.default_rng(7), 14, 10, scale=2.0)
+    enumerated = rbm_exact_log_partition(soft)
+    worst = enumerated.states.numpy()[np.argmin(enumerated.log_marginal.numpy())]
+    burnt = ais.rbm_reverse_ais(soft, ais.base_rate_bias(np.full(14, 0.3)),
+                                np.repeat(worst[None], 300, 0), num_betas=300, seed=(3, 4),
+                                burn_in=200)
+    assert abs(float(burnt.log_z) - float(enumerated.log_z)) < 3 * float(burnt.log_z_std_err)
+    with pytest.raises(ValueError, match="burn_in"):
+        ais.rbm_reverse_ais(p, base, v, num_betas=10, burn_in=-1)
     with pytest.raises(ValueError, match="at least 2 chains"):
         ais.rbm_reverse_ais(p, base, v[:1], num_betas=10)
     with pytest.raises(ValueError, match="`hidden2` has 3 chains"):

@@ -307,19 +307,20 @@ class DBM(BoltzmannModel):
                                seed=(int(seed), 19))
 
     def reverse_log_partition(self, states=None, num_betas: int | None = None,
-                              seed: int = 0) -> ais_lib.AISResult:
+                              seed: int = 0, burn_in: int = 0) -> ais_lib.AISResult:
         """Reverse AIS estimate of log Z (float64; ``ais.dbm_reverse_ais``), the upper half
         of a bidirectional check of :meth:`log_partition`: from ``states`` = (v [chains, V],
-        h2 [chains, H2]), samples of the model (default: the persistent chains), to the same
-        base-rate model. From exact samples it errs high where forward AIS errs low; from
-        chains that miss modes it estimates the mass of the modes they hold."""
+        h2 [chains, H2]), samples of the model (default: the persistent chains, left as they
+        are), after ``burn_in`` Gibbs sweeps, to the same base-rate model. From exact
+        samples it errs high where forward AIS errs low; from chains that miss modes it
+        estimates the mass of the modes they hold."""
         if states is None:
             chain = self.chains.read()
             states = (chain[0].numpy(), chain[2].numpy())
         visible, hidden2 = (np.asarray(s, np.float64) for s in states)
         return ais_lib.dbm_reverse_ais(self.params64(), ais_lib.base_rate_bias(self.data_mean()),
                                        visible, hidden2, num_betas or self.ais_betas,
-                                       seed=(int(seed), 21))
+                                       seed=(int(seed), 21), burn_in=burn_in)
 
     def exact_log_partition(self) -> float:
         """log Z by enumerating h1 (hidden_dims[0] <= 24)."""

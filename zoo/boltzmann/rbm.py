@@ -229,21 +229,23 @@ class RBM(BoltzmannModel):
                                seed=(int(seed), 16))
 
     def reverse_log_partition(self, visible=None, num_betas: int | None = None,
-                              seed: int = 0) -> ais_lib.AISResult:
+                              seed: int = 0, burn_in: int = 0) -> ais_lib.AISResult:
         """Reverse AIS estimate of log Z (float64; ``ais.rbm_reverse_ais``), the upper half of
         a bidirectional check of :meth:`log_partition`: from ``visible`` [chains, V], samples
-        of the model (default: the persistent chains), to the same base-rate model. From
-        exact samples it errs high where forward AIS errs low; from chains that miss modes it
-        estimates the mass of the modes they hold."""
+        of the model (default: the persistent chains, left as they are), after ``burn_in``
+        Gibbs sweeps, to the same base-rate model. From exact samples it errs high where
+        forward AIS errs low; from chains that miss modes it estimates the mass of the modes
+        they hold."""
         if visible is None:
             if self.chains is None:
-                raise ValueError("This RBM has no persistent chains (cd_k training): pass "
-                                 "`visible`, samples of the model, e.g. from `sample_chain`.")
+                raise ValueError("This RBM has no persistent chains (cd training): pass "
+                                 "`visible`, e.g. training examples with a long `burn_in`.")
             visible = self.chains.read()[0].numpy()
         params = RBMParams(*(tf.cast(p, tf.float64) for p in self.params()))
         return ais_lib.rbm_reverse_ais(params, ais_lib.base_rate_bias(self.data_mean()),
                                        np.asarray(visible, np.float64),
-                                       num_betas or self.ais_betas, seed=(int(seed), 20))
+                                       num_betas or self.ais_betas, seed=(int(seed), 20),
+                                       burn_in=burn_in)
 
     def exact_log_partition(self) -> float:
         """log Z by enumerating the hidden layer (hidden_dim <= 24)."""
