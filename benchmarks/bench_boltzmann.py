@@ -215,7 +215,8 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
         if old != schedule:
             raise UsageError(f"{saved} was trained with the learning-rate schedule {old}; this "
                              f"run asks for {schedule}: use another --state-dir")
-        rows, done, seconds = [tuple(r) for r in state["rows"]], state["done"], state["seconds"]
+        rows = [tuple(r) + (None,) * (7 - len(r)) for r in state["rows"]]  # rows before reverse
+        done, seconds = state["done"], state["seconds"]
         rates = [tuple(r) for r in state.get("rates", [])]
         ours.load_weights(os.path.join(state_dir, "ours.weights.h5"))
         if theirs is not None:
@@ -332,14 +333,32 @@ def below_floor(log_z: float, floor: float) -> str:
             if log_z < floor else "")
 
 
+def sandwich_gap(forward: float, reverse: float, forward_se: float, reverse_se: float) -> str:
+    """A remark on the bidirectional sandwich: reverse AIS above forward AIS by more than
+    three of their combined errors means at least one has not converged (from exact samples
+    the truth lies between them), so the forward bound is not yet a result."""
+    gap, se = reverse - forward, math.hypot(forward_se, reverse_se)
+    if gap > 3 * se:
+        return f"; sandwich gap {gap:.1f} nats (> 3 errors): AIS not converged, not a result"
+    if gap < -3 * se:
+        return (f"; reverse {-gap:.1f} nats below forward: the chains hold less mass than "
+                "forward AIS found (they are not samples of the model)")
+    return f"; sandwich gap {gap:.2f} nats: within 3 errors"
+
+
 def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
               betas, seed, check_betas=None, pretrain_lr=None, momentum=0.0, weight_decay=0.0,
-              lr_decay="constant", lr_decay_epochs=None, state_dir=None):
+              lr_decay="constant", lr_decay_epochs=None, state_dir=None, reverse_burn_in=None):
     """Our DBM after ``pretrain_epochs`` of each doubled RBM, evaluated after the joint
     epochs in ``checkpoints`` (AIS log Z and the mean-field bound per test example); rows
     (joint epochs, bound, SE, log Z, seconds of training so far, certified floor on log Z:
     ``DBM.log_partition_floor`` from the test examples, the modes energy descent reaches
-    from them and the chains; AIS below it has failed). ``check_betas``: after
+    from them and the chains; AIS below it has failed; reverse AIS log Z or None).
+    ``reverse_burn_in``: at each checkpoint, reverse AIS too (``DBM.reverse_log_partition``,
+    ``betas`` temperatures) from the persistent chains after this many Gibbs sweeps: the
+    upper half of the bidirectional sandwich, so unnormalized - reverse <= bound <=
+    unnormalized - forward when both have converged; a gap wider than their errors says the
+    forward estimate has not. ``check_betas``: after
     the last checkpoint, log Z again with ``betas`` and with this many temperatures (another
     seed), printed (AIS convergence check).
 
@@ -372,7 +391,8 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
         if state["settings"] != settings:
             raise UsageError(f"{saved} was trained with {state['settings']}; this run asks for "
                              f"{settings}: use another --state-dir")
-        rows, done, seconds = [tuple(r) for r in state["rows"]], state["done"], state["seconds"]
+        rows = [tuple(r) + (None,) * (7 - len(r)) for r in state["rows"]]  # rows before reverse
+        done, seconds = state["done"], state["seconds"]
         model = keras.models.load_model(os.path.join(state_dir, "dbm.keras"))
         print(f"  resumed after joint epoch {done} from {state_dir}", flush=True)
     for joint in sorted(e for e in checkpoints if e > done):
@@ -390,7 +410,10 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
         se = math.hypot(float(bound.std(ddof=1) / math.sqrt(len(bound))),
                         float(ais.log_z_std_err))
         floor = model.log_partition_floor(test, unnormalized=unnormalized, descent_sweeps=30)
-        rows.append((joint, float(bound.mean()), se, float(ais.log_z), seconds, floor))
+        reverse = (None if reverse_burn_in is None else model.reverse_log_partition(
+            num_betas=betas, seed=seed, burn_in=reverse_burn_in))
+        rows.append((joint, float(bound.mean()), se, float(ais.log_z), seconds, floor,
+                     None if reverse is None else float(reverse.log_z)))
         print(f"  DBM joint epoch {joint}: bound {rows[-1][1]:.2f} ± {se:.2f}, log Z "
               f"{rows[-1][3]:.2f} (certified floor {floor:.2f}{below_floor(rows[-1][3], floor)}"
               f"), {seconds:.0f} s, last rate "
@@ -398,6 +421,12 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
               f"{float(np.linalg.norm(model.weights1.numpy())):.1f}, |W2| "
               f"{float(np.linalg.norm(model.weights2.numpy())):.1f}; load {_load()}"
               f"{impossible(rows[-1][1])}", flush=True)
+        if reverse is not None:
+            print(f"    reverse AIS from the chains after {reverse_burn_in} Gibbs sweeps: log Z "
+                  f"{float(reverse.log_z):.2f} ± {float(reverse.log_z_std_err):.2f}, bound "
+                  f"{float(unnormalized.mean()) - float(reverse.log_z):.2f}"
+                  f"{sandwich_gap(float(ais.log_z), float(reverse.log_z), float(ais.log_z_std_err), float(reverse.log_z_std_err))}",
+                  flush=True)
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
             atomic_save(os.path.join(state_dir, "dbm.keras"), model.save)
@@ -552,6 +581,10 @@ def main(argv=None):
     parser.add_argument("--dbm-pretrain-learning-rate", type=float, default=None,
                         help="--dbm-curve: SGD rate of the pretraining epochs (default: the "
                              "DBM's rate)")
+    parser.add_argument("--reverse-ais", type=int, default=None, metavar="SWEEPS",
+                        help="--dbm-curve: at each checkpoint also reverse AIS (the upper half "
+                             "of the bidirectional sandwich) from the persistent chains after "
+                             "SWEEPS Gibbs sweeps, with --ais-betas temperatures")
     parser.add_argument("--dbm-momentum", type=float, default=0.0,
                         help="SGD momentum of the DBM (Salakhutdinov's code: 0.9)")
     parser.add_argument("--dbm-weight-decay", type=float, default=0.0,
@@ -603,14 +636,16 @@ def main(argv=None):
                          args.batch_size, dbm_lr, dbm_pre, args.ais_chains,
                          betas, args.seed, args.check_betas, pre_lr, args.dbm_momentum,
                          args.dbm_weight_decay, args.lr_decay, args.lr_decay_epochs,
-                         args.state_dir)
+                         args.state_dir, args.reverse_ais)
         print()
+        reverse = any(r[6] is not None for r in rows)
         print(markdown_table(
             ["joint epochs (after 2 x %d pretraining)" % dbm_pre, "AIS test lower bound",
-             "log Z", "certified floor on log Z", "train s (cumulative)"],
-            [[e, f"{b:.2f} ± {se:.2f}{impossible(b)}", f"{z:.2f}",
-              floor_cell(z, fl), f"{t:.0f}"]
-             for e, b, se, z, t, fl in rows]))
+             "log Z", "certified floor on log Z"]
+            + (["reverse AIS log Z (chains)"] if reverse else []) + ["train s (cumulative)"],
+            [[e, f"{b:.2f} ± {se:.2f}{impossible(b)}", f"{z:.2f}", floor_cell(z, fl)]
+             + ([f"{rz:.2f}" if rz is not None else "not run"] if reverse else [])
+             + [f"{t:.0f}"] for e, b, se, z, t, fl, rz in rows]))
         print()
         print(machine())
         return
