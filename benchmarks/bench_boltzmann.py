@@ -333,11 +333,13 @@ def below_floor(log_z: float, floor: float) -> str:
             if log_z < floor else "")
 
 
-def sandwich_gap(forward: float, reverse: float, forward_se: float, reverse_se: float) -> str:
-    """A remark on the bidirectional sandwich: reverse AIS above forward AIS by more than
-    three of their combined errors means at least one has not converged (from exact samples
-    the truth lies between them), so the forward bound is not yet a result."""
-    gap, se = reverse - forward, math.hypot(forward_se, reverse_se)
+def sandwich_remark(forward, reverse) -> str:
+    """A remark on the bidirectional sandwich of two ``AISResult``s
+    (``zoo.boltzmann.common.sandwich_gap``): reverse above forward by more than three
+    combined errors means AIS has not converged, so the forward bound is not yet a result."""
+    from zoo.boltzmann.common import sandwich_gap
+
+    gap, se = sandwich_gap(forward, reverse)
     if gap > 3 * se:
         return f"; sandwich gap {gap:.1f} nats (> 3 errors): AIS not converged, not a result"
     if gap < -3 * se:
@@ -425,8 +427,7 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
             print(f"    reverse AIS from the chains after {reverse_burn_in} Gibbs sweeps: log Z "
                   f"{float(reverse.log_z):.2f} ± {float(reverse.log_z_std_err):.2f}, bound "
                   f"{float(unnormalized.mean()) - float(reverse.log_z):.2f}"
-                  f"{sandwich_gap(float(ais.log_z), float(reverse.log_z), float(ais.log_z_std_err), float(reverse.log_z_std_err))}",
-                  flush=True)
+                  f"{sandwich_remark(ais, reverse)}", flush=True)
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
             atomic_save(os.path.join(state_dir, "dbm.keras"), model.save)

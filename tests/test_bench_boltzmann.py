@@ -108,6 +108,11 @@ def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path):
     (state / "dbm_curve.json").write_text(json.dumps(saved))
     both = bench.dbm_curve(train, test, checkpoints=[1, 2], state_dir=str(state), **args)
     assert both[0][6] is None and both[1][6] is None and both[0][:6] == rows[0][:6]
-    assert "not converged" in bench.sandwich_gap(1000.0, 1050.0, 0.1, 0.9)
-    assert "within 3 errors" in bench.sandwich_gap(1000.0, 1000.2, 0.1, 0.1)
-    assert "below forward" in bench.sandwich_gap(1000.0, 990.0, 0.1, 0.1)
+    from zoo.layers.ais import AISResult
+
+    def estimate(log_z, se):  # the two numbers the remark reads
+        return AISResult(log_z, se, None, None, None, None)
+
+    assert "not converged" in bench.sandwich_remark(estimate(1000, 0.1), estimate(1050, 0.9))
+    assert "within 3 errors" in bench.sandwich_remark(estimate(1000, 0.1), estimate(1000.2, 0.1))
+    assert "below forward" in bench.sandwich_remark(estimate(1000, 0.1), estimate(990, 0.1))

@@ -47,6 +47,10 @@ def test_rbm_contract_and_ais_log_likelihood_against_exact(digits, tmp_path):
     assert abs(report["ais_log_z"] - model.exact_log_partition()) < 4 * report["ais_log_z_se"]
     assert abs(report["ais_log_likelihood"] - exact) < 4 * report["ais_log_z_se"] + 1e-9
     assert float(ais.log_z_std_err) < 0.05
+    # reverse AIS from the persistent chains: the sandwich closes on the exact log Z
+    assert abs(report["ais_reverse_log_z"] - model.exact_log_partition()) < max(
+        4 * report["ais_reverse_log_z_se"], 0.05)
+    assert not report["ais_sandwich_open"]
     np.testing.assert_allclose(report["pseudo_log_likelihood"],
                                np.mean(model.pseudo_log_likelihood(x)), rtol=1e-5)
     assert report["reconstruction_error"] > 0
@@ -135,6 +139,9 @@ def test_dbm_bound_below_exact_log_likelihood_and_contract(digits, tmp_path):
     assert abs(report["ais_log_z"] - log_z) < 4 * report["ais_log_z_se"]
     np.testing.assert_allclose(report["ais_lower_bound"], np.mean(bound)
                                + log_z - report["ais_log_z"], rtol=1e-6)
+    assert abs(report["ais_reverse_log_z"] - log_z) < max(4 * report["ais_reverse_log_z_se"],
+                                                          0.05)
+    assert not report["ais_sandwich_open"]
 
 
 def test_dbm_pretraining_and_centering_keep_their_promises(digits):
@@ -380,9 +387,12 @@ def test_rbm_energy_descent_reaches_modes_and_flags_starved_ais(digits):
     floor = model.log_partition_floor(x, descent_sweeps=30)
     assert log_z - 5.0 < floor <= log_z
     assert model.log_partition_floor(x) < floor - 50
-    with pytest.warns(RuntimeWarning, match="below the certified floor"):
+    with pytest.warns(RuntimeWarning) as caught:
         report = model.evaluation(x, None, {}, EvalSettings(num_samples=2, seed=0))
+    messages = " ".join(str(w.message) for w in caught)
+    assert "below the certified floor" in messages and "has not converged" in messages
     assert report["ais_below_floor"] and report["log_z_floor"] == pytest.approx(floor)
+    assert report["ais_sandwich_open"] and report["ais_reverse_log_z"] > log_z
 
 
 def test_energy_descent_floor_flags_an_ais_run_that_lost_the_modes(digits):
@@ -405,8 +415,12 @@ def test_energy_descent_floor_flags_an_ais_run_that_lost_the_modes(digits):
     floor = model.log_partition_floor(x, descent_sweeps=30)
     assert log_z - 5.0 < floor <= log_z
     assert model.log_partition_floor(x) < floor - 50  # the data alone: far looser
-    with pytest.warns(RuntimeWarning, match="below the certified floor"):
+    with pytest.warns(RuntimeWarning) as caught:
         report = model.evaluation(x, None, {}, EvalSettings(num_samples=2, seed=0))
+    messages = " ".join(str(w.message) for w in caught)
+    assert "below the certified floor" in messages and "has not converged" in messages
+    assert report["ais_sandwich_open"] and report["ais_reverse_log_z"] > log_z > report[
+        "ais_log_z"]  # the starved runs err on their own sides
     assert report["log_z_floor"] == pytest.approx(floor, abs=1e-6)
     assert report["ais_log_z"] < floor - 20 and report["ais_below_floor"]
     good = model.log_partition(num_chains=100, num_betas=5000, seed=0)

@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.boltzmann.common import (BoltzmannModel, ais_report, batched, check_visible_shape,
-                                  examples_floor, filter_images, floor_report,
-                                  log_partition_floor, mean_and_error)
+from zoo.boltzmann.common import (REVERSE_BURN_IN, BoltzmannModel, ais_report, batched,
+                                  check_visible_shape, examples_floor, filter_images,
+                                  floor_report, log_partition_floor, mean_and_error,
+                                  sandwich_report)
 from zoo.layers import ais as ais_lib
 from zoo.layers.boltzmann_energy import (
     DBMParams,
@@ -405,6 +406,8 @@ class DBM(BoltzmannModel):
             **ais_report("ais_lower_bound", unnormalized, ais, self.ais_betas),
             **floor_report(self.log_partition_floor(x, unnormalized=unnormalized,
                                                     descent_sweeps=30), ais),
+            **sandwich_report(ais, self.reverse_log_partition(seed=settings.seed,
+                                                               burn_in=REVERSE_BURN_IN)),
             "reconstruction_error": recon,
             "reconstruction_error_se": recon_se,
             "likelihood_examples": int(len(x)),

@@ -8,9 +8,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.boltzmann.common import (BoltzmannModel, ais_report, batched, check_visible_shape,
-                                  examples_floor, filter_images, floor_report,
-                                  log_partition_floor, mean_and_error)
+from zoo.boltzmann.common import (REVERSE_BURN_IN, BoltzmannModel, ais_report, batched,
+                                  check_visible_shape, examples_floor, filter_images,
+                                  floor_report, log_partition_floor, mean_and_error,
+                                  sandwich_report)
 from zoo.layers import ais as ais_lib
 from zoo.layers.boltzmann_energy import (
     RBMParams,
@@ -247,6 +248,16 @@ class RBM(BoltzmannModel):
                                        num_betas or self.ais_betas, seed=(int(seed), 20),
                                        burn_in=burn_in)
 
+    def _reverse_start(self, x, count: int, seed: int):
+        """Reverse AIS's start states: the persistent chains, or (CD training) ``count``
+        examples of ``x`` drawn at random, grey values sampled to binary."""
+        if self.chains is not None:
+            return None
+        rng = np.random.default_rng(int(seed))
+        x = np.asarray(x, np.float64).reshape(len(x), -1)
+        picked = x[rng.choice(len(x), min(len(x), count), replace=False)]
+        return (rng.random(picked.shape) < picked).astype(np.float64)
+
     def exact_log_partition(self) -> float:
         """log Z by enumerating the hidden layer (hidden_dim <= 24)."""
         params = RBMParams(*(tf.cast(p, tf.float64) for p in self.params()))
@@ -295,6 +306,9 @@ class RBM(BoltzmannModel):
             **ais_report("ais_log_likelihood", unnormalized, ais, self.ais_betas),
             **floor_report(self.log_partition_floor(x, unnormalized=unnormalized,
                                                     descent_sweeps=30), ais),
+            **sandwich_report(ais, self.reverse_log_partition(
+                self._reverse_start(x, max(int(settings.num_samples), 2), settings.seed),
+                seed=settings.seed, burn_in=REVERSE_BURN_IN)),
             "pseudo_log_likelihood": pll,
             "pseudo_log_likelihood_se": pll_se,
             "reconstruction_error": recon,
