@@ -17,6 +17,11 @@ with the model's own variances and $m_A$ the training data's mean, so every inte
 $p_\beta(v \mid h) = N((1-\beta) m_A + \beta (b + W h), \operatorname{diag}\sigma^2)$ is
 sampled exactly (``gaussian_rbm_ais``).
 
+A second path starts among the data instead (``rbm_mixture_ais``, ``dbm_mixture_ais``):
+the base is a mixture of smoothed Bernoulli components, one per example, and the chains carry
+the component z as an auxiliary variable, redrawn from $p_\beta(z \mid v)$ each step; the
+intermediate models stay sampleable by block Gibbs, and $Z_A = 2^{H}$.
+
 Reverse AIS (``rbm_reverse_ais``, ``dbm_reverse_ais``) runs the same chains backwards, from
 samples of the target to the base: from exact samples its weights estimate $Z_A / Z_B$ without
 bias, so it errs high where forward AIS errs low, and the two sandwich $\log Z$ (bidirectional
@@ -200,6 +205,142 @@ def dbm_ais(params: DBMParams, base_visible_bias, num_chains: int = 100,
                    _noise(seed, 1, [m, int(params.weights2.shape[1])], dtype))
     log_w = _dbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype), v, h2, seed)
     return summarize(log_w, log_z_a)
+
+
+def mixture_base(examples, smoothing: float = 0.05):
+    """The data-mixture base model's components from binary (or grey) ``examples`` [N, V]:
+    p_A(v) = (1/N) sum_n prod_i Bernoulli(v_i; m_ni), m = (x + smoothing) / (1 + 2 smoothing)
+    (``base_rate_bias``'s smoothing, so no pixel is certain). Returns the [N, V] logits of m
+    and the [N] sums of log(1 - m) (float64)."""
+    m = np.asarray(examples, np.float64).reshape(len(examples), -1)
+    if len(m) < 1 or not np.all((m >= 0) & (m <= 1)):
+        raise ValueError("`examples` must be a non-empty [N, V] array with values in [0, 1].")
+    m = (m + smoothing) / (1.0 + 2.0 * smoothing)
+    return np.log(m) - np.log1p(-m), np.log1p(-m).sum(1)
+
+
+def _mixture_log_base(x, component, logits, log1m):
+    """log prod_i Bernoulli(x_i; m_z) of each chain's component z: [chains]."""
+    return (tf.reduce_sum(x * tf.gather(logits, component), -1)
+            + tf.gather(log1m, component))
+
+
+def _sample_component(x, logits, log1m, beta, seed):
+    """z ~ p_beta(z | v), proportional to prod_i Bernoulli(v_i; m_z)^(1 - beta): [chains]."""
+    log_lik = tf.matmul(x, logits, transpose_b=True) + log1m  # [chains, N]
+    return tf.random.stateless_categorical((1.0 - beta) * log_lik, 1, seed,
+                                           dtype=tf.int32)[:, 0]
+
+
+def _mixture_start(logits, log1m, num_chains, seed, dtype):
+    """Exact draws of the mixture base: z uniform, then v ~ Bernoulli(m_z)."""
+    n = tf.shape(logits)[0]
+    z = tf.random.stateless_uniform([num_chains], seed, 0, n, dtype=tf.int32)
+    v = bernoulli(tf.sigmoid(tf.gather(logits, z)),
+                  _noise(seed, 0, [num_chains, int(logits.shape[1])], dtype))
+    return z, v
+
+
+@tf.function(reduce_retracing=True)
+def _rbm_mixture_ais_loop(params, logits, log1m, betas, v, z, seed):
+    dtype = params.weights.dtype
+    num_chains, n_v = tf.shape(v)[0], tf.shape(v)[1]
+    n_h = tf.shape(params.weights)[1]
+
+    def log_p_star(x, comp, beta):  # h summed out; the base's hidden units are uniform
+        return ((1.0 - beta) * _mixture_log_base(x, comp, logits, log1m)
+                - rbm_free_energy(x, params, beta))
+
+    def body(k, x, comp, log_w):
+        beta_prev, beta = betas[k - 1], betas[k]
+        log_w = log_w + log_p_star(x, comp, beta) - log_p_star(x, comp, beta_prev)
+        seed_k = tf.random.experimental.stateless_fold_in(seed, k)
+        comp = _sample_component(x, logits, log1m, beta,
+                                 tf.random.experimental.stateless_fold_in(seed_k, 3))
+        h = bernoulli(tf.sigmoid(beta * (tf.matmul(x, params.weights) + params.hidden_bias)),
+                      _noise(seed_k, 1, [num_chains, n_h], dtype))
+        v_probs = tf.sigmoid(beta * (tf.matmul(h, params.weights, transpose_b=True)
+                                     + params.visible_bias)
+                             + (1.0 - beta) * tf.gather(logits, comp))
+        return k + 1, bernoulli(v_probs, _noise(seed_k, 2, [num_chains, n_v], dtype)), comp, log_w
+
+    n = tf.shape(betas)[0]
+    *_, log_w = tf.while_loop(lambda k, *_: k < n, body,
+                              (tf.constant(1), v, z, tf.zeros([num_chains], dtype)))
+    return log_w
+
+
+def rbm_mixture_ais(params: RBMParams, examples, num_chains: int = 100,
+                    num_betas: int = 14500, seed=(0, 0), smoothing: float = 0.05) -> AISResult:
+    """AIS estimate of log Z of a binary RBM from a data-mixture base model
+    (``mixture_base``: one smoothed Bernoulli component per example) instead of the base-rate
+    model. The chains carry (v, z), z the component, resampled from p_beta(z | v) every step;
+    Z_A = 2^H. Still unbiased for Z, so its log is a stochastic lower bound on log Z like the
+    base-rate run's; it starts among the examples, so where the model has a region that the
+    base-rate path never reaches (a phase transition on its way), this path can: the larger
+    of the two estimates is the better lower bound.
+
+    Args:
+        params: RBMParams. The target RBM (float32 or float64).
+        examples: [N, V]. The components (e.g. a random subset of the training data).
+        num_chains, num_betas, seed: as for :func:`rbm_ais`.
+        smoothing: float. Pulls each component's pixels towards 1/2.
+    """
+    dtype, params = _ais_params(params, num_chains)
+    logits, log1m = (tf.constant(a, dtype) for a in mixture_base(examples, smoothing))
+    seed = tf.constant(seed, tf.int32)
+    z, v = _mixture_start(logits, log1m, int(num_chains), seed, dtype)
+    log_w = _rbm_mixture_ais_loop(params, logits, log1m,
+                                  tf.constant(ais_betas(num_betas), dtype), v, z, seed)
+    return summarize(log_w, int(params.weights.shape[1]) * math.log(2.0))
+
+
+@tf.function(reduce_retracing=True)
+def _dbm_mixture_ais_loop(params, logits, log1m, betas, v, h2, z, seed):
+    dtype = params.weights1.dtype
+    num_chains, n_v = tf.shape(v)[0], tf.shape(v)[1]
+    n_h1, n_h2 = tf.shape(params.weights1)[1], tf.shape(params.weights2)[1]
+
+    def log_p_star(x, top, comp, beta):  # h1 summed out
+        return ((1.0 - beta) * _mixture_log_base(x, comp, logits, log1m)
+                - dbm_free_energy(x, top, params, beta))
+
+    def body(k, x, top, comp, log_w):
+        beta_prev, beta = betas[k - 1], betas[k]
+        log_w = log_w + log_p_star(x, top, comp, beta) - log_p_star(x, top, comp, beta_prev)
+        seed_k = tf.random.experimental.stateless_fold_in(seed, k)
+        comp = _sample_component(x, logits, log1m, beta,
+                                 tf.random.experimental.stateless_fold_in(seed_k, 4))
+        state = dbm_gibbs_step(
+            DBMState(x, tf.zeros([num_chains, n_h1], dtype), top), params,
+            _noise(seed_k, 1, [num_chains, n_h1], dtype),
+            _noise(seed_k, 2, [num_chains, n_v], dtype),
+            _noise(seed_k, 3, [num_chains, n_h2], dtype), beta, tf.gather(logits, comp))
+        return k + 1, state.visible, state.hidden2, comp, log_w
+
+    n = tf.shape(betas)[0]
+    *_, log_w = tf.while_loop(lambda k, *_: k < n, body,
+                              (tf.constant(1), v, h2, z, tf.zeros([num_chains], dtype)))
+    return log_w
+
+
+def dbm_mixture_ais(params: DBMParams, examples, num_chains: int = 100,
+                    num_betas: int = 20000, seed=(0, 0), smoothing: float = 0.05) -> AISResult:
+    """:func:`rbm_mixture_ais` for a two-layer DBM: chains over (v, h2, z) with h1 summed out,
+    the base's hidden units uniform, Z_A = 2^(H1 + H2)."""
+    if num_chains < 2:
+        raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
+    dtype = tf.as_dtype(params.weights1.dtype)
+    params = DBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    logits, log1m = (tf.constant(a, dtype) for a in mixture_base(examples, smoothing))
+    seed, m = tf.constant(seed, tf.int32), int(num_chains)
+    z, v = _mixture_start(logits, log1m, m, seed, dtype)
+    n_h2 = int(params.weights2.shape[1])
+    h2 = bernoulli(tf.fill([1, n_h2], tf.constant(0.5, dtype)), _noise(seed, 1, [m, n_h2], dtype))
+    log_w = _dbm_mixture_ais_loop(params, logits, log1m, tf.constant(ais_betas(num_betas), dtype),
+                                  v, h2, z, seed)
+    n_hidden = int(params.weights1.shape[1]) + n_h2
+    return summarize(log_w, n_hidden * math.log(2.0))
 
 
 def summarize_reverse(log_weights, log_z_base) -> AISResult:

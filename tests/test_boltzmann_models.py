@@ -337,9 +337,10 @@ def test_log_partition_floor_is_certified_and_exact_over_all_states():
     assert rbm.log_partition_floor(grey) == rbm.log_partition_floor(states=None)
 
 
-def test_reverse_log_partition_from_exact_samples_matches_the_enumeration():
+def test_reverse_and_mixture_path_log_partitions_match_the_enumeration():
     """The models' reverse AIS, started from exact samples, recovers the exact log Z within
-    its error (RBM over v; DBM over (v, h2)); by default it starts from the chains."""
+    its error (RBM over v; DBM over (v, h2)); by default it starts from the chains. Forward
+    AIS from a mixture of examples (``base_examples``) does too."""
     from zoo.layers.boltzmann_energy import binary_states, dbm_free_energy
 
     rng = np.random.default_rng(3)
@@ -354,6 +355,8 @@ def test_reverse_log_partition_from_exact_samples_matches_the_enumeration():
     assert 0 < float(result.log_z_std_err) < 0.05
     assert abs(float(result.log_z) - log_z) < 3 * float(result.log_z_std_err)
     assert result.log_weights.shape == (200,)
+    mixture = rbm.log_partition(num_chains=200, base_examples=draws[:20].reshape(20, 2, 4))
+    assert abs(float(mixture.log_z) - log_z) < 3 * float(mixture.log_z_std_err) < 0.15
     assert np.isfinite(float(rbm.reverse_log_partition(num_betas=10).log_z))  # the 4 chains
 
     dbm = DBM(6, hidden_dims=(4, 3), num_chains=4, ais_betas=500, seed=0)
@@ -366,6 +369,9 @@ def test_reverse_log_partition_from_exact_samples_matches_the_enumeration():
     result = dbm.reverse_log_partition((draws[:, :6], draws[:, 6:]), seed=1)
     assert abs(float(result.log_z) - dbm.exact_log_partition()) < 3 * float(
         result.log_z_std_err) < 0.15
+    mixture = dbm.log_partition(num_chains=200, base_examples=draws[:20, :6])
+    assert abs(float(mixture.log_z) - dbm.exact_log_partition()) < 3 * float(
+        mixture.log_z_std_err) < 0.15
     assert np.isfinite(float(dbm.reverse_log_partition(num_betas=10, burn_in=5).log_z))
     with pytest.raises(ValueError, match="no persistent chains"):
         RBM(6, hidden_dim=3, training="cd").reverse_log_partition()

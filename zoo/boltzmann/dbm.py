@@ -301,11 +301,17 @@ class DBM(BoltzmannModel):
 
     # ------------------------------------------------------------------ evaluation
     def log_partition(self, num_chains: int | None = None, num_betas: int | None = None,
-                      seed: int = 0) -> ais_lib.AISResult:
-        """AIS estimate of log Z (float64), base-rate model from the training data."""
+                      seed: int = 0, base_examples=None) -> ais_lib.AISResult:
+        """AIS estimate of log Z (float64), base-rate model from the training data, or with
+        ``base_examples`` [N, V] from their smoothed mixture (``ais.dbm_mixture_ais``: a
+        path that starts among the data, for models whose base-rate path misses them)."""
+        chains, betas = num_chains or self.ais_chains, num_betas or self.ais_betas
+        if base_examples is not None:
+            examples = self.flat(np.asarray(base_examples)).numpy()
+            return ais_lib.dbm_mixture_ais(self.params64(), examples, chains, betas,
+                                           seed=(int(seed), 23))
         return ais_lib.dbm_ais(self.params64(), ais_lib.base_rate_bias(self.data_mean()),
-                               num_chains or self.ais_chains, num_betas or self.ais_betas,
-                               seed=(int(seed), 19))
+                               chains, betas, seed=(int(seed), 19))
 
     def reverse_log_partition(self, states=None, num_betas: int | None = None,
                               seed: int = 0, burn_in: int = 0) -> ais_lib.AISResult:

@@ -222,11 +222,17 @@ class RBM(BoltzmannModel):
 
     # ------------------------------------------------------------------ evaluation
     def log_partition(self, num_chains: int | None = None, num_betas: int | None = None,
-                      seed: int = 0) -> ais_lib.AISResult:
-        """AIS estimate of log Z (float64), from the base-rate model of the training data."""
+                      seed: int = 0, base_examples=None) -> ais_lib.AISResult:
+        """AIS estimate of log Z (float64), from the base-rate model of the training data, or
+        with ``base_examples`` [N, V] from their smoothed mixture (``ais.rbm_mixture_ais``:
+        a path that starts among the data)."""
         params = RBMParams(*(tf.cast(p, tf.float64) for p in self.params()))
-        return ais_lib.rbm_ais(params, ais_lib.base_rate_bias(self.data_mean()),
-                               num_chains or self.ais_chains, num_betas or self.ais_betas,
+        chains, betas = num_chains or self.ais_chains, num_betas or self.ais_betas
+        if base_examples is not None:
+            examples = self.flat(np.asarray(base_examples)).numpy()
+            return ais_lib.rbm_mixture_ais(params, examples, chains, betas,
+                                           seed=(int(seed), 22))
+        return ais_lib.rbm_ais(params, ais_lib.base_rate_bias(self.data_mean()), chains, betas,
                                seed=(int(seed), 16))
 
     def reverse_log_partition(self, visible=None, num_betas: int | None = None,
