@@ -215,7 +215,7 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
         if old != schedule:
             raise UsageError(f"{saved} was trained with the learning-rate schedule {old}; this "
                              f"run asks for {schedule}: use another --state-dir")
-        rows = [tuple(r) + (None,) * (7 - len(r)) for r in state["rows"]]  # rows before reverse
+        rows = [tuple(r) + (None,) * (8 - len(r)) for r in state["rows"]]  # older state files
         done, seconds = state["done"], state["seconds"]
         rates = [tuple(r) for r in state.get("rates", [])]
         ours.load_weights(os.path.join(state_dir, "ours.weights.h5"))
@@ -350,17 +350,22 @@ def sandwich_remark(forward, reverse) -> str:
 
 def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
               betas, seed, check_betas=None, pretrain_lr=None, momentum=0.0, weight_decay=0.0,
-              lr_decay="constant", lr_decay_epochs=None, state_dir=None, reverse_burn_in=None):
+              lr_decay="constant", lr_decay_epochs=None, state_dir=None, reverse_burn_in=None,
+              mixture_examples=None):
     """Our DBM after ``pretrain_epochs`` of each doubled RBM, evaluated after the joint
     epochs in ``checkpoints`` (AIS log Z and the mean-field bound per test example); rows
     (joint epochs, bound, SE, log Z, seconds of training so far, certified floor on log Z:
     ``DBM.log_partition_floor`` from the test examples, the modes energy descent reaches
-    from them and the chains; AIS below it has failed; reverse AIS log Z or None).
+    from them and the chains; AIS below it has failed; reverse AIS log Z or None; mixture
+    path log Z or None).
     ``reverse_burn_in``: at each checkpoint, reverse AIS too (``DBM.reverse_log_partition``,
     ``betas`` temperatures) from the persistent chains after this many Gibbs sweeps: the
     upper half of the bidirectional sandwich, so unnormalized - reverse <= bound <=
     unnormalized - forward when both have converged; a gap wider than their errors says the
-    forward estimate has not. ``check_betas``: after
+    forward estimate has not. ``mixture_examples``: at each checkpoint, forward AIS too from
+    a sharp mixture of this many random training examples (``DBM.log_partition(base_examples=
+    ...)``), another stochastic lower bound on log Z: above the base-rate estimate it shows
+    how much that path missed. ``check_betas``: after
     the last checkpoint, log Z again with ``betas`` and with this many temperatures (another
     seed), printed (AIS convergence check).
 
@@ -372,6 +377,8 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
     are saved there after each checkpoint (atomically); a rerun with the same settings resumes
     after the last one saved (the shuffling then differs from an unbroken run's)."""
     import keras
+
+    from zoo.boltzmann.common import sandwich_gap
 
     keras.utils.set_random_seed(seed)
     pretrain_lr = lr if pretrain_lr is None else pretrain_lr
@@ -393,7 +400,7 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
         if state["settings"] != settings:
             raise UsageError(f"{saved} was trained with {state['settings']}; this run asks for "
                              f"{settings}: use another --state-dir")
-        rows = [tuple(r) + (None,) * (7 - len(r)) for r in state["rows"]]  # rows before reverse
+        rows = [tuple(r) + (None,) * (8 - len(r)) for r in state["rows"]]  # older state files
         done, seconds = state["done"], state["seconds"]
         model = keras.models.load_model(os.path.join(state_dir, "dbm.keras"))
         print(f"  resumed after joint epoch {done} from {state_dir}", flush=True)
@@ -414,8 +421,13 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
         floor = model.log_partition_floor(test, unnormalized=unnormalized, descent_sweeps=30)
         reverse = (None if reverse_burn_in is None else model.reverse_log_partition(
             num_betas=betas, seed=seed, burn_in=reverse_burn_in))
+        mixture = (None if not mixture_examples else model.log_partition(
+            num_chains=chains, num_betas=betas, seed=seed, base_examples=train[
+                np.random.default_rng(seed).choice(len(train), mixture_examples,
+                                                   replace=False)]))
         rows.append((joint, float(bound.mean()), se, float(ais.log_z), seconds, floor,
-                     None if reverse is None else float(reverse.log_z)))
+                     None if reverse is None else float(reverse.log_z),
+                     None if mixture is None else float(mixture.log_z)))
         print(f"  DBM joint epoch {joint}: bound {rows[-1][1]:.2f} ± {se:.2f}, log Z "
               f"{rows[-1][3]:.2f} (certified floor {floor:.2f}{below_floor(rows[-1][3], floor)}"
               f"), {seconds:.0f} s, last rate "
@@ -428,6 +440,14 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
                   f"{float(reverse.log_z):.2f} ± {float(reverse.log_z_std_err):.2f}, bound "
                   f"{float(unnormalized.mean()) - float(reverse.log_z):.2f}"
                   f"{sandwich_remark(ais, reverse)}", flush=True)
+        if mixture is not None:
+            gap, gap_se = sandwich_gap(ais, mixture)  # mixture minus base-rate
+            print(f"    forward AIS from a mixture of {mixture_examples} training examples: log Z "
+                  f"{float(mixture.log_z):.2f} ± {float(mixture.log_z_std_err):.2f}"
+                  + (f"; {gap:.1f} nats above the base-rate path, which missed that much: the "
+                     f"bound is at most {float(unnormalized.mean()) - float(mixture.log_z):.2f}"
+                     if gap > 3 * gap_se else "; no higher than the base-rate path's"),
+                  flush=True)
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
             atomic_save(os.path.join(state_dir, "dbm.keras"), model.save)
@@ -586,6 +606,10 @@ def main(argv=None):
                         help="--dbm-curve: at each checkpoint also reverse AIS (the upper half "
                              "of the bidirectional sandwich) from the persistent chains after "
                              "SWEEPS Gibbs sweeps, with --ais-betas temperatures")
+    parser.add_argument("--mixture-ais", type=int, default=None, metavar="N",
+                        help="--dbm-curve: at each checkpoint also forward AIS from a sharp "
+                             "mixture of N random training examples (another lower bound on "
+                             "log Z, for paths the base-rate model misses)")
     parser.add_argument("--dbm-momentum", type=float, default=0.0,
                         help="SGD momentum of the DBM (Salakhutdinov's code: 0.9)")
     parser.add_argument("--dbm-weight-decay", type=float, default=0.0,
@@ -637,16 +661,19 @@ def main(argv=None):
                          args.batch_size, dbm_lr, dbm_pre, args.ais_chains,
                          betas, args.seed, args.check_betas, pre_lr, args.dbm_momentum,
                          args.dbm_weight_decay, args.lr_decay, args.lr_decay_epochs,
-                         args.state_dir, args.reverse_ais)
+                         args.state_dir, args.reverse_ais, args.mixture_ais)
         print()
-        reverse = any(r[6] is not None for r in rows)
+        extra = [(i, name) for i, name in ((6, "reverse AIS log Z (chains)"),
+                                           (7, "mixture-path AIS log Z"))
+                 if any(r[i] is not None for r in rows)]
         print(markdown_table(
             ["joint epochs (after 2 x %d pretraining)" % dbm_pre, "AIS test lower bound",
-             "log Z", "certified floor on log Z"]
-            + (["reverse AIS log Z (chains)"] if reverse else []) + ["train s (cumulative)"],
-            [[e, f"{b:.2f} ± {se:.2f}{impossible(b)}", f"{z:.2f}", floor_cell(z, fl)]
-             + ([f"{rz:.2f}" if rz is not None else "not run"] if reverse else [])
-             + [f"{t:.0f}"] for e, b, se, z, t, fl, rz in rows]))
+             "log Z", "certified floor on log Z"] + [name for _, name in extra]
+            + ["train s (cumulative)"],
+            [[r[0], f"{r[1]:.2f} ± {r[2]:.2f}{impossible(r[1])}", f"{r[3]:.2f}",
+              floor_cell(r[3], r[5])]
+             + [f"{r[i]:.2f}" if r[i] is not None else "not run" for i, _ in extra]
+             + [f"{r[4]:.0f}"] for r in rows]))
         print()
         print(machine())
         return

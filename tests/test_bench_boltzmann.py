@@ -86,8 +86,9 @@ def test_dbm_curve_recipe_flags_reach_the_model_and_resume(tmp_path):
 
 
 def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path):
-    """--reverse-ais: each row carries reverse AIS from the persistent chains; on a tiny DBM
-    forward and reverse agree with the enumerated log Z; a resumed run pads older rows."""
+    """--reverse-ais and --mixture-ais: each row carries reverse AIS from the persistent
+    chains and forward AIS from a mixture of training examples; on a tiny DBM all three agree
+    with the enumerated log Z; a resumed run pads older rows."""
     import json
 
     import keras
@@ -99,15 +100,17 @@ def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path):
                 betas=300, seed=0)
     state = tmp_path / "state"
     rows = bench.dbm_curve(train, test, checkpoints=[1], reverse_burn_in=50,
-                           state_dir=str(state), **args)
+                           mixture_examples=30, state_dir=str(state), **args)
     log_z = keras.models.load_model(state / "dbm.keras").exact_log_partition()
-    forward, reverse = rows[0][3], rows[0][6]
-    assert abs(forward - log_z) < 0.1 and abs(reverse - log_z) < 0.1, (forward, reverse, log_z)
+    forward, reverse, mixture = rows[0][3], rows[0][6], rows[0][7]
+    for estimate in (forward, reverse, mixture):
+        assert abs(estimate - log_z) < 0.1, (forward, reverse, mixture, log_z)
     saved = json.loads((state / "dbm_curve.json").read_text())
     saved["rows"] = [r[:6] for r in saved["rows"]]  # a state file written before --reverse-ais
     (state / "dbm_curve.json").write_text(json.dumps(saved))
     both = bench.dbm_curve(train, test, checkpoints=[1, 2], state_dir=str(state), **args)
-    assert both[0][6] is None and both[1][6] is None and both[0][:6] == rows[0][:6]
+    assert both[0][6:] == (None, None) and both[1][6:] == (None, None)
+    assert both[0][:6] == rows[0][:6]
     from zoo.layers.ais import AISResult
 
     def estimate(log_z, se):  # the two numbers the remark reads
