@@ -215,8 +215,7 @@ def learning_curve(train, test, hidden, checkpoints, batch, lr, seed, chains, be
         if old != schedule:
             raise UsageError(f"{saved} was trained with the learning-rate schedule {old}; this "
                              f"run asks for {schedule}: use another --state-dir")
-        rows = [tuple(r) + (None,) * (8 - len(r)) for r in state["rows"]]  # older state files
-        done, seconds = state["done"], state["seconds"]
+        rows, done, seconds = [tuple(r) for r in state["rows"]], state["done"], state["seconds"]
         rates = [tuple(r) for r in state.get("rates", [])]
         ours.load_weights(os.path.join(state_dir, "ours.weights.h5"))
         if theirs is not None:

@@ -46,6 +46,8 @@ def test_curve_sets_the_schedule_on_both_systems_and_resume_checks_it(tmp_path, 
     np.testing.assert_allclose([r for _, r, _ in rates], expected, rtol=1e-6)  # float32 var
     np.testing.assert_allclose([r for _, _, r in rates], expected, rtol=1e-12)
     assert [(r[0], r[1]) for r in rows] == [(2, "zoo.RBM"), (2, "sklearn")]
+    again, _, _ = bench.learning_curve(train, test, checkpoints=[2], lr_decay="linear", **args)
+    assert again == rows  # resumed: the saved rows as they were (main unpacks six fields)
     with pytest.raises(ValueError, match="learning-rate schedule"):
         bench.learning_curve(train, test, checkpoints=[2], lr_decay="inverse",
                              lr_decay_epochs=2, **args)
