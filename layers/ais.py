@@ -130,12 +130,28 @@ def _rbm_ais_loop(params, base_bias, betas, v, seed):
     return log_w
 
 
-def _ais_params(params: RBMParams, num_chains: int):
-    """The RBM's dtype and its parameters as tensors of it, after checking ``num_chains``."""
+def _ais_params(params, num_chains: int):
+    """The model's dtype and its parameters (``RBMParams`` or ``DBMParams``: weights first)
+    as tensors of it, after checking ``num_chains``."""
     if num_chains < 2:
         raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
-    dtype = tf.as_dtype(params.weights.dtype)
-    return dtype, RBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    dtype = tf.as_dtype(params[0].dtype)
+    return dtype, type(params)(*(tf.convert_to_tensor(p, dtype) for p in params))
+
+
+def _base_rate_log_z(base, num_hidden: int):
+    """log Z_A of the base-rate model: prod(1 + e^{b_A}) over the visible units times 2^H."""
+    return tf.reduce_sum(tf.nn.softplus(base)) + num_hidden * math.log(2.0)
+
+
+def _uniform_hidden(seed, num_chains: int, num_hidden: int, dtype):
+    """The base models' hidden units: fair coins, from ``seed``'s stream 1."""
+    return bernoulli(tf.fill([1, num_hidden], tf.constant(0.5, dtype)),
+                     _noise(seed, 1, [num_chains, num_hidden], dtype))
+
+
+def _dbm_hidden(params: DBMParams) -> int:
+    return int(params.weights1.shape[1]) + int(params.weights2.shape[1])
 
 
 def rbm_ais(params: RBMParams, base_visible_bias, num_chains: int = 100,
@@ -151,8 +167,7 @@ def rbm_ais(params: RBMParams, base_visible_bias, num_chains: int = 100,
     """
     dtype, params = _ais_params(params, num_chains)
     base = tf.convert_to_tensor(base_visible_bias, dtype)
-    n_h = int(params.weights.shape[1])
-    log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_h * math.log(2.0)
+    log_z_a = _base_rate_log_z(base, int(params.weights.shape[1]))
     seed = tf.constant(seed, tf.int32)
     v = bernoulli(tf.sigmoid(base)[None], _noise(seed, 0, [int(num_chains), base.shape[0]], dtype))
     log_w = _rbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype), v, seed)
@@ -192,17 +207,12 @@ def dbm_ais(params: DBMParams, base_visible_bias, num_chains: int = 100,
             num_betas: int = 20000, seed=(0, 0)) -> AISResult:
     """AIS estimate of log Z of a two-layer DBM (Salakhutdinov & Hinton 2009, sec. 4): chains
     over (v, h2) with h1 summed out; the base model has Z_A = 2^(H1 + H2) prod(1 + e^{b_A})."""
-    if num_chains < 2:
-        raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
-    dtype = tf.as_dtype(params.weights1.dtype)
-    params = DBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    dtype, params = _ais_params(params, num_chains)
     base = tf.convert_to_tensor(base_visible_bias, dtype)
-    n_hidden = int(params.weights1.shape[1]) + int(params.weights2.shape[1])
-    log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_hidden * math.log(2.0)
+    log_z_a = _base_rate_log_z(base, _dbm_hidden(params))
     seed, m = tf.constant(seed, tf.int32), int(num_chains)
     v = bernoulli(tf.sigmoid(base)[None], _noise(seed, 0, [m, base.shape[0]], dtype))
-    h2 = bernoulli(tf.fill([1, int(params.weights2.shape[1])], tf.constant(0.5, dtype)),
-                   _noise(seed, 1, [m, int(params.weights2.shape[1])], dtype))
+    h2 = _uniform_hidden(seed, m, int(params.weights2.shape[1]), dtype)
     log_w = _dbm_ais_loop(params, base, tf.constant(ais_betas(num_betas), dtype), v, h2, seed)
     return summarize(log_w, log_z_a)
 
@@ -238,7 +248,7 @@ def _sample_component(x, logits, log1m, beta, seed):
                                            dtype=tf.int32)[:, 0]
 
 
-def _mixture_start(logits, log1m, num_chains, seed, dtype):
+def _mixture_start(logits, num_chains, seed, dtype):
     """Exact draws of the mixture base: z uniform, then v ~ Bernoulli(m_z)."""
     n = tf.shape(logits)[0]
     z = tf.random.stateless_uniform([num_chains], seed, 0, n, dtype=tf.int32)
@@ -296,7 +306,7 @@ def rbm_mixture_ais(params: RBMParams, examples, num_chains: int = 100,
     dtype, params = _ais_params(params, num_chains)
     logits, log1m = (tf.constant(a, dtype) for a in mixture_base(examples, smoothing))
     seed = tf.constant(seed, tf.int32)
-    z, v = _mixture_start(logits, log1m, int(num_chains), seed, dtype)
+    z, v = _mixture_start(logits, int(num_chains), seed, dtype)
     log_w = _rbm_mixture_ais_loop(params, logits, log1m,
                                   tf.constant(ais_betas(num_betas), dtype), v, z, seed)
     return summarize(log_w, int(params.weights.shape[1]) * math.log(2.0))
@@ -336,19 +346,14 @@ def dbm_mixture_ais(params: DBMParams, examples, num_chains: int = 100,
                     smoothing: float = MIXTURE_SMOOTHING) -> AISResult:
     """:func:`rbm_mixture_ais` for a two-layer DBM: chains over (v, h2, z) with h1 summed out,
     the base's hidden units uniform, Z_A = 2^(H1 + H2)."""
-    if num_chains < 2:
-        raise ValueError(f"`num_chains` must be at least 2, got {num_chains}.")
-    dtype = tf.as_dtype(params.weights1.dtype)
-    params = DBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    dtype, params = _ais_params(params, num_chains)
     logits, log1m = (tf.constant(a, dtype) for a in mixture_base(examples, smoothing))
     seed, m = tf.constant(seed, tf.int32), int(num_chains)
-    z, v = _mixture_start(logits, log1m, m, seed, dtype)
-    n_h2 = int(params.weights2.shape[1])
-    h2 = bernoulli(tf.fill([1, n_h2], tf.constant(0.5, dtype)), _noise(seed, 1, [m, n_h2], dtype))
+    z, v = _mixture_start(logits, m, seed, dtype)
+    h2 = _uniform_hidden(seed, m, int(params.weights2.shape[1]), dtype)
     log_w = _dbm_mixture_ais_loop(params, logits, log1m, tf.constant(ais_betas(num_betas), dtype),
                                   v, h2, z, seed)
-    n_hidden = int(params.weights1.shape[1]) + n_h2
-    return summarize(log_w, n_hidden * math.log(2.0))
+    return summarize(log_w, _dbm_hidden(params) * math.log(2.0))
 
 
 def summarize_reverse(log_weights, log_z_base) -> AISResult:
@@ -403,11 +408,10 @@ def rbm_reverse_ais(params: RBMParams, base_visible_bias, visible, num_betas: in
         burn_in: int. Gibbs sweeps of the RBM from ``visible`` before the annealing (they
             keep exact samples exact and bring a chain's states closer to the model).
     """
-    dtype, params = _ais_params(params, 2)
+    dtype, params = _ais_params(params, 2)  # the chains are counted in ``_chains``
     (v,) = _chains([visible], dtype, ["visible"])
     base = tf.convert_to_tensor(base_visible_bias, dtype)
-    log_z_a = (tf.reduce_sum(tf.nn.softplus(base))
-               + int(params.weights.shape[1]) * math.log(2.0))
+    log_z_a = _base_rate_log_z(base, int(params.weights.shape[1]))
     log_w = _rbm_ais_loop(params, base, tf.constant(reverse_betas(num_betas, burn_in), dtype),
                           v, tf.constant(seed, tf.int32))
     return summarize_reverse(log_w, log_z_a)
@@ -419,12 +423,10 @@ def dbm_reverse_ais(params: DBMParams, base_visible_bias, visible, hidden2,
     over (v, h2)): from samples (``visible`` [chains, V], ``hidden2`` [chains, H2]) of the
     DBM, after ``burn_in`` Gibbs sweeps, to the base-rate model; a stochastic upper bound on
     log Z from exact samples."""
-    dtype = tf.as_dtype(params.weights1.dtype)
-    params = DBMParams(*(tf.convert_to_tensor(p, dtype) for p in params))
+    dtype, params = _ais_params(params, 2)  # the chains are counted in ``_chains``
     v, h2 = _chains([visible, hidden2], dtype, ["visible", "hidden2"])
     base = tf.convert_to_tensor(base_visible_bias, dtype)
-    n_hidden = int(params.weights1.shape[1]) + int(params.weights2.shape[1])
-    log_z_a = tf.reduce_sum(tf.nn.softplus(base)) + n_hidden * math.log(2.0)
+    log_z_a = _base_rate_log_z(base, _dbm_hidden(params))
     log_w = _dbm_ais_loop(params, base, tf.constant(reverse_betas(num_betas, burn_in), dtype),
                           v, h2, tf.constant(seed, tf.int32))
     return summarize_reverse(log_w, log_z_a)
