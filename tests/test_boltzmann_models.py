@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.test_boltzmann_math import exact_samples
 from tests.test_case import run_export_test, run_model_test
 from zoo import datasets
 from zoo.boltzmann import DBM, RBM, GaussianBernoulliRBM, HopfieldNetwork
@@ -348,8 +349,7 @@ def test_reverse_and_mixture_path_log_partitions_match_the_enumeration():
     _randomize(rbm, rng, 2.0)
     every = binary_states(8).numpy()
     log_p = np.asarray(rbm.unnormalized_log_prob(every))
-    draws = every[rng.choice(len(every), 200, p=np.exp(log_p - log_p.max())
-                             / np.exp(log_p - log_p.max()).sum())]
+    draws = exact_samples(log_p, every, 200, seed=4)
     result = rbm.reverse_log_partition(draws, seed=1)
     log_z = rbm.exact_log_partition()
     assert 0 < float(result.log_z_std_err) < 0.05
@@ -364,8 +364,7 @@ def test_reverse_and_mixture_path_log_partitions_match_the_enumeration():
     pairs = binary_states(9, tf.float64).numpy()
     log_p = -dbm_free_energy(tf.constant(pairs[:, :6]), tf.constant(pairs[:, 6:]),
                              dbm.params64()).numpy()
-    draws = pairs[rng.choice(len(pairs), 200, p=np.exp(log_p - log_p.max())
-                             / np.exp(log_p - log_p.max()).sum())]
+    draws = exact_samples(log_p, pairs, 200, seed=5)
     result = dbm.reverse_log_partition((draws[:, :6], draws[:, 6:]), seed=1)
     assert abs(float(result.log_z) - dbm.exact_log_partition()) < 3 * float(
         result.log_z_std_err) < 0.15
