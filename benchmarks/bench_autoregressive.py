@@ -54,7 +54,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import Timing, UsageError, measure, run_cli  # noqa: E402
-from zoo.training.checkpoint import atomic_write_json  # noqa: E402
+from zoo.training.checkpoint import atomic_save, atomic_write_json  # noqa: E402
 
 PUBLISHED = {"FVSBN": 97.45, "NADE": 88.86, "MADE (1 mask)": None, "MADE (32 masks)": 86.64,
              "VAE diagonal (IWAE bound)": 89.9}
@@ -522,14 +522,15 @@ ADDED_LATER = {"made_layers": 1}  # options newer than some state directories: t
 
 def _save_curve_state(args, names, rows, payload) -> None:
     """After an epoch: each row's model (weights and optimizer state) to a file named by the
-    epoch, then ``state.json`` naming those files (written atomically, last), then the older
+    epoch (written atomically: a kill mid-save leaves no partial file under that name), then
+    ``state.json`` naming those files (written atomically, last), then the older
     files are removed; an interruption at any point leaves a consistent state behind."""
     os.makedirs(args.state_dir, exist_ok=True)
     epoch = payload["epochs_done"]
     files = {}
     for i, (name, row) in enumerate(zip(names, rows)):
         files[name] = f"row{i}-epoch{epoch:04d}.keras"
-        row.model.save(os.path.join(args.state_dir, files[name]))
+        atomic_save(os.path.join(args.state_dir, files[name]), row.model.save)
     atomic_write_json(os.path.join(args.state_dir, "state.json"),
                       {"files": files, "payload": payload,
                        "seed_states": {name: _seed_states(row.model)
