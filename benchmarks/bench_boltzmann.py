@@ -306,16 +306,17 @@ def impossible(bound: float) -> str:
 
 
 def make_dbm(train, hidden_dims, batch, lr, pretrain_epochs, seed, momentum=0.0,
-             weight_decay=0.0):
+             weight_decay=0.0, centered=False):
     """Our DBM as the bench trains it: 100 persistent chains, each doubled RBM pretrained
     ``pretrain_epochs`` whole epochs, SGD at ``lr`` (with ``momentum``), L2 ``weight_decay``
-    on both weight matrices in every phase."""
+    on both weight matrices in every phase; ``centered``: the centering trick
+    (``DBM(centered=True)``, Montavon & Mueller 2012) in the joint phase."""
     import keras
     from zoo import DBM
 
     steps = -(-len(train) // batch)
     model = DBM(train.shape[1], hidden_dims=hidden_dims, pretrain_steps=pretrain_epochs * steps,
-                num_chains=100, weight_decay=weight_decay, seed=seed)
+                num_chains=100, weight_decay=weight_decay, centered=centered, seed=seed)
     model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum))
     return model
 
@@ -350,7 +351,7 @@ def sandwich_remark(forward, reverse) -> str:
 def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
               betas, seed, check_betas=None, pretrain_lr=None, momentum=0.0, weight_decay=0.0,
               lr_decay="constant", lr_decay_epochs=None, state_dir=None, reverse_burn_in=None,
-              mixture_examples=None):
+              mixture_examples=None, centered=False):
     """Our DBM after ``pretrain_epochs`` of each doubled RBM, evaluated after the joint
     epochs in ``checkpoints`` (AIS log Z and the mean-field bound per test example); rows
     (joint epochs, bound, SE, log Z, seconds of training so far, certified floor on log Z:
@@ -371,7 +372,8 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
     Trained one whole epoch per ``fit`` call, the SGD rate set before each: ``pretrain_lr``
     (default ``lr``) in the 2 x ``pretrain_epochs`` pretraining epochs, then joint epoch j at
     ``epoch_learning_rate(lr, j, lr_decay, max(checkpoints), lr_decay_epochs)`` (``linear``:
-    to 0 after the last checkpoint). ``momentum`` and ``weight_decay``: see ``make_dbm``.
+    to 0 after the last checkpoint). ``momentum``, ``weight_decay`` and ``centered``: see
+    ``make_dbm``.
     ``state_dir``: the model (with its chains, update count and optimizer state) and the rows
     are saved there after each checkpoint (atomically); a rerun with the same settings resumes
     after the last one saved (the shuffling then differs from an unbroken run's)."""
@@ -389,8 +391,10 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
                 "budget": budget if lr_decay == "linear" else None,
                 "decay_epochs": lr_decay_epochs if lr_decay == "inverse" else None,
                 "seed": seed, "train_examples": len(train)}
+    if centered:  # only then, so that state files from before the option still resume
+        settings["centered"] = True
     model = make_dbm(train, hidden_dims, batch, pretrain_lr, pretrain_epochs, seed, momentum,
-                     weight_decay)
+                     weight_decay, centered)
     rows, done, seconds = [], -2 * pretrain_epochs, 0.0
     saved = os.path.join(state_dir, "dbm_curve.json") if state_dir else None
     if saved and os.path.exists(saved):
@@ -614,12 +618,17 @@ def main(argv=None):
     parser.add_argument("--dbm-weight-decay", type=float, default=0.0,
                         help="L2 penalty on the DBM's weights (Salakhutdinov's code: 2e-4 "
                              "in the joint phase)")
+    parser.add_argument("--dbm-centered", action="store_true",
+                        help="--dbm-curve: train the DBM with the centering trick "
+                             "(DBM(centered=True))")
     args = parser.parse_args(argv)
     if args.lr_decay != "constant" and not (args.curve or args.dbm_curve):
         parser.error("--lr-decay needs --curve or --dbm-curve (the one-budget comparison "
                      "trains with fit / n_iter at a constant rate)")
     if args.dbm_pretrain_learning_rate is not None and not args.dbm_curve:
         parser.error("--dbm-pretrain-learning-rate applies to --dbm-curve only")
+    if args.dbm_centered and not args.dbm_curve:
+        parser.error("--dbm-centered applies to --dbm-curve only")
     if not 0 <= args.dbm_momentum < 1:
         parser.error(f"--dbm-momentum must be in [0, 1), got {args.dbm_momentum}")
     if not (math.isfinite(args.dbm_weight_decay) and args.dbm_weight_decay >= 0):
@@ -655,12 +664,13 @@ def main(argv=None):
                   else args.dbm_pretrain_learning_rate)
         print(f"DBM {dims[0]}-{dims[1]}: SGD lr {pre_lr} pretraining, {dbm_lr} joint ("
               + (f"{args.lr_decay} decay" if args.lr_decay != "constant" else "constant")
-              + f"), momentum {args.dbm_momentum}, weight decay {args.dbm_weight_decay}")
+              + f"), momentum {args.dbm_momentum}, weight decay {args.dbm_weight_decay}"
+              + (", centered" if args.dbm_centered else ""))
         rows = dbm_curve(train, test, dims, [int(e) for e in args.dbm_curve.split(",")],
                          args.batch_size, dbm_lr, dbm_pre, args.ais_chains,
                          betas, args.seed, args.check_betas, pre_lr, args.dbm_momentum,
                          args.dbm_weight_decay, args.lr_decay, args.lr_decay_epochs,
-                         args.state_dir, args.reverse_ais, args.mixture_ais)
+                         args.state_dir, args.reverse_ais, args.mixture_ais, args.dbm_centered)
         print()
         extra = [(i, name) for i, name in ((6, "reverse AIS log Z (chains)"),
                                            (7, "mixture-path AIS log Z"))

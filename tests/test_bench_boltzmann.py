@@ -1,6 +1,7 @@
 """bench_boltzmann's learning-rate schedules: the per-epoch rates, and that a --curve run sets
 them on both systems (read back from the models) and refuses to resume under another one."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -87,11 +88,41 @@ def test_dbm_curve_recipe_flags_reach_the_model_and_resume(tmp_path):
     np.testing.assert_allclose(model.optimizer.learning_rate.numpy(), 0.01, rtol=1e-6)
 
 
+def test_dbm_curve_centered_reaches_the_model_and_keeps_its_state_apart(tmp_path):
+    """--dbm-centered trains DBM(centered=True): the saved model is centered, its offsets
+    moved off 0 toward the data's pixel means, and the model it describes (the standard
+    parameters) is still a DBM whose floor is below its exact log Z; a centered state
+    directory refuses an uncentered rerun, and an uncentered one keeps its old settings."""
+    import keras
+
+    rng = np.random.default_rng(1)
+    train = (rng.random((60, 12)) < 0.3).astype("float32")
+    test = (rng.random((20, 12)) < 0.3).astype("float32")
+    args = dict(hidden_dims=(4, 3), batch=20, lr=0.01, pretrain_epochs=1, chains=2, betas=3,
+                seed=0)
+    state = tmp_path / "centered"
+    rows = bench.dbm_curve(train, test, checkpoints=[2], state_dir=str(state), centered=True,
+                           **args)
+    model = keras.models.load_model(state / "dbm.keras")
+    assert model.centered
+    # 2 joint epochs x 3 batches at offset rate 0.01 from 0: (1 - 0.99^6) of the data's mean
+    np.testing.assert_allclose(model.visible_offset.numpy(),
+                               (1 - 0.99 ** 6) * train.mean(0), atol=2e-3)
+    assert rows[-1][5] <= model.exact_log_partition() + 1e-9
+    with pytest.raises(ValueError, match="use another --state-dir"):
+        bench.dbm_curve(train, test, checkpoints=[2, 3], state_dir=str(state), **args)
+    plain = tmp_path / "plain"
+    bench.dbm_curve(train, test, checkpoints=[1], state_dir=str(plain), **args)
+    assert "centered" not in json.loads((plain / "dbm_curve.json").read_text())["settings"]
+    assert not keras.models.load_model(plain / "dbm.keras").centered
+    with pytest.raises(SystemExit):
+        bench.main(["--dbm-centered"])
+
+
 def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path):
     """--reverse-ais and --mixture-ais: each row carries reverse AIS from the persistent
     chains and forward AIS from a mixture of training examples; on a tiny DBM all three agree
     with the enumerated log Z; a resumed run pads older rows."""
-    import json
 
     import keras
 
