@@ -367,7 +367,9 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
     ...)``), another stochastic lower bound on log Z: above the base-rate estimate it shows
     how much that path missed. ``check_betas``: after
     the last checkpoint, log Z again with ``betas`` and with this many temperatures (another
-    seed), printed (AIS convergence check).
+    seed), printed (AIS convergence check), and with ``reverse_burn_in`` reverse AIS at this
+    many temperatures too, with the sandwich remark against the forward check. A rerun on a
+    finished ``state_dir`` trains nothing and runs only the check, on the saved model.
 
     Trained one whole epoch per ``fit`` call, the SGD rate set before each: ``pretrain_lr``
     (default ``lr``) in the 2 x ``pretrain_epochs`` pretraining epochs, then joint epoch j at
@@ -465,6 +467,16 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
                   f"{float(ais.log_z):.2f} ± {float(ais.log_z_std_err):.3f}, bound "
                   f"{float(unnormalized.mean()) - float(ais.log_z):.2f}, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
+        if reverse_burn_in is not None:  # the sandwich again, at the check's temperatures
+            start = time.perf_counter()
+            reverse = model.reverse_log_partition(num_betas=check_betas, seed=seed + 1,
+                                                  burn_in=reverse_burn_in)
+            print(f"  reverse AIS check DBM, {check_betas} temperatures (seed {seed + 1}), from "
+                  f"the chains after {reverse_burn_in} Gibbs sweeps: log Z "
+                  f"{float(reverse.log_z):.2f} ± {float(reverse.log_z_std_err):.3f}, bound "
+                  f"{float(unnormalized.mean()) - float(reverse.log_z):.2f}, "
+                  f"{time.perf_counter() - start:.0f} s{sandwich_remark(ais, reverse)}",
+                  flush=True)
     return rows
 
 
@@ -592,7 +604,9 @@ def main(argv=None):
     parser.add_argument("--cd-steps", type=int, default=None,
                         help="--curve: train ours with CD-k (no scikit-learn row)")
     parser.add_argument("--check-betas", type=int, default=None,
-                        help="--curve: at the end, AIS again with this many temperatures")
+                        help="--curve, --dbm-curve: at the end, AIS again with this many "
+                             "temperatures (--dbm-curve with --reverse-ais: reverse AIS too); "
+                             "on a finished --state-dir only the check runs")
     parser.add_argument("--threads", type=int, default=None,
                         help="pin TensorFlow and scikit-learn's BLAS to this many threads")
     parser.add_argument("--lr-decay", choices=LR_DECAYS, default="constant",

@@ -119,7 +119,7 @@ def test_dbm_curve_centered_reaches_the_model_and_keeps_its_state_apart(tmp_path
         bench.main(["--dbm-centered"])
 
 
-def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path):
+def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path, capsys):
     """--reverse-ais and --mixture-ais: each row carries reverse AIS from the persistent
     chains and forward AIS from a mixture of training examples; on a tiny DBM all three agree
     with the enumerated log Z; a resumed run pads older rows."""
@@ -144,6 +144,22 @@ def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path):
     both = bench.dbm_curve(train, test, checkpoints=[1, 2], state_dir=str(state), **args)
     assert both[0][6:] == (None, None) and both[1][6:] == (None, None)
     assert both[0][:6] == rows[0][:6]
+    # a finished state directory rerun with --check-betas: nothing trained, the forward and
+    # reverse checks run on the saved model, and both recover the exact log Z
+    updates = int(keras.models.load_model(state / "dbm.keras").updates.numpy())
+    log_z = keras.models.load_model(state / "dbm.keras").exact_log_partition()
+    capsys.readouterr()
+    again = bench.dbm_curve(train, test, checkpoints=[1, 2], state_dir=str(state),
+                            check_betas=400, reverse_burn_in=50, **args)
+    assert again == both
+    assert int(keras.models.load_model(state / "dbm.keras").updates.numpy()) == updates
+    lines = capsys.readouterr().out.splitlines()
+    checks = [line for line in lines if "AIS check DBM, 400 temperatures" in line]
+    assert len(checks) == 2 and checks[1].lstrip().startswith("reverse AIS check")
+    for line in checks:
+        value = float(line.split("log Z ")[1].split(" ")[0])
+        assert abs(value - log_z) < 0.1, (line, log_z)
+    assert "within 3 errors" in checks[1]
     from zoo.layers.ais import AISResult
 
     def estimate(log_z, se):  # the two numbers the remark reads
