@@ -28,7 +28,10 @@ set identically on both systems before each epoch (our optimizer's rate variable
 scikit-learn's ``learning_rate`` attribute, which ``partial_fit`` reads). ``--dbm-curve``
 takes the same schedule over its joint epochs, and ``--dbm-pretrain-learning-rate``,
 ``--dbm-momentum``, ``--dbm-weight-decay`` (Salakhutdinov's released DBM code: pretraining at
-0.05, joint phase at 0.001 with momentum 0.9 and weight cost 2e-4) and ``--state-dir``.
+0.05, joint phase at 0.001 with momentum 0.9 and weight cost 2e-4), ``--dbm-centered`` (the
+centering trick in the joint phase) and ``--state-dir``; ``--reverse-ais`` and
+``--mixture-ais`` add the reverse and sharp-mixture AIS estimates at each checkpoint, and
+``--check-betas`` the forward and reverse estimates again at more temperatures at the end.
 
 Every AIS estimate is printed beside a certified floor on log Z (the log-sum-exp of exact or
 mean-field log p* over the distinct test examples, the local modes energy descent reaches
