@@ -21,7 +21,8 @@ Published context (the papers' budgets are far beyond ``--quick``): RBM, 500 hid
 CD-25, -86.34 (Salakhutdinov & Murray 2008, as quoted in the issue; not found in a copy of
 the paper in this session); 2-layer DBM 500-1000, -84.62 test / -83.61 train with
 ln Z = 356.18 (Salakhutdinov & Hinton 2009, the table of partition-function estimates and
-average log-probabilities in the MNIST section).
+average log-probabilities in the MNIST section, as an early session recorded them; no copy
+of the paper could be read here since, so they are unverified).
 
 ``--curve`` with ``--lr-decay linear`` or ``inverse``: the SGD rate decreases epoch by epoch,
 set identically on both systems before each epoch (our optimizer's rate variable,
