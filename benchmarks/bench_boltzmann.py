@@ -352,6 +352,14 @@ def sandwich_remark(forward, reverse) -> str:
     return f"; sandwich gap {gap:.2f} nats: within 3 errors"
 
 
+def estimate_text(result, unnormalized_mean: float, se_digits: int = 2) -> str:
+    """"log Z x ± se, bound b" for an ``AISResult``: b = ``unnormalized_mean`` (the mean
+    unnormalized test bound) - log Z."""
+    log_z = float(result.log_z)
+    return (f"log Z {log_z:.2f} ± {float(result.log_z_std_err):.{se_digits}f}, bound "
+            f"{unnormalized_mean - log_z:.2f}")
+
+
 def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs, chains,
               betas, seed, check_betas=None, pretrain_lr=None, momentum=0.0, weight_decay=0.0,
               lr_decay="constant", lr_decay_epochs=None, state_dir=None, reverse_burn_in=None,
@@ -402,6 +410,7 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
     model = make_dbm(train, hidden_dims, batch, pretrain_lr, pretrain_epochs, seed, momentum,
                      weight_decay, centered)
     rows, done, seconds = [], -2 * pretrain_epochs, 0.0
+    unnormalized = None  # the last checkpoint's, which the check reuses
     saved = os.path.join(state_dir, "dbm_curve.json") if state_dir else None
     if saved and os.path.exists(saved):
         with open(saved) as f:
@@ -445,9 +454,8 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
               f"{float(np.linalg.norm(model.weights2.numpy())):.1f}; load {_load()}"
               f"{impossible(rows[-1][1])}", flush=True)
         if reverse is not None:
-            print(f"    reverse AIS from the chains after {reverse_burn_in} Gibbs sweeps: log Z "
-                  f"{float(reverse.log_z):.2f} ± {float(reverse.log_z_std_err):.2f}, bound "
-                  f"{float(unnormalized.mean()) - float(reverse.log_z):.2f}"
+            print(f"    reverse AIS from the chains after {reverse_burn_in} Gibbs sweeps: "
+                  f"{estimate_text(reverse, float(unnormalized.mean()))}"
                   f"{sandwich_remark(ais, reverse)}", flush=True)
         if mixture is not None:
             gap, gap_se = sandwich_gap(ais, mixture)  # mixture minus base-rate
@@ -463,24 +471,23 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
             atomic_write_json(saved, {"settings": settings, "rows": rows, "done": done,
                                       "seconds": seconds})
     if check_betas:
-        unnormalized = model.unnormalized_bound(test)
+        if unnormalized is None:  # a rerun on a finished --state-dir
+            unnormalized = model.unnormalized_bound(test)
+        mean = float(unnormalized.mean())
         for num in (betas, check_betas):
             start = time.perf_counter()
             ais = model.log_partition(num_chains=chains, num_betas=num, seed=seed + 1)
-            print(f"  AIS check DBM, {num} temperatures (seed {seed + 1}): log Z "
-                  f"{float(ais.log_z):.2f} ± {float(ais.log_z_std_err):.3f}, bound "
-                  f"{float(unnormalized.mean()) - float(ais.log_z):.2f}, "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            print(f"  AIS check DBM, {num} temperatures (seed {seed + 1}): "
+                  f"{estimate_text(ais, mean, 3)}, {time.perf_counter() - start:.0f} s",
+                  flush=True)
         if reverse_burn_in is not None:  # the sandwich again, at the check's temperatures
             start = time.perf_counter()
             reverse = model.reverse_log_partition(num_betas=check_betas, seed=seed + 1,
                                                   burn_in=reverse_burn_in)
             print(f"  reverse AIS check DBM, {check_betas} temperatures (seed {seed + 1}), from "
-                  f"the chains after {reverse_burn_in} Gibbs sweeps: log Z "
-                  f"{float(reverse.log_z):.2f} ± {float(reverse.log_z_std_err):.3f}, bound "
-                  f"{float(unnormalized.mean()) - float(reverse.log_z):.2f}, "
-                  f"{time.perf_counter() - start:.0f} s{sandwich_remark(ais, reverse)}",
-                  flush=True)
+                  f"the chains after {reverse_burn_in} Gibbs sweeps: "
+                  f"{estimate_text(reverse, mean, 3)}, {time.perf_counter() - start:.0f} s"
+                  f"{sandwich_remark(ais, reverse)}", flush=True)
     return rows
 
 

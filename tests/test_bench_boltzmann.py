@@ -146,8 +146,8 @@ def test_dbm_curve_reverse_ais_sandwiches_the_exact_log_partition(tmp_path, caps
     assert both[0][:6] == rows[0][:6]
     # a finished state directory rerun with --check-betas: nothing trained, the forward and
     # reverse checks run on the saved model, and both recover the exact log Z
-    updates = int(keras.models.load_model(state / "dbm.keras").updates.numpy())
-    log_z = keras.models.load_model(state / "dbm.keras").exact_log_partition()
+    finished = keras.models.load_model(state / "dbm.keras")
+    updates, log_z = int(finished.updates.numpy()), finished.exact_log_partition()
     capsys.readouterr()
     again = bench.dbm_curve(train, test, checkpoints=[1, 2], state_dir=str(state),
                             check_betas=400, reverse_burn_in=50, **args)
