@@ -344,3 +344,58 @@ def test_model_contract_with_missing_frames_as_nan(tmp_path):
     np.testing.assert_allclose(report["log_likelihood"], np.mean(exact), rtol=1e-12)
     np.testing.assert_allclose(report["nll_per_step"], -np.sum(exact) / (8 * 20), rtol=1e-12)
     assert report["parameters"]["transition_matrix"] == [[1.0]]
+
+
+def test_eager_calls_read_current_weights_record_gradients_and_fall_back():
+    """The eager model path calls its cached concrete function through ``_flat_caller``
+    (``_call_flat``, skipping the signature binding): it equals the public call and the pure
+    filter, sees weights assigned after the first call, records gradients for an outer tape
+    (equal to the traced path's), and falls back to the public call where ``_call_flat`` is
+    missing or takes other arguments."""
+    from zoo import kalman_filter as kf_module
+
+    rng = np.random.default_rng(11)
+    model = KalmanFilterModel.from_matrices(**_known_system(rng))
+    y = rng.normal(size=(3, 12, 2))
+    observed = rng.random((3, 12)) > 0.3
+    for kwargs in ({}, {"observed": observed}):
+        first = model.log_likelihood(y, **kwargs).numpy()
+        ref = ki.kalman_filter(model.state_space_params(), y, observed=kwargs.get("observed"))
+        np.testing.assert_allclose(first, ref.log_likelihood, rtol=1e-12)
+    kernel = model.kalman.transition_kernel
+    kernel.assign(0.5 * kernel.numpy())
+    after = model.log_likelihood(y).numpy()
+    ref = ki.kalman_filter(model.state_space_params(), y).log_likelihood.numpy()
+    np.testing.assert_allclose(after, ref, rtol=1e-12)
+    assert np.all(np.abs(after - model.filter(y.astype("float32")).log_likelihood) < 1e-4)
+    assert not np.allclose(after, first)
+
+    weights = model.kalman.trainable_weights
+    with tf.GradientTape() as tape:
+        eager = tf.reduce_sum(model.log_likelihood(y))
+    grads = tape.gradient(eager, weights)
+
+    @tf.function
+    def traced():
+        with tf.GradientTape() as inner:
+            total = tf.reduce_sum(model.log_likelihood(tf.constant(y)))
+        return inner.gradient(total, weights)
+
+    assert all(g is not None for g in grads)
+    for g, h in zip(grads, traced()):
+        np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-12)
+
+    class NoFlat:  # a concrete function without the private entry point
+        def __call__(self, *args):
+            return ("public", args)
+
+    class OtherFlat(NoFlat):
+        def _call_flat(self, args):  # another signature than (tensor_inputs, captured_inputs)
+            raise AssertionError("must not be called")
+
+    for fake in (NoFlat(), OtherFlat()):
+        assert kf_module._flat_caller(fake)([1, 2]) == ("public", (1, 2))
+    concrete = model._compiled("log_likelihood", False, False).get_concrete_function(
+        tf.constant(y))
+    np.testing.assert_array_equal(kf_module._flat_caller(concrete)([tf.constant(y)]),
+                                  concrete(tf.constant(y)))

@@ -3,6 +3,7 @@ from known matrices; exact filtering, smoothing, forecasting, and a frame-by-fra
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import keras
@@ -222,7 +223,11 @@ class KalmanFilterModel(ZooModel, keras.Model):
             args.append(_as(actions, dtype))
         if both is not None:
             args.append(_as(both, "bool"))
-        result = self._concrete(what, actions is not None, both is not None, args)(*args)
+        # Under a GradientTape the gradient of the XLA-compiled loops does not compile (TF's
+        # while-loop gradient bookkeeping has ops XLA lacks): a recording call runs the same
+        # filter as a plain graph.
+        xla = not _tape_recording()
+        result = self._concrete(what, actions is not None, both is not None, args, xla)(args)
         log_lik = result if what == "log_likelihood" else result.log_likelihood
         if self.kalman.validate_args and not self.kalman.nan_as_missing:
             # NaN at an observed frame makes that series' log-likelihood NaN: only then look
@@ -232,31 +237,36 @@ class KalmanFilterModel(ZooModel, keras.Model):
                                                None if both is None else args[-1].numpy())
         return result
 
-    def _concrete(self, what, with_actions, with_observed, args):
-        """The compiled filter's concrete function for these argument shapes and dtypes,
-        cached: calling it directly skips ``tf.function``'s per-call argument binding and
-        trace lookup (about 100 us of a 250 us call for one series of 100 steps)."""
+    def _concrete(self, what, with_actions, with_observed, args, xla=True):
+        """A caller of the compiled filter's concrete function for these argument shapes and
+        dtypes (taking the list of argument tensors), cached: it skips ``tf.function``'s
+        per-call argument binding and trace lookup (about 100 us of a 250 us call for one
+        series of 100 steps) and, see :func:`_flat_caller`, the concrete function's own
+        structured-signature binding (about 25 us more)."""
         cache = self.__dict__.get("_concrete_filters")
         if cache is None or len(cache) > 64:
             cache = {}
             object.__setattr__(self, "_concrete_filters", cache)
-        key = (what, with_actions, with_observed,
+        key = (what, with_actions, with_observed, xla,
                tuple((tuple(a.shape), a.dtype) for a in args))
         fn = cache.get(key)
         if fn is None:
-            fn = self._compiled(what, with_actions, with_observed).get_concrete_function(*args)
+            fn = _flat_caller(
+                self._compiled(what, with_actions, with_observed, xla).get_concrete_function(
+                    *args))
             cache[key] = fn
         return fn
 
-    def _compiled(self, what, with_actions, with_observed):
+    def _compiled(self, what, with_actions, with_observed, xla=True):
         """The compiled filter for these kinds of arguments (cached; XLA for the sequential
         method, whose loops compile in about a second; the parallel scan would take tens of
-        seconds, so it runs as a plain graph)."""
+        seconds, so it runs as a plain graph; ``xla=False``: a plain graph too, for calls
+        under a gradient tape)."""
         cache = self.__dict__.get("_compiled_filters")
         if cache is None:
             cache = {}
             object.__setattr__(self, "_compiled_filters", cache)
-        key = (what, with_actions, with_observed)
+        key = (what, with_actions, with_observed, xla)
         if key not in cache:
             layer = self.kalman
 
@@ -267,7 +277,7 @@ class KalmanFilterModel(ZooModel, keras.Model):
                 result = layer.run_filter(y, actions, observed)
                 return result.log_likelihood if what == "log_likelihood" else result
 
-            cache[key] = tf.function(run, jit_compile=layer.method == "sequential",
+            cache[key] = tf.function(run, jit_compile=xla and layer.method == "sequential",
                                      autograph=False)
         return cache[key]
 
@@ -423,10 +433,50 @@ class KalmanFilterModel(ZooModel, keras.Model):
 
 
 def _as(x, dtype):
-    """``x`` as a tensor of ``dtype`` (NumPy converted on the host, tensors cast)."""
-    if tf.is_tensor(x):
+    """``x`` as a tensor of ``dtype`` (NumPy converted on the host, tensors cast).
+
+    NumPy arrays are tested first and converted with ``tf.constant``: ``tf.is_tensor`` (a
+    runtime-checkable ``Protocol`` check) and ``tf.convert_to_tensor``'s dispatch cost about
+    10 us of a 150 us filter call on one short series."""
+    if isinstance(x, np.ndarray):
+        return tf.constant(x if x.dtype == dtype else x.astype(dtype))
+    if isinstance(x, tf.Tensor) or tf.is_tensor(x):
         return x if x.dtype == dtype else tf.cast(x, dtype)
-    return tf.convert_to_tensor(np.asarray(x, dtype))
+    return tf.constant(np.asarray(x, dtype))
+
+
+def _tape_check():
+    """Whether a gradient tape is active: TensorFlow's private ``could_possibly_record``;
+    where it is missing, assume one is (the plain-graph call is correct either way)."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:
+        record = None
+    check = getattr(record, "could_possibly_record", None)
+    return check if callable(check) else (lambda: True)
+
+
+_tape_recording = _tape_check()
+
+
+def _flat_caller(concrete):
+    """``args -> concrete(*args)`` for a list of tensors matching ``concrete``'s signature.
+
+    ``ConcreteFunction._call_flat(tensors, captured_inputs)`` is the call its public
+    ``__call__`` makes after binding the arguments to the structured signature (about 25 us
+    per call); the arguments here are already tensors of the traced shapes and dtypes, so
+    the binding is skipped. ``_call_flat`` is private TensorFlow API (the same signature in
+    TF 2.13-2.21): where it is missing or takes other arguments, the public call is used."""
+    flat = getattr(concrete, "_call_flat", None)
+    if flat is not None:
+        try:
+            params = list(inspect.signature(flat).parameters)
+        except (TypeError, ValueError):
+            params = []
+        if params[:2] == ["tensor_inputs", "captured_inputs"]:
+            # captured_inputs is read per call: it lists the variables' current handles
+            return lambda args: flat(args, concrete.captured_inputs)
+    return lambda args: concrete(*args)
 
 
 def _observation_dim_in(filepath, layer) -> int:
