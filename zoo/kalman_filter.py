@@ -446,8 +446,9 @@ def _as(x, dtype):
 
 
 def _tape_check():
-    """Whether a gradient tape is active: TensorFlow's private ``could_possibly_record``;
-    where it is missing, assume one is (the plain-graph call is correct either way)."""
+    """A function telling whether a gradient tape is active: TensorFlow's private
+    ``could_possibly_record``; where it is missing, one that always says yes (the plain-graph
+    call is correct either way, only slower)."""
     try:
         from tensorflow.python.eager import record
     except ImportError:
@@ -465,8 +466,9 @@ def _flat_caller(concrete):
     ``ConcreteFunction._call_flat(tensors, captured_inputs)`` is the call its public
     ``__call__`` makes after binding the arguments to the structured signature (about 25 us
     per call); the arguments here are already tensors of the traced shapes and dtypes, so
-    the binding is skipped. ``_call_flat`` is private TensorFlow API (the same signature in
-    TF 2.13-2.21): where it is missing or takes other arguments, the public call is used."""
+    the binding is skipped. ``_call_flat`` is private TensorFlow API (this signature in TF
+    2.21, the pinned version): where it is missing or takes other arguments, the public call
+    is used."""
     flat = getattr(concrete, "_call_flat", None)
     if flat is not None:
         try:
