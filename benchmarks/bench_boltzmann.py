@@ -389,8 +389,11 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
     to 0 after the last checkpoint). ``momentum``, ``weight_decay`` and ``centered``: see
     ``make_dbm``.
     ``state_dir``: the model (with its chains, update count and optimizer state) and the rows
-    are saved there after each checkpoint (atomically); a rerun with the same settings resumes
-    after the last one saved (the shuffling then differs from an unbroken run's)."""
+    are saved there after each checkpoint's training and again after its evaluation
+    (atomically); a rerun with the same settings resumes after the last one saved, first
+    evaluating a checkpoint whose evaluation was cut short (the shuffling then differs from
+    an unbroken run's). Checkpoints may be added or removed on resuming; the last one (the
+    linear decay's budget) may not."""
     import keras
 
     from zoo.boltzmann.common import sandwich_gap
@@ -422,15 +425,27 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
         done, seconds = state["done"], state["seconds"]
         model = keras.models.load_model(os.path.join(state_dir, "dbm.keras"))
         print(f"  resumed after joint epoch {done} from {state_dir}", flush=True)
-    for joint in sorted(e for e in checkpoints if e > done):
-        start = time.perf_counter()
-        for current in range(done + 1, joint + 1):
-            model.optimizer.learning_rate.assign(
-                pretrain_lr if current <= 0 else
-                epoch_learning_rate(lr, current, lr_decay, budget, lr_decay_epochs))
-            model.fit(train, epochs=1, batch_size=batch, shuffle=True, verbose=0)
-        seconds += time.perf_counter() - start
-        done = joint
+
+    def save_state():  # atomically: a run stopped at any point resumes from the last save
+        os.makedirs(state_dir, exist_ok=True)
+        atomic_save(os.path.join(state_dir, "dbm.keras"), model.save)
+        atomic_write_json(saved, {"settings": settings, "rows": rows, "done": done,
+                                  "seconds": seconds})
+
+    # A checkpoint trained and saved but stopped during its evaluation is evaluated first.
+    unevaluated = [done] if done in checkpoints and done not in {r[0] for r in rows} else []
+    for joint in unevaluated + sorted(e for e in checkpoints if e > done):
+        if joint > done:
+            start = time.perf_counter()
+            for current in range(done + 1, joint + 1):
+                model.optimizer.learning_rate.assign(
+                    pretrain_lr if current <= 0 else
+                    epoch_learning_rate(lr, current, lr_decay, budget, lr_decay_epochs))
+                model.fit(train, epochs=1, batch_size=batch, shuffle=True, verbose=0)
+            seconds += time.perf_counter() - start
+            done = joint
+            if state_dir:  # before the evaluation (AIS takes minutes; the evaluation reads
+                save_state()  # the model and leaves its chains as they are)
         ais = model.log_partition(num_chains=chains, num_betas=betas, seed=seed)
         unnormalized = model.unnormalized_bound(test)
         bound = unnormalized - float(ais.log_z)
@@ -466,10 +481,7 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
                      if gap > 3 * gap_se else "; no higher than the base-rate path's"),
                   flush=True)
         if state_dir:
-            os.makedirs(state_dir, exist_ok=True)
-            atomic_save(os.path.join(state_dir, "dbm.keras"), model.save)
-            atomic_write_json(saved, {"settings": settings, "rows": rows, "done": done,
-                                      "seconds": seconds})
+            save_state()
     if check_betas:
         if unnormalized is None:  # a rerun on a finished --state-dir
             unnormalized = model.unnormalized_bound(test)
