@@ -26,7 +26,9 @@ trains two hidden layers of 8000 units, not this bench's one of 500), and Rezend
 
 Learning curves (``--curve 1,2,5,10``): FVSBN, MADE (1 mask), TFP's MADE and MADE (32 masks)
 (``--only`` picks rows, among them ``"MADE (1 mask, direct)"`` and ``"MADE (32 masks,
-direct)"``: with Germain et al.'s masked direct input -> output connections) trained side by
+direct)"``: with Germain et al.'s masked direct input -> output connections; ``"VAE diag"``,
+``"VAE IAF"``, ``"VAE planar"``: the VAE rows, minus their K-sample bound ± its standard error
+over the examples) trained side by
 side, one whole epoch of each in turn (the order rotating every epoch, so load from other
 processes lands on all alike), with the validation and test NLL of each after the listed
 epochs; the row's result is the test NLL at the listed epoch of best validation NLL (early
@@ -210,26 +212,38 @@ def run_nade_cumsum(train, test, args):
     return row
 
 
-def run_vae(name, flow, steps, train, test, args):
+def vae(args, flow=None, steps=0):
     """Our VAE (MLP, ``--hidden`` units, ``--latent`` dims, Bernoulli likelihood) with a
-    diagonal Gaussian posterior, optionally ending in ``steps`` IAF or planar flow steps;
-    the test NLL is the K = ``--iwae-samples`` importance-weighted bound (an upper bound on
-    the NLL), whose weights include the flow's log-determinants."""
+    diagonal Gaussian posterior, optionally ending in ``steps`` IAF or planar flow steps,
+    compiled with the bench's optimizer."""
     from zoo.vae import VAE
 
     model = VAE(input_shape=(784,), latent_dim=args.latent, hidden_units=(args.hidden,),
                 posterior_flow=flow, flow_steps=steps, seed=args.seed)
     model.compile(optimizer=make_optimizer(args))
+    return model
+
+
+def vae_nlls(model, x, args) -> dict:
+    """Minus the K = ``--iwae-samples`` importance-weighted bound (an upper bound on the NLL,
+    its weights including the flow's log-determinants), mean over ``x`` and its standard
+    error over the examples."""
+    per_example = -np.asarray(model.log_likelihood(x, num_samples=args.iwae_samples,
+                                                   seed=args.seed).log_likelihood, np.float64)
+    return {"nll": float(np.mean(per_example)),
+            "nll_se": float(np.std(per_example, ddof=1) / np.sqrt(len(per_example)))}
+
+
+def run_vae(name, flow, steps, train, test, args):
+    """:func:`vae` trained for ``--epochs``; the test NLL is :func:`vae_nlls`'s bound."""
+    model = vae(args, flow, steps)
     timer = EpochTimer()
     history = model.fit(train, batch_size=args.batch_size, epochs=args.epochs, verbose=0,
                         shuffle=True, callbacks=[keras3_timer(timer)])
-    bound = model.log_likelihood(test, num_samples=args.iwae_samples, seed=args.seed)
     batch = train[:args.batch_size]
     curve = [round(-float(v), 2) for v in history.history["loss"]]
     print(f"  {name}: training ELBO per epoch (nats) {curve}", flush=True)
-    per_example = -np.asarray(bound.log_likelihood, np.float64)
-    return {"name": name, "nll": float(np.mean(per_example)),
-            "nll_se": float(np.std(per_example, ddof=1) / np.sqrt(len(per_example))),
+    return {"name": name, **vae_nlls(model, test, args),
             "epoch_examples_per_s": len(train) / timer.steady(),
             "step": lambda: model.train_on_batch(batch)}
 
@@ -357,11 +371,15 @@ def ours_curve_row(name, new_model, train, args, saved=None, seed_states=None):
     if saved is not None:
         import keras
 
+        import zoo
+
+        zoo.load_all()  # registers every zoo model (the VAE too) for load_model
         model = keras.models.load_model(saved)
         _set_seed_states(model, seed_states)
     else:
         model = new_model()
-        model.compile(optimizer=make_optimizer(args))
+        if not model.compiled:  # vae() compiles its own
+            model.compile(optimizer=make_optimizer(args))
     done = [0]
 
     def train_epoch():
@@ -372,6 +390,8 @@ def ours_curve_row(name, new_model, train, args, saved=None, seed_states=None):
         return time.perf_counter() - start
 
     def nlls(x):
+        if not hasattr(model, "exact_log_likelihood"):  # a VAE: its K-sample bound
+            return vae_nlls(model, x, args)
         out = {"nll": -float(np.mean(model.exact_log_likelihood(x, batch_size=500)))}
         if model.num_members > 1:  # the ensemble above; one mask of it for comparison
             out["nll_one_mask"] = -float(np.mean(
@@ -445,7 +465,13 @@ def run_curve(args) -> str:
         "MADE (32 masks)": lambda: made(args, args.masks),
         "MADE (32 masks, direct)": lambda: made(args, args.masks, direct=True),
         "NADE": lambda: NADE(shape, hidden_units=args.hidden, seed=args.seed),
+        "VAE diag": lambda: vae(args),
+        "VAE IAF": lambda: vae(args, "iaf", args.flow_steps),
+        "VAE planar": lambda: vae(args, "planar", args.planar_steps),
     }
+    labels = {"VAE diag": "VAE diagonal (IWAE bound)",
+              "VAE IAF": f"VAE IAF k={args.flow_steps} (IWAE bound)",
+              "VAE planar": f"VAE planar k={args.planar_steps} (IWAE bound)"}
     known = sorted([*fresh, "TFP MADE (1 mask)"])
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -461,7 +487,7 @@ def run_curve(args) -> str:
         if state is not None:
             saved = os.path.join(args.state_dir, state["files"][name])
             seeds = state.get("seed_states", {}).get(name)
-        label = name.replace("32 masks", f"{args.masks} masks")
+        label = labels.get(name, name.replace("32 masks", f"{args.masks} masks"))
         return ours_curve_row(label, fresh[name], train, args, saved, seeds)
 
     rows = [build(n) for n in names]
@@ -606,7 +632,8 @@ def curve_table(rows, masks: int = 32) -> str:
     for r in rows:
         cells = [r["name"]]
         for p in r["points"]:
-            cell = f"{p['test']['nll']:.2f} ({p['valid']['nll']:.2f})"
+            se = f" ± {p['test']['nll_se']:.2f}" if "nll_se" in p["test"] else ""
+            cell = f"{p['test']['nll']:.2f}{se} ({p['valid']['nll']:.2f})"
             if "nll_one_mask" in p["test"]:
                 cell += f"; one mask {p['test']['nll_one_mask']:.2f}"
             if "train" in p:
@@ -625,6 +652,9 @@ def curve_table(rows, masks: int = 32) -> str:
                  f"{masks}-mask MADE is the ensemble log (1/K) sum_k p_k(x) over its masks, "
                  "with one mask (mask 0) beside it. Epoch time: median of the epochs after the "
                  "first (which traces).")
+    if any("nll_se" in p["test"] for r in rows for p in r["points"]):
+        lines.append("VAE rows: minus the K-sample importance-weighted bound (>= the NLL), "
+                     "± its standard error over the test examples.")
     return "\n".join(lines)
 
 

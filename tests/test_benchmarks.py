@@ -63,3 +63,28 @@ def test_curve_state_restores_a_several_mask_made_mask_choice(tmp_path):
     expected = draws(model)
     assert draws(restored) == expected
     assert draws(plain) != expected  # what a resumed run drew before the states were saved
+
+
+def test_curve_vae_rows_resume_to_the_uninterrupted_run(tmp_path):
+    """The VAE rows of ``--curve`` (a planar-flow posterior and the diagonal one) report the
+    K-sample bound with its standard error, and a run stopped after epoch 1 and resumed from
+    ``--state-dir`` prints the uninterrupted run's table to every digit."""
+    from benchmarks import bench_autoregressive as bench
+
+    args = ["--only", "VAE planar", "VAE diag", "--train-examples", "300", "--valid-examples",
+            "100", "--test-examples", "100", "--hidden", "16", "--latent", "3",
+            "--planar-steps", "2", "--iwae-samples", "4", "--batch-size", "50"]
+    whole = bench.main(args + ["--curve", "1,2", "--state-dir", str(tmp_path / "whole")])
+    bench.main(args + ["--curve", "1", "--state-dir", str(tmp_path / "cut")])
+    resumed = bench.main(args + ["--curve", "1,2", "--state-dir", str(tmp_path / "cut")])
+    rows = {r[0]: r for r in _rows(whole)}
+    assert set(rows) == {"VAE planar k=2 (IWAE bound)", "VAE diagonal (IWAE bound)"}
+    for row in rows.values():  # "test ± SE (valid)" after epochs 1 and 2, finite numbers
+        assert all(re.match(r"^\d+\.\d\d ± \d+\.\d\d \(\d+\.\d\d\)$", c) for c in row[1:3]), row
+    strip = re.compile(r"\| [\d.]+ \|(?= [\d.]* \| [\d.]* \|$)")  # the epoch-time column
+    assert ([strip.sub("|", ln) for ln in _rows_text(resumed)]
+            == [strip.sub("|", ln) for ln in _rows_text(whole)])
+
+
+def _rows_text(table: str) -> list[str]:
+    return [ln for ln in table.splitlines() if ln.startswith("| VAE")]
