@@ -114,19 +114,21 @@ class PlanarFlow(keras.layers.Layer):
             raise ValueError("`context` was passed but `context_size` is None.")
         return invertible_u(u, w), w, b
 
-    def forward(self, z, context=None):
-        """z -> (y, log|det dy/dz|)."""
+    def forward(self, z, context=None, params=None):
+        """z -> (y, log|det dy/dz|). ``params``: this step's ``(u_hat, w, b)`` computed
+        beforehand (by :meth:`parameters`, broadcastable against z), in place of ``context``."""
         z = self._prepare(z)
-        u, w, b = self.parameters(context, z.dtype)
+        u, w, b = self.parameters(context, z.dtype) if params is None else params
         h = tf.tanh(tf.reduce_sum(w * z, -1) + b)
         y = z + u * h[..., None]
         det = 1.0 + (1.0 - tf.square(h)) * tf.reduce_sum(u * w, -1)
         return y, tf.math.log(tf.abs(det))
 
-    def inverse(self, y, context=None):
-        """y -> (z, log|det dz/dy|), by bisection on alpha = w.z."""
+    def inverse(self, y, context=None, params=None):
+        """y -> (z, log|det dz/dy|), by bisection on alpha = w.z (``params`` as in
+        :meth:`forward`)."""
         y = self._prepare(y)
-        u, w, b = self.parameters(context, y.dtype)
+        u, w, b = self.parameters(context, y.dtype) if params is None else params
         wu = tf.broadcast_to(tf.reduce_sum(u * w, -1), tf.shape(y)[:-1])
         target = tf.reduce_sum(w * y, -1)
         b = tf.broadcast_to(b, tf.shape(target))

@@ -178,6 +178,35 @@ def test_posterior_flow_density_by_change_of_variables_integrates_to_one(kind):
     assert abs(np.sum(np.exp(log_q0(z_grid.numpy()))) * step**2 - 1.0) > 0.02
 
 
+def test_planar_posterior_flow_runs_its_amortizer_once_per_example():
+    """z [batch, particles, d] with a context [batch, c]: the planar steps' (u, w, b) come
+    from the context once per example and broadcast over the particles, equal (forward and
+    inverse) to each step fed the context repeated for every particle."""
+    from zoo.layers import PosteriorFlow
+
+    flow = PosteriorFlow(3, context_size=C, kind="planar", steps=4, dtype="float64")
+    rng = np.random.RandomState(7)
+    ctx, z0 = rng.randn(5, C), rng.randn(5, 6, 3)
+    flow(z0, ctx)
+    _scramble(flow, seed=3, scale=0.4)
+    calls = []
+    for step in flow.flows:  # count the amortizer's rows
+        step.amortizer.call = (lambda f: lambda x, *a, **k: calls.append(x.shape[0]) or
+                               f(x, *a, **k))(step.amortizer.call)
+    out = flow(z0, ctx)
+    back, inv_log_det = flow.inverse(out["z"], ctx)
+    assert calls == [5] * 8  # 4 steps forward, 4 inverse, on the 5 examples only
+    repeated = np.broadcast_to(ctx[:, None], (5, 6, C))
+    z, log_det = z0, 0.0
+    for step in flow.flows:  # the per-particle reference: the context repeated 6 times
+        z, ld = step.forward(z, repeated)
+        log_det = log_det + ld
+    np.testing.assert_allclose(out["z"], z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out["log_det"], log_det, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(back, z0, atol=1e-7)
+    np.testing.assert_allclose(inv_log_det, -out["log_det"], atol=1e-7)
+
+
 def _flow_vae(kind, seed=0, scale=0.5):
     from zoo.vae import VAE
 
