@@ -442,7 +442,7 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
                     pretrain_lr if current <= 0 else
                     epoch_learning_rate(lr, current, lr_decay, budget, lr_decay_epochs))
                 model.fit(train, epochs=1, batch_size=batch, shuffle=True, verbose=0)
-                if current % 10 == 0 and current < joint:  # progress between checkpoints
+                if current > 0 and current % 10 == 0 and current < joint:  # progress
                     print(f"    joint epoch {current} of {joint} (the next checkpoint), "
                           f"{time.perf_counter() - start:.0f} s since the last; load "
                           f"{_load()}", flush=True)
