@@ -100,7 +100,7 @@ def floor_report(floor: float, ais) -> dict:
     return {"log_z_floor": float(floor), "ais_below_floor": below}
 
 
-REVERSE_BURN_IN = 100  # Gibbs sweeps from the start states before the evaluations' reverse AIS
+REVERSE_BURN_IN = 2000  # Gibbs sweeps from the start states before the evaluations' reverse AIS
 
 
 def sandwich_gap(forward, reverse) -> tuple[float, float]:
