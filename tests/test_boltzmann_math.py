@@ -95,10 +95,19 @@ def test_ais_equals_exact_log_partition_within_its_error():
     assert 0 < error < 0.05, error  # informative, not a wide interval
     assert abs(float(result.log_z) - exact) < 3 * error, (float(result.log_z), exact, error)
     assert float(result.log_z_low) < exact < float(result.log_z_high)
-    # Too few temperatures: a visibly worse estimate with a larger reported error.
+    # Too few temperatures: a visibly worse estimate with a larger reported error, and
+    # fewer effective chains (Kish's (sum w)^2 / sum w^2, what evaluation reports).
     rough = ais.rbm_ais(p, ais.base_rate_bias(data_mean), num_chains=200, num_betas=30,
                         seed=(3, 4))
     assert float(rough.log_z_std_err) > 3 * error
+    from zoo.boltzmann.common import effective_chains
+
+    w = np.exp(result.log_weights.numpy().astype(np.float64))
+    assert effective_chains(result.log_weights) == pytest.approx(w.sum() ** 2 / (w ** 2).sum())
+    assert 150 < effective_chains(result.log_weights) <= 200
+    assert effective_chains(rough.log_weights) < 0.5 * effective_chains(result.log_weights)
+    assert effective_chains([0.0, 0.0, 0.0, 0.0]) == pytest.approx(4.0)
+    assert effective_chains([0.0, -50.0, -60.0, -np.inf]) == pytest.approx(1.0, abs=1e-20)
 
 
 def test_dbm_ais_equals_exact_log_partition():

@@ -41,6 +41,15 @@ def mean_and_error(values) -> tuple[float, float]:
     return float(np.mean(values)), se
 
 
+def effective_chains(log_weights) -> float:
+    """Kish's effective sample size of AIS's importance weights, (sum w)^2 / sum w^2: near the
+    number of chains when the weights are even, near 1 when one chain carries the estimate
+    (then the delta-method standard error of log Z understates its spread over seeds)."""
+    lw = np.asarray(log_weights, np.float64).reshape(-1)
+    lw = lw[np.isfinite(lw)] - np.max(lw)
+    return float(np.sum(np.exp(lw)) ** 2 / np.sum(np.exp(2 * lw)))
+
+
 def ais_report(name: str, unnormalized, ais, num_betas: int) -> dict:
     """Test numbers from per-example unnormalized log-probabilities (or bounds) and an AIS
     estimate of log Z: ``name`` = mean(unnormalized) - log Z, its standard error (the
@@ -52,6 +61,7 @@ def ais_report(name: str, unnormalized, ais, num_betas: int) -> dict:
         "ais_log_z": float(ais.log_z),
         "ais_log_z_se": float(ais.log_z_std_err),
         "ais_chains": int(ais.log_weights.shape[0]),
+        "ais_effective_chains": effective_chains(ais.log_weights),
         "ais_betas": int(num_betas),
     }
 
