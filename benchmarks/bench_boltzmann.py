@@ -396,7 +396,7 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
     linear decay's budget) may not."""
     import keras
 
-    from zoo.boltzmann.common import sandwich_gap
+    from zoo.boltzmann.common import effective_chains, sandwich_gap
 
     keras.utils.set_random_seed(seed)
     pretrain_lr = lr if pretrain_lr is None else pretrain_lr
@@ -467,6 +467,7 @@ def dbm_curve(train, test, hidden_dims, checkpoints, batch, lr, pretrain_epochs,
                      None if mixture is None else float(mixture.log_z)))
         print(f"  DBM joint epoch {joint}: bound {rows[-1][1]:.2f} ± {se:.2f}, log Z "
               f"{rows[-1][3]:.2f} (certified floor {floor:.2f}{below_floor(rows[-1][3], floor)}"
+              f"; {effective_chains(ais.log_weights):.0f} effective of {chains} chains"
               f"), {seconds:.0f} s, last rate "
               f"{float(model.optimizer.learning_rate.numpy()):.3g}, |W1| "
               f"{float(np.linalg.norm(model.weights1.numpy())):.1f}, |W2| "
