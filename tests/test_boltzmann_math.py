@@ -108,6 +108,7 @@ def test_ais_equals_exact_log_partition_within_its_error():
     assert effective_chains(rough.log_weights) < 0.5 * effective_chains(result.log_weights)
     assert effective_chains([0.0, 0.0, 0.0, 0.0]) == pytest.approx(4.0)
     assert effective_chains([0.0, -50.0, -60.0, -np.inf]) == pytest.approx(1.0, abs=1e-20)
+    assert effective_chains([-np.inf, np.nan]) == 0.0
 
 
 def test_dbm_ais_equals_exact_log_partition():

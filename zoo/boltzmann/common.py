@@ -46,7 +46,10 @@ def effective_chains(log_weights) -> float:
     number of chains when the weights are even, near 1 when one chain carries the estimate
     (then the delta-method standard error of log Z understates its spread over seeds)."""
     lw = np.asarray(log_weights, np.float64).reshape(-1)
-    lw = lw[np.isfinite(lw)] - np.max(lw)
+    lw = lw[np.isfinite(lw)]
+    if not lw.size:  # no chain with a finite weight: none is effective
+        return 0.0
+    lw = lw - np.max(lw)
     return float(np.sum(np.exp(lw)) ** 2 / np.sum(np.exp(2 * lw)))
 
 
