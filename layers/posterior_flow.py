@@ -86,6 +86,9 @@ class PosteriorFlow(keras.layers.Layer):
         """A planar step's (u_hat, w, b) from the context [batch, c] as given, with z's
         particle axes inserted after the batch axis: the amortizer runs once per example,
         not once per particle (K = 5000 importance samples would repeat it 5000 times)."""
+        if not flow.built:  # e.g. ``inverse`` called before the flow ran forward
+            flow.build((None, self.latent_dim))
+            flow.built = True
         u, w, b = flow.parameters(context, z.dtype)
         for _ in range(z.shape.rank - context.shape.rank):
             u, w, b = u[:, None], w[:, None], b[:, None]

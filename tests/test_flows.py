@@ -205,6 +205,9 @@ def test_planar_posterior_flow_runs_its_amortizer_once_per_example():
     np.testing.assert_allclose(out["log_det"], log_det, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(back, z0, atol=1e-7)
     np.testing.assert_allclose(inv_log_det, -out["log_det"], atol=1e-7)
+    fresh = PosteriorFlow(3, context_size=C, kind="planar", steps=2)  # inverse before forward
+    back, log_det = fresh.inverse(z0.astype("float32"), ctx.astype("float32"))
+    assert back.shape == (5, 6, 3) and log_det.shape == (5, 6)
 
 
 def _flow_vae(kind, seed=0, scale=0.5):
