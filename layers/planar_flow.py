@@ -114,21 +114,32 @@ class PlanarFlow(keras.layers.Layer):
             raise ValueError("`context` was passed but `context_size` is None.")
         return invertible_u(u, w), w, b
 
-    def forward(self, z, context=None, params=None):
-        """z -> (y, log|det dy/dz|). ``params``: this step's ``(u_hat, w, b)`` computed
-        beforehand (by :meth:`parameters`, broadcastable against z), in place of ``context``."""
+    def _parameters_for(self, z, context):
+        """:meth:`parameters` against z: an amortized step's (u_hat, w, b) [batch, ...] get
+        z's particle axes (those after the batch axis) inserted, so a context [batch, c]
+        runs the amortizer once per example, not once per particle (K = 5000 importance
+        samples would repeat it 5000 times)."""
+        u, w, b = self.parameters(context, z.dtype)
+        if context is not None:
+            for _ in range(z.shape.rank - u.shape.rank):
+                u, w, b = u[:, None], w[:, None], b[:, None]
+        return u, w, b
+
+    def forward(self, z, context=None):
+        """z -> (y, log|det dy/dz|); ``context`` [batch..., c] with z's leading axes, or
+        [batch, c] for z [batch, particles..., D]."""
         z = self._prepare(z)
-        u, w, b = self.parameters(context, z.dtype) if params is None else params
+        u, w, b = self._parameters_for(z, context)
         h = tf.tanh(tf.reduce_sum(w * z, -1) + b)
         y = z + u * h[..., None]
         det = 1.0 + (1.0 - tf.square(h)) * tf.reduce_sum(u * w, -1)
         return y, tf.math.log(tf.abs(det))
 
-    def inverse(self, y, context=None, params=None):
-        """y -> (z, log|det dz/dy|), by bisection on alpha = w.z (``params`` as in
+    def inverse(self, y, context=None):
+        """y -> (z, log|det dz/dy|), by bisection on alpha = w.z (``context`` as in
         :meth:`forward`)."""
         y = self._prepare(y)
-        u, w, b = self.parameters(context, y.dtype) if params is None else params
+        u, w, b = self._parameters_for(y, context)
         wu = tf.broadcast_to(tf.reduce_sum(u * w, -1), tf.shape(y)[:-1])
         target = tf.reduce_sum(w * y, -1)
         b = tf.broadcast_to(b, tf.shape(target))

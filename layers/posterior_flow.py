@@ -82,28 +82,17 @@ class PosteriorFlow(keras.layers.Layer):
         shape = tf.concat([tf.shape(z)[:-1], [self.context_size]], 0)
         return tf.broadcast_to(context, shape)
 
-    def _planar_params(self, flow, z, context):
-        """A planar step's (u_hat, w, b) from the context [batch, c] as given, with z's
-        particle axes inserted after the batch axis: the amortizer runs once per example,
-        not once per particle (K = 5000 importance samples would repeat it 5000 times)."""
-        if not flow.built:  # e.g. ``inverse`` called before the flow ran forward
-            flow.build((None, self.latent_dim))
-            flow.built = True
-        u, w, b = flow.parameters(context, z.dtype)
-        for _ in range(z.shape.rank - context.shape.rank):
-            u, w, b = u[:, None], w[:, None], b[:, None]
-        return u, w, b
+    def _step_context(self, z, context):
+        """The context each step reads: a planar step takes it as given ([batch, c], its
+        amortizer then runs once per example), an IAF step repeated over z's particle axes."""
+        if self.kind == "planar":
+            return tf.cast(context, self.compute_dtype)
+        return self._context(z, context)
 
     def call(self, z0, context):
         z = tf.cast(z0, math_dtype(self))
+        context = self._step_context(z, context)
         log_det = tf.zeros(tf.shape(z)[:-1], z.dtype)
-        if self.kind == "planar":
-            context = tf.cast(context, self.compute_dtype)
-            for flow in self.flows:
-                z, ld = flow.forward(z, params=self._planar_params(flow, z, context))
-                log_det = log_det + tf.cast(ld, z.dtype)
-            return {"z": z, "log_det": log_det}
-        context = self._context(z, context)
         for flow in self.flows:
             z, ld = flow.forward(z, context)
             log_det = log_det + tf.cast(ld, z.dtype)
@@ -112,14 +101,8 @@ class PosteriorFlow(keras.layers.Layer):
     def inverse(self, z, context):
         """z_K -> (z_0, sum of log|det dz_{k-1}/dz_k|)."""
         z = tf.cast(z, math_dtype(self))
+        context = self._step_context(z, context)
         log_det = tf.zeros(tf.shape(z)[:-1], z.dtype)
-        if self.kind == "planar":
-            context = tf.cast(context, self.compute_dtype)
-            for flow in reversed(self.flows):
-                z, ld = flow.inverse(z, params=self._planar_params(flow, z, context))
-                log_det = log_det + tf.cast(ld, z.dtype)
-            return z, log_det
-        context = self._context(z, context)
         for flow in reversed(self.flows):
             z, ld = flow.inverse(z, context)
             log_det = log_det + tf.cast(ld, z.dtype)
