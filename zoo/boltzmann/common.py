@@ -42,15 +42,17 @@ def mean_and_error(values) -> tuple[float, float]:
 
 
 def effective_chains(log_weights) -> float:
-    """Kish's effective sample size of AIS's importance weights, (sum w)^2 / sum w^2: near the
+    """The effective sample size of AIS's importance weights (the particle filters'
+    :func:`zoo.layers.resampling.effective_sample_size`, (sum w)^2 / sum w^2): near the
     number of chains when the weights are even, near 1 when one chain carries the estimate
     (then the delta-method standard error of log Z understates its spread over seeds)."""
+    from zoo.layers.resampling import effective_sample_size
+
     lw = np.asarray(log_weights, np.float64).reshape(-1)
     lw = lw[np.isfinite(lw)]
     if not lw.size:  # no chain with a finite weight: none is effective
         return 0.0
-    lw = lw - np.max(lw)
-    return float(np.sum(np.exp(lw)) ** 2 / np.sum(np.exp(2 * lw)))
+    return float(effective_sample_size(tf.constant(lw[None]))[0])
 
 
 def ais_report(name: str, unnormalized, ais, num_betas: int) -> dict:
