@@ -146,3 +146,22 @@ def test_streaming_filter_imports_without_tensorflow():
                   "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
                   "assert 'keras' not in sys.modules, 'keras was imported'")
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_first_model_class_imported_registers_every_model_with_keras():
+    """`from zoo import VAE` alone lets keras.saving.load_model find a DBM or a DKF too: the
+    first class asked for loads every model module; `import zoo` alone imports none."""
+    result = _run(
+        "import sys, keras, zoo; assert 'zoo.boltzmann' not in sys.modules; "
+        "from zoo import VAE; "
+        "names = ['DBM', 'DeepKalmanFilter', 'MADE', 'RBM', 'ParticleFilter', 'VAE']; "
+        "unloaded = [n for n in names if zoo._LAZY[n] not in sys.modules]; "
+        "assert not unloaded, unloaded; "
+        "classes = [getattr(sys.modules[zoo._LAZY[n]], n) for n in names]; "
+        "missing = [n for n, c in zip(names, classes) "
+        "           if keras.saving.get_registered_object(keras.saving.get_registered_name(c)) "
+        "           is not c]; "
+        "assert not missing, missing; print('ok')"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "ok"

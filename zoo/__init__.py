@@ -1,8 +1,9 @@
 """The model zoo: `from zoo import VAE, DLGM, CategoricalVAE, ...`.
 
 One import package, ``zoo``: the repository's ``layers/`` and ``export/`` folders install as
-``zoo.layers`` and ``zoo.export``. Model classes load on first use, so
-``from zoo.export.runtime import StreamingFilter`` needs only numpy and ai-edge-litert.
+``zoo.layers`` and ``zoo.export``. Model classes load on first use (all of
+them at once, registering each with Keras), so ``from zoo.export.runtime import
+StreamingFilter`` needs only numpy and ai-edge-litert.
 """
 
 import importlib
@@ -49,6 +50,10 @@ def __getattr__(name):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    # The first model class asked for loads them all (0.1-0.2 s once TensorFlow is in), so
+    # that `from zoo import VAE` then `keras.saving.load_model("dbm.keras")` finds every
+    # registered class, not only the VAE's.
+    load_all()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
