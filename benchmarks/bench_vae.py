@@ -667,21 +667,38 @@ def copy_reference_weights(ref, ours) -> list:
 
 # --same-noise: the model of each entry, ours' options that make it the reference's
 # computation, and how each side is handed its noise and evaluated from given noise.
-SAME_NOISE_MODELS = {"mnist_2layer": "HierarchicalVAE", "binarized_mnist_dlgm": "DLGM"}
+SAME_NOISE_MODELS = {"mnist_2layer": "HierarchicalVAE", "binarized_mnist_dlgm": "DLGM",
+                     "binarized_mnist": "CategoricalVAE",
+                     "binarized_mnist_mlp": "CategoricalVAE"}
 SAME_NOISE_OPTIONS = {"DLGM": dict(scale_activation="exp", min_scale=0.0)}
 SAME_NOISE_STEPS = (1, 10, 100)  # also recorded within the first pass
 
 
-def noise_stream(dims) -> Callable:
-    """noise(b): one standard-normal [b, d_l] tensor per layer; call c (1, 2, ...) draws layer
-    l with the stateless seed [c, l], so two streams give every model the same noise."""
+def uniform_noise(shape, seed):
+    """U(1e-6, 1 - 1e-6): inside both sides' clipping of the Gumbel draw's uniforms (ours clips
+    to [1e-7, 1 - 1e-7], the reference draws from [1e-20, 1)), so both compute the same g."""
+    return tf.random.stateless_uniform(shape, seed, minval=1e-6, maxval=1.0 - 1e-6)
+
+
+def noise_stream(shapes, draw: Callable = tf.random.stateless_normal) -> Callable:
+    """noise(b): one [b, *shape_l] tensor per layer (standard normal, or ``draw(shape, seed)``);
+    call c (1, 2, ...) draws layer l with the stateless seed [c, l], so two streams give every
+    model the same noise."""
     counter = tf.Variable(0, dtype=tf.int64)
 
     def noise(b):
         c = counter.assign_add(1)
-        return [tf.random.stateless_normal(tf.stack([b, d]), tf.stack([c, l]))
-                for l, d in enumerate(dims)]
+        lead = tf.reshape(tf.cast(b, tf.int32), [1])
+        return [draw(tf.concat([lead, tf.constant(shape, tf.int32)], 0), tf.stack([c, l]))
+                for l, shape in enumerate(shapes)]
     return noise
+
+
+def noise_shapes(model: str, ours) -> tuple[list, Callable]:
+    """Per layer, the shape of one example's training noise, and how it is drawn."""
+    if model == "CategoricalVAE":
+        return [(ours.num_variables, ours.num_classes)], uniform_noise
+    return [(d,) for d in ours.latent_dims], tf.random.stateless_normal
 
 
 def feed_reference_noise(ref, noise) -> Callable:
@@ -706,6 +723,15 @@ def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, 
             return -ours.terms_from_noise(tf.reshape(x, shape), list(eps))["objective"]
 
         return hierarchical_elbo, ref_elbo
+    if model == "CategoricalVAE":
+        elbo_terms = ours.elbo_terms
+        ours.elbo_terms = lambda x, training=None: elbo_terms(
+            x, training=training, noise=ours_noise(tf.shape(x)[0])[0])
+
+        def categorical_elbo(x, u):  # one-hot z from the uniforms u, as the reference's
+            return elbo_terms(tf.reshape(x, shape), training=False, noise=u)["elbo"]
+
+        return categorical_elbo, ref_elbo
     sample_posterior = ours.sample_posterior  # DLGM
 
     def ours_sample(features, noises=None, num_samples=None):
@@ -721,7 +747,8 @@ def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, 
     return ours_elbo, ref_elbo
 
 
-def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") -> str:
+def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer",
+               learning_rate: float | None = None) -> str:
     """Ours and the reference from the same initial weights (the reference's, copied), on the
     same batches and the same posterior noise at every step (step c draws its layers' noise
     with the stateless seeds [c, l] in both), each trained by its own ``fit``: if the two
@@ -730,11 +757,14 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") ->
     against a copy of itself whose weights differ by 1e-7 relative (float32 rounding size),
     trained the same way, shows how fast training alone amplifies such a difference. For the
     DLGM ours takes the reference's form of the precision diagonal (D = exp(raw), no
-    floor)."""
+    floor). For the categorical VAE the noise is the Gumbel draw's uniforms and the test ELBO
+    decodes one-hot samples; each side anneals its temperature with its own callback."""
     if dataset not in SAME_NOISE_MODELS:
         raise UsageError(f"--same-noise runs on {sorted(SAME_NOISE_MODELS)}, not {dataset!r}")
     model = SAME_NOISE_MODELS[dataset]
     budget = MNIST[dataset]._replace(epochs=passes)
+    if learning_rate is not None:
+        budget = budget._replace(learning_rate=learning_rate)
     opts = dict(budget.data_options)
     x_test = datasets.load_arrays(budget.data or dataset, "test", binarize="static", **opts)["image"]
     flat = x_test.reshape(len(x_test), -1).astype(np.float32)
@@ -748,12 +778,12 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") ->
     rng = np.random.default_rng(7)
     for w_twin, w in zip(twin.trainable_weights, ref.trainable_weights):
         w_twin.assign(w * (1.0 + 1e-7 * rng.standard_normal(w.shape).astype(np.float32)))
-    dims = tuple(ours.latent_dims)
-
-    ours_elbo, ref_elbo = feed_noise(model, ours, ref, noise_stream(dims), noise_stream(dims))
-    twin_elbo = feed_reference_noise(twin, noise_stream(dims))
+    shapes, draw = noise_shapes(model, ours)
+    ours_elbo, ref_elbo = feed_noise(model, ours, ref, noise_stream(shapes, draw),
+                                     noise_stream(shapes, draw))
+    twin_elbo = feed_reference_noise(twin, noise_stream(shapes, draw))
     ours_fn, ref_fn, twin_fn = (tf.function(f) for f in (ours_elbo, ref_elbo, twin_elbo))
-    eps = [rng.standard_normal((len(flat), d)).astype(np.float32) for d in dims]
+    eps = [draw((len(flat), *shape), [99, l]).numpy() for l, shape in enumerate(shapes)]
 
     def test_elbo(fn):
         return float(np.mean(np.concatenate([
@@ -805,7 +835,7 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer") ->
          for p, o, r, w, t, tw in rows])
     options = "".join(f", {k}={v}" for k, v in SAME_NOISE_OPTIONS.get(model, {}).items())
     return (f"Same weights, batches and noise ({dataset}: {model}{options}, seed {seed}, "
-            f"{passes} passes; test ELBO on the whole test split with one fixed noise "
+            f"{passes} passes, {budget.optimizer} at {budget.learning_rate:g}; test ELBO on the whole test split with one fixed noise "
             f"draw; the twin: the reference from its weights times 1 + 1e-7 N(0, 1)):"
             f"\n\n{table}\n")
 
@@ -1031,8 +1061,9 @@ if __name__ == "__main__":
     parser.add_argument("--same-noise", type=int, metavar="PASSES",
                         help="only: ours and the reference from the same weights with the "
                         "same batches and posterior noise for PASSES passes (is the training "
-                        "path one computation?), on mnist_2layer or binarized_mnist_dlgm "
-                        "(--datasets, one); --seeds gives the seed")
+                        "path one computation?), on mnist_2layer, binarized_mnist_dlgm, "
+                        "binarized_mnist or binarized_mnist_mlp (--datasets, one); --seeds "
+                        "gives the seed, --learning-rate the rate")
     args = parser.parse_args()
     if args.memory:
         dataset, model, k = args.memory
@@ -1045,7 +1076,7 @@ if __name__ == "__main__":
             if len(names) != 1:
                 raise UsageError("--same-noise runs one entry: give one --datasets name")
             section = same_noise(seed=(args.seeds or [3])[0], passes=args.same_noise,
-                                 dataset=names[0])
+                                 dataset=names[0], learning_rate=args.learning_rate)
         except UsageError as error:
             parser.error(str(error))
     elif args.fit_overhead:

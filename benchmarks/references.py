@@ -526,15 +526,24 @@ class ReferenceCategoricalVAE(ReferenceModel):
             return tf.one_hot(tf.argmax(log_q + gumbel, -1), self.num_classes)
         return tf.nn.softmax((log_q + gumbel) / self.tau)
 
-    def losses_per_example(self, x, training=False):
+    def noise(self, b):
+        """The uniforms of one Gumbel draw, [[b, N, K]] (a list, one entry per latent layer as
+        the other references' ``noise``), from the model's seed generator."""
+        return [keras.random.uniform((b, self.num_variables, self.num_classes), minval=1e-20,
+                                     maxval=1.0, seed=self.seed_generator)]
+
+    def terms(self, x, u, hard=True):
+        """(log p(x|z), KL(q(z|x) || p(z))) per example, z from the uniforms ``u`` [b, N, K]:
+        one-hot (``hard``) or relaxed at the current temperature."""
         log_q = self.log_q(x)
-        u = keras.random.uniform(ops.shape(log_q), minval=1e-20, maxval=1.0,
-                                 seed=self.seed_generator)
-        y = self.sample(log_q, u, hard=not training)
+        y = self.sample(log_q, u, hard=hard)
         probs = self.decoder(tf.reshape(y, [-1, self.num_variables * self.num_classes]))
-        reconstruction_loss = keras.losses.binary_crossentropy(x, probs) * self.input_dim
-        kl_loss = tf.reduce_sum(tf.exp(log_q) * (log_q - self.log_prior()), [1, 2])
-        return reconstruction_loss, kl_loss
+        kl = tf.reduce_sum(tf.exp(log_q) * (log_q - self.log_prior()), [1, 2])
+        return bernoulli_log_prob(x, probs), kl
+
+    def losses_per_example(self, x, training=False):
+        log_px, kl_loss = self.terms(x, *self.noise(ops.shape(x)[0]), hard=not training)
+        return -log_px, kl_loss
 
     def call(self, data):
         x = self.flatten(data)
@@ -551,6 +560,31 @@ class ReferenceCategoricalVAE(ReferenceModel):
         probs = self.decoder(tf.reshape(z, [-1, n * k]))
         log_px = bernoulli_log_prob(tf.repeat(x, num_samples, axis=0), probs)
         return tf.reshape(log_px, [b, num_samples]) + log_pz - log_qz
+
+    def layer_pairs(self, ours) -> list:
+        """(our layer, this model's layer) for every weight of a zoo ``CategoricalVAE`` of the
+        same sizes (the learned prior's logits as a pair of ``WeightView``), for copying
+        weights between them."""
+        dense = lambda net: [layer for layer in net.layers if layer.get_weights()]  # noqa: E731
+        pairs = list(zip(dense(ours.encoder), dense(self.encoder)[:-1]))
+        pairs.append((ours.latent.logits_dense, self.encoder.get_layer("logits")))
+        if self.prior_logits is not None:
+            pairs.append((WeightView(ours.latent.prior_logits), WeightView(self.prior_logits)))
+        return pairs + list(zip(dense(ours.decoder), dense(self.decoder)))
+
+
+class WeightView:
+    """One variable with a layer's ``get_weights`` / ``set_weights``, for ``layer_pairs``."""
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def get_weights(self) -> list:
+        return [self.variable.numpy()]
+
+    def set_weights(self, weights) -> None:
+        (value,) = weights
+        self.variable.assign(value)
 
 
 def tfp_nile_particle_filter(observations, num_particles: int):

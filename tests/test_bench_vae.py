@@ -153,8 +153,8 @@ def test_reference_dlgm_is_ours_with_copied_weights_and_trains_step_for_step():
     np.testing.assert_allclose(ours.log_weights(tf.constant(x[:5]), 7, seed),
                                ref.log_weights(tf.constant(x[:5]), 7, seed), rtol=1e-5, atol=1e-4)
 
-    ours_elbo, ref_elbo = bench_vae.feed_noise("DLGM", ours, ref, bench_vae.noise_stream((3, 2)),
-                                               bench_vae.noise_stream((3, 2)))
+    ours_elbo, ref_elbo = bench_vae.feed_noise("DLGM", ours, ref, bench_vae.noise_stream([(3,), (2,)]),
+                                               bench_vae.noise_stream([(3,), (2,)]))
     eps = [tf.random.stateless_normal([48, d], [9, d]) for d in (3, 2)]
     np.testing.assert_allclose(ours_elbo(x, *eps), ref_elbo(x, *eps), rtol=1e-5, atol=1e-4)
     initial = ours.get_weights()
@@ -167,3 +167,49 @@ def test_reference_dlgm_is_ours_with_copied_weights_and_trains_step_for_step():
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.get_weights(), initial))
     assert moved > 0.05, moved
     np.testing.assert_allclose(ours_elbo(x, *eps), ref_elbo(x, *eps), rtol=1e-4, atol=1e-3)
+
+
+def test_reference_categorical_vae_is_ours_with_copied_weights_and_trains_step_for_step():
+    """ReferenceCategoricalVAE against our CategoricalVAE (learned prior, one hidden layer):
+    with the reference's weights copied in (``layer_pairs``, the prior's logits included), the
+    same log-weights; each trained by its own ``fit`` and its own temperature callback on the
+    same batches with the same Gumbel uniforms (``feed_noise``, used by ``--same-noise``), the
+    same weights and temperature after 18 SGD-momentum steps."""
+    import keras
+    import tensorflow as tf
+
+    from benchmarks import bench_vae
+    from benchmarks.references import ReferenceCategoricalVAE
+    from zoo import CategoricalVAE
+
+    options = dict(hidden_units=(5,), num_variables=2, num_classes=3, prior="learned",
+                   anneal_rate=0.05, anneal_every=4, min_temperature=0.3)
+    ours = CategoricalVAE(input_shape=(6,), seed=0, **options)
+    ref = ReferenceCategoricalVAE(6, seed=1, **options)
+    ref.prior_logits.assign(np.random.default_rng(2).normal(size=(2, 3)).astype("float32"))
+    pairs = bench_vae.copy_reference_weights(ref, ours)
+    x = (np.random.default_rng(5).random((48, 6)) < 0.4).astype("float32")
+    seed = tf.constant([3, 0])
+    np.testing.assert_allclose(ours.log_weights(tf.constant(x[:5]), 7, seed),
+                               ref.log_weights(tf.constant(x[:5]), 7, seed), rtol=1e-5, atol=1e-4)
+
+    shapes, draw = bench_vae.noise_shapes("CategoricalVAE", ours)
+    ours_elbo, ref_elbo = bench_vae.feed_noise(
+        "CategoricalVAE", ours, ref, bench_vae.noise_stream(shapes, draw),
+        bench_vae.noise_stream(shapes, draw))
+    u = draw([48, 2, 3], [9, 0])
+    np.testing.assert_allclose(ours_elbo(x, u), ref_elbo(x, u), rtol=1e-5, atol=1e-4)
+    initial = ours.get_weights()
+    for model, callbacks in ((ours, ours.default_callbacks()), (ref, ref.callbacks())):
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        model.fit(x, batch_size=8, epochs=3, shuffle=False, verbose=0,
+                  callbacks=callbacks)  # 18 steps, the temperature updated at steps 0, 4, ...
+    for source, target in pairs:
+        for a, b in zip(source.get_weights(), target.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.get_weights(), initial))
+    assert moved > 0.05, moved
+    tau = float(np.exp(-0.05 * 16))  # the last update, at step 16
+    np.testing.assert_allclose([float(ours.latent.temperature.numpy()), float(ref.tau.numpy())],
+                               [tau, tau], rtol=1e-6)
+    np.testing.assert_allclose(ours_elbo(x, u), ref_elbo(x, u), rtol=1e-4, atol=1e-3)

@@ -132,8 +132,10 @@ class CategoricalVAE(ImageLatentModel):
         gumbel = -tf.math.log(-tf.math.log(tf.clip_by_value(u, 1e-7, 1.0 - 1e-7)))
         return tf.one_hot(tf.argmax(log_probs + gumbel, -1), self.num_classes)
 
-    def elbo_terms(self, x, training=None):
-        latent = self.latent(self.encoder(x), training=training)
+    def elbo_terms(self, x, training=None, noise=None):
+        """ELBO, reconstruction and KL per example; ``noise``: the Gumbel draw's uniforms
+        [batch, N, K] (drawn from the layer's seed generator when None)."""
+        latent = self.latent(self.encoder(x), noise=noise, training=training)
         reconstruction = self.head(self.decoder(self._flat(latent["sample"])), x)["log_prob"]
         weight = tf.cast(self.latent.kl_weight, reconstruction.dtype)
         return {
