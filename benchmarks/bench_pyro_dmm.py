@@ -212,7 +212,8 @@ class Ours:
 
     def __init__(self, data: dict, batch: int = 20, seed: int = 0, init: str = "default",
                  optimizer: str = "pyro", sizes: dict | None = None,
-                 posterior_min_scale: float | None = None, **model_kw):
+                 posterior_min_scale: float | None = None, bucket_by_length: int = 0,
+                 **model_kw):
         import keras
         import tensorflow as tf
 
@@ -243,7 +244,9 @@ class Ours:
             opt = keras.optimizers.Adam(3e-4)
         self.model.compile(optimizer=opt)
         self.stream = epoch_stream(self.train, batch, seed, mask_key="mask",
-                                   time_keys=("observations", "mask")).apply(
+                                   time_keys=("observations", "mask"),
+                                   lengths=self.train["mask"].sum(1).astype(np.int64),
+                                   bucket_by_length=bucket_by_length).apply(
             tf.data.experimental.assert_cardinality(self.steps_per_epoch))
         self.callbacks = self.model.default_callbacks()
         self.epoch = 0
@@ -263,7 +266,7 @@ class Ours:
 
 # ------------------------------------------------------------------------------ runs
 def head_to_head(epochs: int, threads: int, quick: bool, log_dir: str, seed: int = 0,
-                 curves: dict | None = None) -> str:
+                 curves: dict | None = None, bucket_by_length: int = 0) -> str:
     """One seed: both systems, whole epochs alternated; the markdown summary. ``curves``:
     where to put {seed: ([(epoch, pyro, ours), ...], epochs Pyro finished)}."""
     import pyro
@@ -273,7 +276,8 @@ def head_to_head(epochs: int, threads: int, quick: bool, log_dir: str, seed: int
 
     data = load_chorales(quick)
     ours = Ours(data, seed=seed, sizes=dict(latent_dim=8, emission_units=(8, 8),
-                                         transition_units=8, rnn_units=8) if quick else None)
+                                         transition_units=8, rnn_units=8) if quick else None,
+                bucket_by_length=bucket_by_length)
     args = ex.make_parser().parse_args(["-n", str(epochs), "-l",
                                         os.path.join(log_dir, "pyro_dmm.log")])
     torch.manual_seed(seed)
@@ -388,6 +392,8 @@ DIAGNOSE = {
     "  summed loss (Pyro's: clamp 10 and L2 2.0 per batch as Pyro's)": dict(summed_loss=True),
     "  no floor on q's scale (Pyro's; ours 1e-4)": dict(posterior_min_scale=0.0),
     "  p(z_1) from the transition of a learned z_0 (Pyro's)": dict(initial_state="transition"),
+    "  sortish batches (pools of 4 batches sorted by length)": dict(bucket_by_length=4),
+    "  sortish batches (the epoch sorted by length)": dict(bucket_by_length=12),
 }
 
 

