@@ -302,7 +302,7 @@ def head_to_head(epochs: int, threads: int, quick: bool, log_dir: str, seed: int
             curve.append((done, pyro_test, ours_test))
             line += f"  test -ELBO/step pyro {pyro_test:.3f} ours {ours_test:.3f}"
             print(line, flush=True)
-            print(summary(rows, curve, threads, epochs), flush=True)
+            print(summary(rows, curve, threads, epochs, bucket_by_length), flush=True)
         else:
             print(line, flush=True)
 
@@ -313,7 +313,7 @@ def head_to_head(epochs: int, threads: int, quick: bool, log_dir: str, seed: int
               f"{str(err).splitlines()[0][:160]}", flush=True)
     if curves is not None:
         curves[seed] = (curve, len(rows))
-    return summary(rows, curve, threads, epochs)
+    return summary(rows, curve, threads, epochs, bucket_by_length)
 
 
 def seed_table(curves: dict, epochs: int, at=(2, 4, 8)) -> str:
@@ -352,7 +352,7 @@ def _fmt(v: float) -> str:
     return f"{v:.2f}" if abs(v) < 1e4 else f"{v:.3g}"
 
 
-def summary(rows, curve, threads, epochs) -> str:
+def summary(rows, curve, threads, epochs, bucket_by_length: int = 0) -> str:
     import pyro
     import torch
 
@@ -360,6 +360,8 @@ def summary(rows, curve, threads, epochs) -> str:
     ours_t = [r[1] for r in rows]
     later = slice(1, None) if len(rows) > 1 else slice(None)
     med_p, med_o = statistics.median(pyro_t[later]), statistics.median(ours_t[later])
+    sortish = (f", sortish batches: pools of {bucket_by_length} sorted by length"
+               if bucket_by_length else "")
     out = [f"Threads: torch {torch.get_num_threads()} intra / {torch.get_num_interop_threads()}"
            f" inter-op, TensorFlow {threads} intra / {threads} inter-op. "
            f"torch {torch.__version__}, pyro-ppl {pyro.__version__}. {len(rows)} of {epochs} "
@@ -367,7 +369,7 @@ def summary(rows, curve, threads, epochs) -> str:
            "| System | s / epoch (median, epochs 2+) | first epoch s | speed vs Pyro |",
            "|:--|--:|--:|--:|",
            f"| Pyro examples/dmm.py | {med_p:.2f} | {pyro_t[0]:.2f} | 1.00x |",
-           f"| DeepMarkovModel (Pyro's setup) | {med_o:.2f} | {ours_t[0]:.2f} | "
+           f"| DeepMarkovModel (Pyro's setup{sortish}) | {med_o:.2f} | {ours_t[0]:.2f} | "
            f"{med_p / med_o:.2f}x |", "",
            f"Median of the per-epoch ratios (Pyro epoch i / ours epoch i, adjacent in time): "
            f"{statistics.median([p / o for p, o in zip(pyro_t[later], ours_t[later])]):.2f}x.",
@@ -433,6 +435,9 @@ def main(quick: bool = False, argv=None) -> str:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--diagnose", action="store_true")
     parser.add_argument("--only", nargs="*", help="diagnose: variants whose name has one")
+    parser.add_argument("--bucket-by-length", type=int, default=0, metavar="P",
+                        help="ours trains on sortish batches: pools of P shuffled batches "
+                        "sorted by length (0: plain shuffled batches, as Pyro's)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--seed", type=int, nargs="+", default=[1],
@@ -445,11 +450,13 @@ def main(quick: bool = False, argv=None) -> str:
     if a.diagnose:
         return diagnose(a.epochs, a.quick, a.only, a.seed)
     if len(a.seed) == 1:
-        return head_to_head(a.epochs, a.threads, a.quick, a.log_dir, a.seed[0])
+        return head_to_head(a.epochs, a.threads, a.quick, a.log_dir, a.seed[0],
+                            bucket_by_length=a.bucket_by_length)
     curves = {}
     for seed in a.seed:  # one after the other, in this process
         print(f"seed {seed}", flush=True)
-        print(head_to_head(a.epochs, a.threads, a.quick, a.log_dir, seed, curves), flush=True)
+        print(head_to_head(a.epochs, a.threads, a.quick, a.log_dir, seed, curves,
+                           bucket_by_length=a.bucket_by_length), flush=True)
     return seed_table(curves, a.epochs)
 
 
