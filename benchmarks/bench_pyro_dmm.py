@@ -427,6 +427,85 @@ def diagnose(epochs: int, quick: bool, names: list | None, seeds=(0,)) -> str:
     return "\n".join(lines)
 
 
+def matmul_floor_step(x, latent: int, rnn: int, transition: int, emission: tuple):
+    """A ``tf.function`` computing the gradient of a loss built from the matrix products of
+    one DMM training step at these sizes (Pyro's model and guide: the backward ReLU RNN over
+    ``x`` [batch, time, obs], the tanh combiner with its loc and softplus scale, the gated
+    transition, the emission MLP) with nothing else: no sampling, no KL, no masks, no
+    checks. What any framework must compute per batch at least, run as TF runs it."""
+    import tensorflow as tf
+
+    b, _, obs = (int(d) for d in x.shape)
+    init = tf.keras.initializers.GlorotUniform(0)
+    shapes = dict(rin=(obs, rnn), rrec=(rnn, rnn), c1=(latent, rnn), cl=(rnn, latent),
+                  cs=(rnn, latent), g1=(latent, transition), g2=(transition, latent),
+                  p1=(latent, transition), p2=(transition, latent), tl=(latent, latent),
+                  ts=(latent, latent), e1=(latent, emission[0]), e2=emission,
+                  e3=(emission[1], obs))
+    w = {k: tf.Variable(init(v)) for k, v in shapes.items()}
+    x = tf.constant(x)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            x_in = tf.transpose(tf.einsum("btd,dh->bth", x, w["rin"]), [1, 0, 2])
+            h = tf.scan(lambda h, xt: tf.nn.relu(xt + h @ w["rrec"]), x_in,
+                        initializer=tf.zeros([b, rnn]), reverse=True)
+
+            def combine(z, h_t):
+                hc = 0.5 * (tf.tanh(z @ w["c1"]) + h_t)
+                gate = tf.sigmoid(tf.nn.relu(z @ w["g1"]) @ w["g2"])
+                proposed = tf.nn.relu(z @ w["p1"]) @ w["p2"]
+                prior_loc = (1 - gate) * (z @ w["tl"]) + gate * proposed
+                prior_scale = tf.nn.softplus(tf.nn.relu(proposed) @ w["ts"])
+                loc, scale = hc @ w["cl"], tf.nn.softplus(hc @ w["cs"])
+                return loc + 0.1 * scale + 1e-3 * (prior_loc + prior_scale)
+
+            z = tf.scan(combine, h, initializer=tf.zeros([b, latent]))
+            logits = tf.nn.relu(tf.nn.relu(z @ w["e1"]) @ w["e2"]) @ w["e3"]
+            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                tf.transpose(x, [1, 0, 2]), logits))
+        return tape.gradient(loss, list(w.values()))
+    return step
+
+
+def floor(seed: int = 1, batches: int = 4, repeats: int = 15) -> str:
+    """Ours' training step (Pyro's setup) against ``matmul_floor_step`` on the same batches,
+    calls alternated: how close ours is to the matrix products it cannot avoid."""
+    import tensorflow as tf
+
+    data = load_chorales()
+    ours = Ours(data, seed=seed)
+    rows = []
+    for batch in ours.stream.take(batches):
+        length = int(batch["observations"].shape[1])
+        products = matmul_floor_step(batch["observations"].numpy(), PYRO_SIZES["latent_dim"],
+                                     PYRO_SIZES["rnn_units"], PYRO_SIZES["transition_units"],
+                                     PYRO_SIZES["emission_units"])
+        timed = {"ours": lambda: ours.model.train_on_batch(batch), "floor": products}
+        times = {k: [] for k in timed}
+        for _ in range(2):  # tracing
+            for fn in timed.values():
+                fn()
+        for _ in range(repeats):
+            for name, fn in timed.items():
+                start = time.perf_counter()
+                out = fn()
+                if name == "floor":
+                    tf.nest.map_structure(lambda t: t.numpy(), out)
+                times[name].append(time.perf_counter() - start)
+        o, f = (statistics.median(times[k]) for k in ("ours", "floor"))
+        rows.append(f"| {length} | {1000 * o:.1f} | {1000 * f:.1f} | {o / f:.2f} | "
+                    f"{1000 * o / length:.2f} |")
+    return "\n".join([
+        f"Batches of 20 chorales (seed {seed}'s first {batches}), each cut to its longest; "
+        f"median of {repeats} alternated calls; TensorFlow on "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'} intra-op "
+        f"thread(s).", "",
+        "| padded steps | ours train step ms | matrix products alone ms | ours / products "
+        "| ours ms per padded step |", "|--:|--:|--:|--:|--:|", *rows])
+
+
 def main(quick: bool = False, argv=None) -> str:
     """The markdown section (``benchmarks/run.py`` calls ``main(quick=...)``); ``argv``: the
     command line's options (none: the defaults)."""
@@ -438,6 +517,8 @@ def main(quick: bool = False, argv=None) -> str:
     parser.add_argument("--bucket-by-length", type=int, default=0, metavar="P",
                         help="ours trains on sortish batches: pools of P shuffled batches "
                         "sorted by length (0: plain shuffled batches, as Pyro's)")
+    parser.add_argument("--floor", action="store_true",
+                        help="only: ours' training step against its matrix products alone")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--seed", type=int, nargs="+", default=[1],
@@ -447,6 +528,8 @@ def main(quick: bool = False, argv=None) -> str:
     if a.quick and (argv is None or "--epochs" not in argv):
         a.epochs = 1
     set_threads(a.threads)
+    if a.floor:
+        return floor(a.seed[0])
     if a.diagnose:
         return diagnose(a.epochs, a.quick, a.only, a.seed)
     if len(a.seed) == 1:
