@@ -741,6 +741,16 @@ def test_chorales_rolls_splits_and_cache(tmp_path, monkeypatch):
                        keys=("observations", "mask"))
     for roll, mask in ds:
         assert roll.shape[1] == int(np.max(np.sum(mask, 1)))
+    # Sortish batches: the 6 chorales in one pool of 3 batches, sorted by length.
+    sortish = datasets.load("chorales", "train", limit=10, batch_size=2, seed=0,
+                            bucket_by_length=3, keys="mask")
+    lengths = [np.sum(mask.numpy(), 1) for mask in sortish]
+    np.testing.assert_array_equal(np.sort(np.concatenate(lengths)),
+                                  np.sort(splits["train"]["length"]))
+    windows = sorted(lengths, key=min)
+    assert all(a.max() <= b.min() for a, b in zip(windows, windows[1:]))
+    with pytest.raises(ValueError, match="'digits' has no padding mask"):
+        datasets.load("digits", "train", batch_size=10, bucket_by_length=2)
 
 
 def test_docstring_examples_run():

@@ -150,6 +150,7 @@ def load(
     pad: str = "batch",
     start_epoch: int = 0,
     epochs: int | None = None,
+    bucket_by_length: int = 0,
     **options,
 ) -> "tf.data.Dataset":
     """A ``tf.data.Dataset`` of dataset ``name``.
@@ -173,6 +174,10 @@ def load(
             epochs - 1`` back to back, each a stateless function of (seed, epoch), so a
             resumed run sees the same batches (use with ``fit(steps_per_epoch=...)``); by
             default it holds one epoch, a new one at every iteration.
+        bucket_by_length: int. For variable-length sequence datasets, "sortish" batches:
+            pools of this many shuffled batches sorted by length, the full batches then
+            shuffled, so a batch trimmed to its longest sequence carries less padding (0:
+            plain shuffled batches).
         **options: the dataset's own options (see ``load_arrays``), including
             ``binarize="dynamic"`` where the dataset has images.
     """
@@ -197,13 +202,19 @@ def load(
             )
     from zoo.datasets.pipeline import epoch_stream
 
+    lengths = None
+    if bucket_by_length:
+        if spec.mask_key is None:
+            raise ValueError(f"bucket_by_length is for variable-length sequence datasets; "
+                             f"{name!r} has no padding mask.")
+        lengths = np.sum(np.asarray(arrays[spec.mask_key]) > 0, axis=1)
     if shuffle is None:
         shuffle = split == "train"
     ds = epoch_stream(
         arrays, batch_size, seed, start_epoch, epochs, shuffle=shuffle,
         binarize_key=spec.binarize_key if dynamic else None,
         mask_key=spec.mask_key if pad == "batch" else None, time_keys=spec.time_keys,
-        drop_remainder=drop_remainder)
+        drop_remainder=drop_remainder, lengths=lengths, bucket_by_length=bucket_by_length)
     if keys is not None:
         if isinstance(keys, str):
             ds = ds.map(lambda e: e[keys])
