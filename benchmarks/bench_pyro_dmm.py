@@ -430,9 +430,10 @@ def diagnose(epochs: int, quick: bool, names: list | None, seeds=(0,)) -> str:
 def matmul_floor_step(x, latent: int, rnn: int, transition: int, emission: tuple):
     """A ``tf.function`` computing the gradient of a loss built from the matrix products of
     one DMM training step at these sizes (Pyro's model and guide: the backward ReLU RNN over
-    ``x`` [batch, time, obs], the tanh combiner with its loc and softplus scale, the gated
-    transition, the emission MLP) with nothing else: no sampling, no KL, no masks, no
-    checks. What any framework must compute per batch at least, run as TF runs it."""
+    ``x`` [batch, time, obs], the tanh combiner with its loc and softplus scale step by step,
+    then the gated transition and the emission MLP on all steps at once) with nothing else:
+    no sampling, no KL, no masks, no checks. What any framework must compute per batch at
+    least, run as TF runs it."""
     import tensorflow as tf
 
     b, _, obs = (int(d) for d in x.shape)
@@ -452,19 +453,20 @@ def matmul_floor_step(x, latent: int, rnn: int, transition: int, emission: tuple
             h = tf.scan(lambda h, xt: tf.nn.relu(xt + h @ w["rrec"]), x_in,
                         initializer=tf.zeros([b, rnn]), reverse=True)
 
-            def combine(z, h_t):
+            def combine(z, h_t):  # sequential: z_t needs z_{t-1}
                 hc = 0.5 * (tf.tanh(z @ w["c1"]) + h_t)
-                gate = tf.sigmoid(tf.nn.relu(z @ w["g1"]) @ w["g2"])
-                proposed = tf.nn.relu(z @ w["p1"]) @ w["p2"]
-                prior_loc = (1 - gate) * (z @ w["tl"]) + gate * proposed
-                prior_scale = tf.nn.softplus(tf.nn.relu(proposed) @ w["ts"])
-                loc, scale = hc @ w["cl"], tf.nn.softplus(hc @ w["cs"])
-                return loc + 0.1 * scale + 1e-3 * (prior_loc + prior_scale)
+                return hc @ w["cl"] + 0.1 * tf.nn.softplus(hc @ w["cs"])
 
             z = tf.scan(combine, h, initializer=tf.zeros([b, latent]))
-            logits = tf.nn.relu(tf.nn.relu(z @ w["e1"]) @ w["e2"]) @ w["e3"]
+            flat = tf.reshape(z, [-1, latent])  # the transition and emission at all steps
+            gate = tf.sigmoid(tf.nn.relu(flat @ w["g1"]) @ w["g2"])
+            proposed = tf.nn.relu(flat @ w["p1"]) @ w["p2"]
+            prior_loc = (1 - gate) * (flat @ w["tl"]) + gate * proposed
+            prior_scale = tf.nn.softplus(tf.nn.relu(proposed) @ w["ts"])
+            logits = tf.nn.relu(tf.nn.relu(flat @ w["e1"]) @ w["e2"]) @ w["e3"]
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-                tf.transpose(x, [1, 0, 2]), logits))
+                tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, obs]), logits)) + 1e-3 * (
+                tf.reduce_mean(prior_loc) + tf.reduce_mean(prior_scale))
         return tape.gradient(loss, list(w.values()))
     return step
 
