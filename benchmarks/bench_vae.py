@@ -835,8 +835,8 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer",
          for p, o, r, w, t, tw in rows])
     options = "".join(f", {k}={v}" for k, v in SAME_NOISE_OPTIONS.get(model, {}).items())
     return (f"Same weights, batches and noise ({dataset}: {model}{options}, seed {seed}, "
-            f"{passes} passes, {budget.optimizer} at {budget.learning_rate:g}; test ELBO on the whole test split with one fixed noise "
-            f"draw; the twin: the reference from its weights times 1 + 1e-7 N(0, 1)):"
+            f"{passes} passes, {budget.optimizer} at {budget.learning_rate:g}; test ELBO on "
+            f"the whole test split with one fixed noise draw; the twin: the reference from its weights times 1 + 1e-7 N(0, 1)):"
             f"\n\n{table}\n")
 
 

@@ -153,7 +153,8 @@ def test_reference_dlgm_is_ours_with_copied_weights_and_trains_step_for_step():
     np.testing.assert_allclose(ours.log_weights(tf.constant(x[:5]), 7, seed),
                                ref.log_weights(tf.constant(x[:5]), 7, seed), rtol=1e-5, atol=1e-4)
 
-    ours_elbo, ref_elbo = bench_vae.feed_noise("DLGM", ours, ref, bench_vae.noise_stream([(3,), (2,)]),
+    ours_elbo, ref_elbo = bench_vae.feed_noise("DLGM", ours, ref,
+                                               bench_vae.noise_stream([(3,), (2,)]),
                                                bench_vae.noise_stream([(3,), (2,)]))
     eps = [tf.random.stateless_normal([48, d], [9, d]) for d in (3, 2)]
     np.testing.assert_allclose(ours_elbo(x, *eps), ref_elbo(x, *eps), rtol=1e-5, atol=1e-4)

@@ -264,8 +264,8 @@ def test_fit_follows_the_reference_step_for_step_with_the_same_noise():
 
     # Step c draws seeds [c, 0] and [c, 1], whichever model asks.
     ours_elbo, ref_elbo = bench_vae.feed_noise("HierarchicalVAE", ours, ref,
-                                               bench_vae.noise_stream((3, 2)),
-                                               bench_vae.noise_stream((3, 2)))
+                                               bench_vae.noise_stream([(3,), (2,)]),
+                                               bench_vae.noise_stream([(3,), (2,)]))
     x = (np.random.default_rng(5).random((48, 6)) < 0.4).astype("float32")
     initial = ours.get_weights()
     for model in (ours, ref):
