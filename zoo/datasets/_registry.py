@@ -207,7 +207,9 @@ def load(
         if spec.mask_key is None:
             raise ValueError(f"bucket_by_length is for variable-length sequence datasets; "
                              f"{name!r} has no padding mask.")
-        lengths = np.sum(np.asarray(arrays[spec.mask_key]) > 0, axis=1)
+        from zoo.sequences import sequence_steps
+
+        lengths = sequence_steps({"mask": arrays[spec.mask_key]})
     if shuffle is None:
         shuffle = split == "train"
     ds = epoch_stream(
