@@ -232,8 +232,9 @@ def _batches(pool, start=0, epochs=2, seed=3, batch_size=10):
 def test_sortish_batches_see_every_example_once_with_less_padding():
     """``bucket_by_length``: each epoch still holds every example once (103 sequences of 1-30
     steps, batches of 10: 10 full and one of 3, last); pools of P batches are sorted by
-    length, so the steps an epoch's batches are cut to fall from 281 (plain) to 231 (P = 2) and 198
-    (the epoch in one pool, where every full batch is a run of the sorted lengths)."""
+    length, so the steps an epoch's batches are cut to fall from 281 (plain) to 231 (P = 2) and 185
+    (the epoch's full batches in one pool, each a run of the sorted lengths; the 3 others
+    unsorted, last)."""
     padded = {}
     for pool in (0, 2, 11):
         batches, lengths = _batches(pool)
@@ -247,7 +248,33 @@ def test_sortish_batches_see_every_example_once_with_less_padding():
         if pool == 11:
             full = sorted((lengths[b] for b in ids[:10]), key=lambda l: l.min())
             assert all(a.max() <= b.min() for a, b in zip(full, full[1:]))
-    assert padded[0] == 281 and padded[2] == 231 and padded[11] == 198, padded
+    assert padded[0] == 281 and padded[2] == 231 and padded[11] == 185, padded
+
+
+def test_sortish_batches_drop_random_examples_with_drop_remainder():
+    """With ``drop_remainder`` the 3 examples left out of an epoch's 10 full batches are a
+    uniform draw, as in the plain stream, not the longest of the last pool (P = 3: positions
+    90-102 form the last pool, so sorting it first would leave out 3 of its 13 longest):
+    over 60 epochs the mean length left out is within 3 standard errors of the mean length
+    (15.5 of lengths 1-30), and every example is left out at some point but none often."""
+    from zoo.datasets.pipeline import epoch_stream
+
+    arrays, lengths = _padded_sequences()
+    epochs = 60
+    ds = epoch_stream(arrays, 10, 3, 0, epochs, mask_key="mask", time_keys=("mask",),
+                      lengths=lengths, bucket_by_length=3, drop_remainder=True)
+    ids = [b["id"].numpy() for b in ds]
+    assert len(ids) == 10 * epochs and all(len(b) == 10 for b in ids)
+    left_out = []
+    for e in range(epochs):
+        seen = np.concatenate(ids[10 * e:10 * e + 10])
+        assert len(np.unique(seen)) == 100
+        left_out.extend(np.setdiff1d(np.arange(103), seen))
+    left_out = np.asarray(left_out)
+    assert len(left_out) == 3 * epochs
+    gap = lengths[left_out].mean() - lengths.mean()
+    assert abs(gap) < 3 * lengths.std() / np.sqrt(len(left_out)), gap
+    assert np.bincount(left_out, minlength=103).max() <= 8
 
 
 def test_sortish_batches_are_seeded_per_epoch_and_resume_exactly():

@@ -131,19 +131,21 @@ def _check_bucketing(bucket_by_length, lengths, n: int, batch_size, shuffle: boo
 
 
 def _sortish(index, lengths, pool: int, batch_size: int, full_batches: int, seed):
-    """``index`` sorted by length within consecutive pools of ``pool`` positions (stable),
-    then its full batches in an order drawn from ``seed`` (a partial last batch stays last)."""
+    """The full batches of ``index``: sorted by length within consecutive pools of ``pool``
+    positions (stable), then put in an order drawn from ``seed``. The examples of a partial
+    last batch, if any, stay last and unsorted: a uniform draw, as in the plain stream, so
+    that ``drop_remainder`` drops random examples, not the longest of the last pool."""
     import tensorflow as tf
 
-    n = tf.size(index, out_type=tf.int64)
-    position = tf.range(n)
-    key = (position // pool) * (tf.reduce_max(lengths) + 1) + tf.gather(lengths, index)
-    index = tf.gather(index, tf.argsort(key, stable=True))
+    m = full_batches * batch_size
+    head, tail = index[:m], index[m:]
+    position = tf.range(m, dtype=tf.int64)
+    key = (position // pool) * (tf.reduce_max(lengths) + 1) + tf.gather(lengths, head)
+    head = tf.gather(head, tf.argsort(key, stable=True))
     slot = tf.math.invert_permutation(tf.random.experimental.stateless_shuffle(
         tf.range(full_batches, dtype=tf.int64), seed=seed))
-    slot = tf.concat([slot, [full_batches]], 0)  # the partial batch, if any, last
     key = tf.gather(slot, position // batch_size) * batch_size + position % batch_size
-    return tf.gather(index, tf.argsort(key, stable=True))
+    return tf.concat([tf.gather(head, tf.argsort(key, stable=True)), tail], 0)
 
 
 def trim_to_longest(element: dict, mask_key: str, time_keys: tuple, batched: bool = True):
