@@ -840,6 +840,90 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer",
             f"\n\n{table}\n")
 
 
+def copy_weights_into_reference(ref, ours) -> None:
+    """The reverse of :func:`copy_reference_weights`: ours' weights into the reference."""
+    for o, r in ref.layer_pairs(ours):
+        r.set_weights(o.get_weights())
+
+
+SWAP_CELLS = (("ours", "ours"), ("ours", "reference"), ("reference", "reference"),
+              ("reference", "ours"))  # (model, whose initial weights)
+
+
+def swap_table(records: dict) -> str:
+    """``records[seed][(model, init)]``: a test ELBO per cell of :data:`SWAP_CELLS`. A row per
+    seed, then the effects over seeds (mean ± standard error across seeds): ours − the
+    reference each from its own weights, the model's effect (ours − reference, averaged over
+    the two initial weights) and the initial weights' effect (ours' − the reference's,
+    averaged over the two models)."""
+    seeds = sorted(records)
+    cells = np.array([[records[s][c] for c in SWAP_CELLS] for s in seeds], np.float64)
+    oo, orf, rr, ro = cells.T
+    rows = [[str(s), *(f"{v:.2f}" for v in row), f"{row[0] - row[2]:+.2f}"]
+            for s, row in zip(seeds, cells)]
+    table = markdown_table(["seed", "ours, own weights", "ours, the reference's weights",
+                            "reference, own weights", "reference, ours' weights",
+                            "ours − reference (own weights)"], rows)
+
+    def effect(label, v):
+        m, se = mean_se(v)
+        return f"- {label}: {m:+.2f} ± {se:.2f} ({int(np.sum(v < 0))} of {len(v)} below 0)"
+    lines = [effect("ours − reference, each from its own initial weights", oo - rr),
+             effect("model (ours − reference, same initial weights, averaged over both)",
+                    (oo + orf - rr - ro) / 2),
+             effect("initial weights (ours' − the reference's, same model, averaged over "
+                    "both)", (oo + ro - orf - rr) / 2)]
+    means = " / ".join(f"{v:.2f}" for v in cells.mean(0))
+    return f"{table}\n\nMeans over seeds (columns in order): {means}.\n\n" + "\n".join(lines)
+
+
+def swap_init(seeds, epochs: int = 5, dataset: str = "binarized_mnist_mlp",
+              learning_rate: float | None = None) -> str:
+    """A 2 x 2 per seed: each model (ours, the reference) trained from its own initial
+    weights and from the other's (copied layer by layer), each by its own ``fit`` with its
+    own callbacks and its own noise, on the same batches, for ``epochs`` passes; the one-
+    sample test ELBO on the whole test split. A gap that follows the model points at the
+    computation, one that follows the initial weights at their draw; if it follows neither,
+    it is seed-to-seed variation."""
+    if dataset not in SAME_NOISE_MODELS:
+        raise UsageError(f"--swap-init runs on {sorted(SAME_NOISE_MODELS)}, not {dataset!r}")
+    model = SAME_NOISE_MODELS[dataset]
+    budget = MNIST[dataset]._replace(epochs=epochs)
+    if learning_rate is not None:
+        budget = budget._replace(learning_rate=learning_rate)
+    opts = dict(budget.data_options)
+    data = budget.data or dataset
+    x_test = datasets.load_arrays(data, "test", binarize="static", **opts)["image"]
+    records: dict = {}
+    for seed in seeds:
+        for model_role, init_role in SWAP_CELLS:
+            def build(role):
+                return build_system(dataset, model, role, x_test.shape[1:], seed, budget,
+                                    **(SAME_NOISE_OPTIONS.get(model, {}) if role == "ours"
+                                       else {}))
+            system = build(model_role)
+            if init_role != model_role:
+                donor = build(init_role).model
+                if model_role == "ours":
+                    copy_reference_weights(donor, system.model)
+                else:
+                    copy_weights_into_reference(system.model, donor)
+            stream = datasets.load(data, "train", batch_size=budget.batch_size,
+                                   binarize="dynamic", seed=seed, keys="image", **opts)
+            start = time.perf_counter()
+            system.model.fit(stream, epochs=epochs, verbose=0, callbacks=system.callbacks)
+            elbo = float(np.mean(system.test_elbo(x_test)))
+            records.setdefault(seed, {})[(model_role, init_role)] = elbo
+            print(f"bench_vae: swap seed {seed} {model_role} from {init_role}'s weights: test "
+                  f"ELBO {elbo:.2f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
+                  flush=True)
+    options = "".join(f", ours with {k}={v}" for k, v in SAME_NOISE_OPTIONS.get(model, {}).items())
+    return (f"Initial weights swapped ({dataset}: {model}{options}; {epochs} passes, "
+            f"{budget.optimizer} at {budget.learning_rate:g}; seeds {', '.join(map(str, seeds))}; "
+            f"one-sample test ELBO on the whole test split, higher is better):\n\n"
+            f"{swap_table(records)}\n")
+
+
 def fit_overhead(rounds: int = 12, epochs: int = 30, dataset: str = "mnist5k") -> str:
     """Our VAE's ``fit`` against its plain Keras reference (and against our VAE without fit's
     per-batch value check, and with its previous train step), in one process: each system first trains ``epochs`` epochs on the same
@@ -1064,6 +1148,10 @@ if __name__ == "__main__":
                         "path one computation?), on mnist_2layer, binarized_mnist_dlgm, "
                         "binarized_mnist or binarized_mnist_mlp (--datasets, one); --seeds "
                         "gives the seed, --learning-rate the rate")
+    parser.add_argument("--swap-init", type=int, metavar="PASSES",
+                        help="only: a 2 x 2 of model (ours, the reference) by initial weights "
+                        "(each's own, the other's) trained PASSES passes per --seeds seed, on "
+                        "the entries of --same-noise (--datasets, one)")
     args = parser.parse_args()
     if args.memory:
         dataset, model, k = args.memory
@@ -1077,6 +1165,15 @@ if __name__ == "__main__":
                 raise UsageError("--same-noise runs one entry: give one --datasets name")
             section = same_noise(seed=(args.seeds or [3])[0], passes=args.same_noise,
                                  dataset=names[0], learning_rate=args.learning_rate)
+        except UsageError as error:
+            parser.error(str(error))
+    elif args.swap_init:
+        try:
+            names = args.datasets or ["binarized_mnist_mlp"]
+            if len(names) != 1:
+                raise UsageError("--swap-init runs one entry: give one --datasets name")
+            section = swap_init(args.seeds or [0], epochs=args.swap_init, dataset=names[0],
+                                learning_rate=args.learning_rate)
         except UsageError as error:
             parser.error(str(error))
     elif args.fit_overhead:

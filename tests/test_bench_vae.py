@@ -214,3 +214,39 @@ def test_reference_categorical_vae_is_ours_with_copied_weights_and_trains_step_f
     np.testing.assert_allclose([float(ours.latent.temperature.numpy()), float(ref.tau.numpy())],
                                [tau, tau], rtol=1e-6)
     np.testing.assert_allclose(ours_elbo(x, u), ref_elbo(x, u), rtol=1e-4, atol=1e-3)
+
+
+def test_swap_init_copies_ours_into_the_reference_and_tables_the_effects():
+    """``--swap-init``'s pieces: ours' weights copied into the reference give the reference
+    ours' log-weights; the table's effects are the stated contrasts of the four cells."""
+    import tensorflow as tf
+
+    from benchmarks import bench_vae
+    from benchmarks.references import ReferenceCategoricalVAE
+    from zoo import CategoricalVAE
+
+    options = dict(hidden_units=(5,), num_variables=2, num_classes=3, prior="learned")
+    ours = CategoricalVAE(input_shape=(6,), seed=0, **options)
+    ours.latent.prior_logits.assign(np.random.default_rng(2).normal(size=(2, 3)))
+    ref = ReferenceCategoricalVAE(6, seed=1, **options)
+    x = tf.constant((np.random.default_rng(5).random((5, 6)) < 0.4).astype("float32"))
+    seed = tf.constant([3, 0])
+    before = ref.log_weights(x, 7, seed).numpy()
+    bench_vae.copy_weights_into_reference(ref, ours)
+    after = ref.log_weights(x, 7, seed).numpy()
+    np.testing.assert_allclose(after, ours.log_weights(x, 7, seed), rtol=1e-5, atol=1e-4)
+    assert np.max(np.abs(after - before)) > 0.1
+
+    cells = {0: (-10.0, -11.0, -12.0, -13.0), 1: (-20.0, -20.4, -21.0, -22.0)}
+    records = {s: dict(zip(bench_vae.SWAP_CELLS, v)) for s, v in cells.items()}
+    text = bench_vae.swap_table(records)
+    rows = _tables(text)[0]
+    assert rows[0] == ["0", "-10.00", "-11.00", "-12.00", "-13.00", "+2.00"]
+    assert rows[1][-1] == "+1.00"
+    # ours - reference: +2, +1 -> 1.50 ± 0.50; model: (oo + or - rr - ro) / 2 = 2.0, 1.3
+    # -> 1.65 ± 0.35; initial weights: (oo + ro - or - rr) / 2 = 0.0, -0.3 -> -0.15 ± 0.15.
+    assert "ours − reference, each from its own initial weights: +1.50 ± 0.50 (0 of 2" in text
+    assert "model (ours − reference, same initial weights, averaged over both): +1.65 ± 0.35" \
+        in text
+    assert "averaged over both): -0.15 ± 0.15 (1 of 2 below 0)" in text
+    assert "Means over seeds (columns in order): -15.00 / -15.70 / -16.50 / -17.50." in text
