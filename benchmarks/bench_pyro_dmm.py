@@ -213,7 +213,7 @@ class Ours:
     def __init__(self, data: dict, batch: int = 20, seed: int = 0, init: str = "default",
                  optimizer: str = "pyro", sizes: dict | None = None,
                  posterior_min_scale: float | None = None, bucket_by_length: int = 0,
-                 **model_kw):
+                 policy: str | None = None, **model_kw):
         import keras
         import tensorflow as tf
 
@@ -225,7 +225,13 @@ class Ours:
         self.test = keras_arrays(*data["test"])
         n = len(self.train["mask"])
         self.steps_per_epoch = -(-n // batch)
-        self.model = our_model(self.steps_per_epoch, seed=seed, sizes=sizes, **model_kw)
+        previous = keras.mixed_precision.global_policy()
+        if policy is not None:  # e.g. "mixed_bfloat16": bfloat16 compute, float32 weights
+            keras.mixed_precision.set_global_policy(policy)
+        try:
+            self.model = our_model(self.steps_per_epoch, seed=seed, sizes=sizes, **model_kw)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
         if init == "torch":  # torch's, biases included (the model's "fan_in" keeps them 0)
             torch_like_init(self.model, seed)
         if posterior_min_scale is not None:  # the q scale's floor (1e-4; Pyro's: none)
@@ -397,6 +403,8 @@ DIAGNOSE = {
     "  p(z_1) from the transition of a learned z_0 (Pyro's)": dict(initial_state="transition"),
     "  sortish batches (pools of 4 batches sorted by length)": dict(bucket_by_length=4),
     "  sortish batches (the epoch sorted by length)": dict(bucket_by_length=12),
+    "  mixed_bfloat16 (Keras' policy: bfloat16 products, float32 weights)":
+        dict(policy="mixed_bfloat16"),
 }
 
 

@@ -165,3 +165,28 @@ def test_bench_summed_loss_is_pyros_scale_and_seed_table_pairs_seeds():
     assert "| 4 | 66.00 | 2.5e+04 | - | - | 16.50 | 16.40 | yes |" in table
     # Pyro 16.0, 15.5, 16.5: 16.00 +- 0.29; ours 16.5, 15.0, 16.4: 15.97 +- 0.48
     assert "Pyro 16.00 +- 0.29, ours 15.97 +- 0.48; ours - Pyro -0.03 +- 0.56." in table, table
+
+
+def test_bench_ours_takes_a_mixed_precision_policy_and_restores_the_global_one():
+    """``Ours(policy="mixed_bfloat16")`` (a diagnose variant): the DMM's layers compute in
+    bfloat16 with float32 weights, one epoch trains to a finite test -ELBO close to the float32
+    model's from the same seed, and the global policy is float32 again afterwards."""
+    import keras
+
+    from benchmarks.bench_pyro_dmm import Ours, load_chorales
+
+    data = load_chorales(quick=True)
+    sizes = dict(latent_dim=3, emission_units=(4, 4), transition_units=4, rnn_units=5)
+    runs = {}
+    for policy in (None, "mixed_bfloat16"):
+        ours = Ours(data, seed=0, sizes=sizes, policy=policy)
+        assert keras.mixed_precision.global_policy().name == "float32"
+        dense = [layer for layer in ours.model._flatten_layers()
+                 if isinstance(layer, keras.layers.Dense)]
+        assert {layer.compute_dtype for layer in dense} == {
+            "bfloat16" if policy else "float32"}
+        assert all(w.dtype == "float32" for w in ours.model.trainable_weights)
+        ours.train_epoch()
+        runs[policy] = ours.test_nll()
+    assert np.isfinite(runs["mixed_bfloat16"])
+    np.testing.assert_allclose(runs["mixed_bfloat16"], runs[None], rtol=0.05)
