@@ -867,7 +867,8 @@ def swap_table(records: dict) -> str:
 
     def effect(label, v):
         m, se = mean_se(v)
-        return f"- {label}: {m:+.2f} ± {se:.2f} ({int(np.sum(v < 0))} of {len(v)} below 0)"
+        spread = f" ± {se:.2f}" if len(v) > 1 else " (one seed: no spread)"
+        return f"- {label}: {m:+.2f}{spread} ({int(np.sum(v < 0))} of {len(v)} below 0)"
     lines = [effect("ours − reference, each from its own initial weights", oo - rr),
              effect("model (ours − reference, same initial weights, averaged over both)",
                     (oo + orf - rr - ro) / 2),
@@ -914,7 +915,8 @@ def swap_init(seeds, epochs: int = 5, dataset: str = "binarized_mnist_mlp",
             system.model.fit(stream, epochs=epochs, verbose=0, callbacks=system.callbacks)
             elbo = float(np.mean(system.test_elbo(x_test)))
             records.setdefault(seed, {})[(model_role, init_role)] = elbo
-            print(f"bench_vae: swap seed {seed} {model_role} from {init_role}'s weights: test "
+            whose = {"ours": "ours'", "reference": "the reference's"}[init_role]
+            print(f"bench_vae: swap seed {seed} {model_role} from {whose} weights: test "
                   f"ELBO {elbo:.2f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
                   flush=True)
     options = "".join(f", ours with {k}={v}" for k, v in SAME_NOISE_OPTIONS.get(model, {}).items())
