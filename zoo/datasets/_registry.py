@@ -177,7 +177,7 @@ def load(
         bucket_by_length: int. For variable-length sequence datasets, "sortish" batches:
             pools of this many shuffled batches sorted by length, the full batches then
             shuffled, so a batch trimmed to its longest sequence carries less padding (0:
-            plain shuffled batches).
+            plain shuffled batches). A partial last batch is a random draw, unsorted.
         **options: the dataset's own options (see ``load_arrays``), including
             ``binarize="dynamic"`` where the dataset has images.
     """
