@@ -1155,6 +1155,10 @@ if __name__ == "__main__":
                         "(each's own, the other's) trained PASSES passes per --seeds seed, on "
                         "the entries of --same-noise (--datasets, one)")
     args = parser.parse_args()
+    for flag in ("same_noise", "swap_init"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} takes a number of passes >= 1, got "
+                         f"{getattr(args, flag)}")
     if args.memory:
         dataset, model, k = args.memory
         delta = eval_memory_here(dataset, model, args.role, int(k))
