@@ -747,6 +747,21 @@ def feed_noise(model: str, ours, ref, ours_noise, ref_noise) -> tuple[Callable, 
     return ours_elbo, ref_elbo
 
 
+def paired_entry(flag: str, dataset: str, passes: int, learning_rate: float | None):
+    """For the modes that pair ours with the reference weight for weight (``flag``): the
+    entry's model, its budget for ``passes`` passes (and ``learning_rate``), its data options
+    and its statically binarized test split."""
+    if dataset not in SAME_NOISE_MODELS:
+        raise UsageError(f"{flag} runs on {sorted(SAME_NOISE_MODELS)}, not {dataset!r}")
+    budget = MNIST[dataset]._replace(epochs=passes)
+    if learning_rate is not None:
+        budget = budget._replace(learning_rate=learning_rate)
+    opts = dict(budget.data_options)
+    x_test = datasets.load_arrays(budget.data or dataset, "test", binarize="static",
+                                  **opts)["image"]
+    return SAME_NOISE_MODELS[dataset], budget, opts, x_test
+
+
 def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer",
                learning_rate: float | None = None) -> str:
     """Ours and the reference from the same initial weights (the reference's, copied), on the
@@ -759,14 +774,7 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer",
     DLGM ours takes the reference's form of the precision diagonal (D = exp(raw), no
     floor). For the categorical VAE the noise is the Gumbel draw's uniforms and the test ELBO
     decodes one-hot samples; each side anneals its temperature with its own callback."""
-    if dataset not in SAME_NOISE_MODELS:
-        raise UsageError(f"--same-noise runs on {sorted(SAME_NOISE_MODELS)}, not {dataset!r}")
-    model = SAME_NOISE_MODELS[dataset]
-    budget = MNIST[dataset]._replace(epochs=passes)
-    if learning_rate is not None:
-        budget = budget._replace(learning_rate=learning_rate)
-    opts = dict(budget.data_options)
-    x_test = datasets.load_arrays(budget.data or dataset, "test", binarize="static", **opts)["image"]
+    model, budget, opts, x_test = paired_entry("--same-noise", dataset, passes, learning_rate)
     flat = x_test.reshape(len(x_test), -1).astype(np.float32)
     ours_sys = build_system(dataset, model, "ours", x_test.shape[1:], seed, budget,
                             **SAME_NOISE_OPTIONS.get(model, {}))
@@ -886,15 +894,8 @@ def swap_init(seeds, epochs: int = 5, dataset: str = "binarized_mnist_mlp",
     sample test ELBO on the whole test split. A gap that follows the model points at the
     computation, one that follows the initial weights at their draw; if it follows neither,
     it is seed-to-seed variation."""
-    if dataset not in SAME_NOISE_MODELS:
-        raise UsageError(f"--swap-init runs on {sorted(SAME_NOISE_MODELS)}, not {dataset!r}")
-    model = SAME_NOISE_MODELS[dataset]
-    budget = MNIST[dataset]._replace(epochs=epochs)
-    if learning_rate is not None:
-        budget = budget._replace(learning_rate=learning_rate)
-    opts = dict(budget.data_options)
+    model, budget, opts, x_test = paired_entry("--swap-init", dataset, epochs, learning_rate)
     data = budget.data or dataset
-    x_test = datasets.load_arrays(data, "test", binarize="static", **opts)["image"]
     records: dict = {}
     for seed in seeds:
         for model_role, init_role in SWAP_CELLS:
