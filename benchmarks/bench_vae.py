@@ -651,14 +651,18 @@ def as_before_issue_17(dataset: str, input_shape, seed: int) -> System:
     return system
 
 
-def copy_reference_weights(ref, ours) -> list:
-    """Copy the reference's weights into ours (every weight; the two name their layers
-    differently, ``ref.layer_pairs`` maps them). Returns the (ours, reference) layer pairs."""
+def copy_reference_weights(ref, ours, into: str = "ours") -> list:
+    """Copy the reference's weights into ours (``into="reference"``: ours' into the
+    reference), every weight; the two name their layers differently, ``ref.layer_pairs``
+    maps them. Returns the (ours, reference) layer pairs."""
+    if into not in ("ours", "reference"):
+        raise ValueError(f"into must be 'ours' or 'reference', got {into!r}")
     pairs = ref.layer_pairs(ours)
     copied = 0
     for o, r in pairs:
-        o.set_weights(r.get_weights())
-        copied += sum(w.size for w in r.get_weights())
+        source, target = (r, o) if into == "ours" else (o, r)
+        target.set_weights(source.get_weights())
+        copied += sum(w.size for w in source.get_weights())
     total = sum(w.size for w in ours.get_weights() if w.ndim)
     if copied != total:
         raise RuntimeError(f"copied {copied} of ours' {total} weights: the layer map is stale")
@@ -848,12 +852,6 @@ def same_noise(seed: int = 3, passes: int = 4, dataset: str = "mnist_2layer",
             f"\n\n{table}\n")
 
 
-def copy_weights_into_reference(ref, ours) -> None:
-    """The reverse of :func:`copy_reference_weights`: ours' weights into the reference."""
-    for o, r in ref.layer_pairs(ours):
-        r.set_weights(o.get_weights())
-
-
 SWAP_CELLS = (("ours", "ours"), ("ours", "reference"), ("reference", "reference"),
               ("reference", "ours"))  # (model, whose initial weights)
 
@@ -897,19 +895,19 @@ def swap_init(seeds, epochs: int = 5, dataset: str = "binarized_mnist_mlp",
     model, budget, opts, x_test = paired_entry("--swap-init", dataset, epochs, learning_rate)
     data = budget.data or dataset
     records: dict = {}
+
+    def build(role, seed):
+        return build_system(dataset, model, role, x_test.shape[1:], seed, budget,
+                            **(SAME_NOISE_OPTIONS.get(model, {}) if role == "ours" else {}))
+
     for seed in seeds:
         for model_role, init_role in SWAP_CELLS:
-            def build(role):
-                return build_system(dataset, model, role, x_test.shape[1:], seed, budget,
-                                    **(SAME_NOISE_OPTIONS.get(model, {}) if role == "ours"
-                                       else {}))
-            system = build(model_role)
+            system = build(model_role, seed)
             if init_role != model_role:
-                donor = build(init_role).model
-                if model_role == "ours":
-                    copy_reference_weights(donor, system.model)
-                else:
-                    copy_weights_into_reference(system.model, donor)
+                donor = build(init_role, seed).model
+                ours, ref = ((system.model, donor) if model_role == "ours"
+                             else (donor, system.model))
+                copy_reference_weights(ref, ours, into=model_role)
             stream = datasets.load(data, "train", batch_size=budget.batch_size,
                                    binarize="dynamic", seed=seed, keys="image", **opts)
             start = time.perf_counter()
@@ -1165,21 +1163,23 @@ if __name__ == "__main__":
         delta = eval_memory_here(dataset, model, args.role, int(k))
         print(json.dumps({"peak_rss_delta": delta}))
         sys.exit(0)
+    def one_entry(flag: str, default: str) -> str:
+        names = args.datasets or [default]
+        if len(names) != 1:
+            raise UsageError(f"{flag} runs one entry: give one --datasets name")
+        return names[0]
+
     if args.same_noise:
         try:
-            names = args.datasets or ["mnist_2layer"]
-            if len(names) != 1:
-                raise UsageError("--same-noise runs one entry: give one --datasets name")
             section = same_noise(seed=(args.seeds or [3])[0], passes=args.same_noise,
-                                 dataset=names[0], learning_rate=args.learning_rate)
+                                 dataset=one_entry("--same-noise", "mnist_2layer"),
+                                 learning_rate=args.learning_rate)
         except UsageError as error:
             parser.error(str(error))
     elif args.swap_init:
         try:
-            names = args.datasets or ["binarized_mnist_mlp"]
-            if len(names) != 1:
-                raise UsageError("--swap-init runs one entry: give one --datasets name")
-            section = swap_init(args.seeds or [0], epochs=args.swap_init, dataset=names[0],
+            section = swap_init(args.seeds or [0], epochs=args.swap_init,
+                                dataset=one_entry("--swap-init", "binarized_mnist_mlp"),
                                 learning_rate=args.learning_rate)
         except UsageError as error:
             parser.error(str(error))

@@ -217,8 +217,9 @@ def test_reference_categorical_vae_is_ours_with_copied_weights_and_trains_step_f
 
 
 def test_swap_init_copies_ours_into_the_reference_and_tables_the_effects():
-    """``--swap-init``'s pieces: ours' weights copied into the reference give the reference
-    ours' log-weights; the table's effects are the stated contrasts of the four cells."""
+    """``--swap-init``'s pieces: ours' weights copied into the reference (every weight, the
+    count checked as in the other direction) give the reference ours' log-weights; the
+    table's effects are the stated contrasts of the four cells."""
     import tensorflow as tf
 
     from benchmarks import bench_vae
@@ -232,7 +233,7 @@ def test_swap_init_copies_ours_into_the_reference_and_tables_the_effects():
     x = tf.constant((np.random.default_rng(5).random((5, 6)) < 0.4).astype("float32"))
     seed = tf.constant([3, 0])
     before = ref.log_weights(x, 7, seed).numpy()
-    bench_vae.copy_weights_into_reference(ref, ours)
+    bench_vae.copy_reference_weights(ref, ours, into="reference")
     after = ref.log_weights(x, 7, seed).numpy()
     np.testing.assert_allclose(after, ours.log_weights(x, 7, seed), rtol=1e-5, atol=1e-4)
     assert np.max(np.abs(after - before)) > 0.1
