@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from zoo.layers import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior, KLAnnealing
-from zoo.layers.combiner import Combiner
+from zoo.layers.combiner import Combiner, combiner_posterior_scan, fused_posterior_supported
 from zoo.layers.common import (
     assert_finite,
     check_choice,
@@ -24,6 +24,7 @@ from zoo.layers.common import (
     standard_uniform,
 )
 from zoo.layers.gaussian_posterior import gaussian_kl_to_diag
+from zoo.layers.relu_rnn import ReluRNN
 from zoo.layers import smc_bound
 from zoo.layers.state_transition import KINDS as TRANSITIONS
 from zoo.layers.state_transition import StateTransition
@@ -315,8 +316,7 @@ class DeepStateSpaceModel(LatentVariableModel):
     def _rnn_layer(self, **kwargs):
         """An RNN of the inference/filter networks: ``rnn_cell`` "gru" or "rnn" (ReLU)."""
         if self.rnn_cell == "rnn":
-            return keras.layers.SimpleRNN(self.rnn_units, activation="relu",
-                                          return_sequences=True, **kwargs)
+            return ReluRNN(self.rnn_units, return_sequences=True, **kwargs)
         return keras.layers.GRU(self.rnn_units, return_sequences=True, **kwargs)
 
     def _build_all(self):
@@ -562,22 +562,44 @@ class DeepStateSpaceModel(LatentVariableModel):
         elif net.kind in STRUCTURED:
             states = self._rnn_states(x_in, mask, net)
             time_major = [tf.transpose(s, [1, 0, 2]) for s in states]
-
-            def step(carry, elems):
-                z_prev = carry[0]
-                *rnn_t, eps_t = elems
-                out = net.posterior(net.combiner(z_prev, list(rnn_t)), noise=eps_t)
-                return out["z"], out["loc"], out["scale"], out["log_q"]
-
             init_z = tf.broadcast_to(tf.cast(net.zq0, md), [batch, d])
-            zeros_b = tf.zeros([batch], md)
-            scanned = tf.scan(step, (*time_major, tf.transpose(noise, [1, 0, 2])),
-                              initializer=(init_z, init_z, init_z, zeros_b))
-            z, loc, scale, log_q = [tf.transpose(t, [1, 0, 2] if t.shape.rank == 3 else [1, 0])
-                                    for t in scanned]
+            if fused_posterior_supported(net.combiner, net.posterior):
+                dtype = net.posterior.compute_dtype
+                z, loc, scale, features = combiner_posterior_scan(
+                    net.combiner, net.posterior,
+                    tf.add_n([tf.cast(s, dtype) for s in time_major]),
+                    tf.transpose(noise, [1, 0, 2]), init_z, num_states=len(states))
+                if net.posterior.validate_args:
+                    with tf.control_dependencies([assert_finite(features, "features")]):
+                        z = tf.identity(z)
+                z, loc, scale = [tf.transpose(t, [1, 0, 2]) for t in (z, loc, scale)]
+                log_q = (-0.5 * tf.reduce_sum(tf.square(noise), -1)
+                         - tf.reduce_sum(tf.math.log(scale), -1)
+                         - 0.5 * d * math.log(2.0 * math.pi))
+            else:
+                z, loc, scale, log_q = self._combiner_loop(net, time_major, noise, init_z)
         else:
             out = net.posterior(self._features(x_in, mask, net), noise=noise)
             z, loc, scale, log_q = out["z"], out["loc"], out["scale"], out["log_q"]
+        return self._finish_trajectory(inputs, x, mask, observed, z, loc, scale, log_q)
+
+    @staticmethod
+    def _combiner_loop(net, time_major, noise, init_z):
+        """The structured posterior's loop layer by layer (what
+        ``combiner_posterior_scan`` computes where it applies)."""
+        def step(carry, elems):
+            z_prev = carry[0]
+            *rnn_t, eps_t = elems
+            out = net.posterior(net.combiner(z_prev, list(rnn_t)), noise=eps_t)
+            return out["z"], out["loc"], out["scale"], out["log_q"]
+
+        zeros_b = tf.zeros_like(init_z[:, 0])
+        scanned = tf.scan(step, (*time_major, tf.transpose(noise, [1, 0, 2])),
+                          initializer=(init_z, init_z, init_z, zeros_b))
+        return [tf.transpose(t, [1, 0, 2] if t.shape.rank == 3 else [1, 0]) for t in scanned]
+
+    def _finish_trajectory(self, inputs, x, mask, observed, z, loc, scale, log_q):
+        md = z.dtype
         prior = self._prior(z, self._conditions(inputs))
         kl = gaussian_kl_to_diag(loc, tf.square(scale), 2.0 * tf.reduce_sum(tf.math.log(scale), -1),
                                  prior["loc"], prior["scale"])
