@@ -222,4 +222,4 @@ def load(
             ds = ds.map(lambda e: e[keys])
         else:
             ds = ds.map(lambda e: tuple(e[k] for k in keys))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(2)  # no autotuning (epoch_stream's options say why)
