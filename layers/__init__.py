@@ -19,6 +19,7 @@ from zoo.layers.planar_flow import PlanarFlow
 from zoo.layers.posterior_flow import PosteriorFlow
 from zoo.layers.persistent_chains import PersistentChains
 from zoo.layers.relaxed_categorical import RelaxedCategorical
+from zoo.layers.relu_rnn import ReluRNN
 from zoo.layers.state_transition import StateTransition
 from zoo.layers import kalman_inference, particle_filter, resampling, sampling
 
@@ -38,6 +39,7 @@ __all__ = [
     "PlanarFlow",
     "PosteriorFlow",
     "RelaxedCategorical",
+    "ReluRNN",
     "StateTransition",
     "TemperatureAnnealing",
     "kalman_inference",
