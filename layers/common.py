@@ -120,8 +120,9 @@ def loop_pieces() -> int:
     than on 1), but independent loops run at the same time on the inter-op threads. So on
     a machine without a visible GPU this is the number of threads TensorFlow may use at
     once: the smaller of its intra- and inter-op settings, each the cores available when 0
-    (TensorFlow's default), at most 8. 1 where a GPU is visible (one loop on the device) or
-    where the ``ZOO_LOOP_PIECES`` environment variable says so (it sets the number).
+    (TensorFlow's default), at most 8; 1 where a GPU is visible (one loop on the device).
+    The ``ZOO_LOOP_PIECES`` environment variable, a positive integer, overrides it. Measured
+    on 2 cores only (benchmarks/README.md, "pyro_dmm").
     """
     forced = os.environ.get("ZOO_LOOP_PIECES")
     if forced:

@@ -76,7 +76,8 @@ class ReluRNN(keras.layers.SimpleRNN):
     The same layer (arguments, weights, outputs, masking; a drop-in that loads the same
     weights), whose call runs :func:`relu_rnn_sequence` when it can: ``return_sequences``,
     no initial state, no (recurrent) dropout while training, not stateful, not unrolled, a
-    bias. Anything else runs ``SimpleRNN``'s own loop.
+    bias, masked steps repeating the last output (not ``zero_output_for_mask``, which
+    ``Bidirectional`` sets). Anything else runs ``SimpleRNN``'s own loop.
 
     Example:
 
@@ -95,7 +96,8 @@ class ReluRNN(keras.layers.SimpleRNN):
         dropout = training and (cell.dropout or cell.recurrent_dropout)
         return (cell.activation is keras.activations.relu and cell.use_bias
                 and self.return_sequences and not self.return_state and not self.stateful
-                and not self.unroll and initial_state is None and not dropout)
+                and not self.unroll and not self.zero_output_for_mask
+                and initial_state is None and not dropout)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if not self._fast(initial_state, training):

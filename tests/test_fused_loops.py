@@ -80,6 +80,9 @@ def test_relu_rnn_falls_back_to_keras_loop_and_loads_simple_rnn_weights():
     assert not fast._fast(None, training=True) and fast._fast(None, training=False)
     fast.cell.dropout = 0.0
     assert not fast._fast(tf.zeros([3, 7]), training=False)
+    fast.zero_output_for_mask = True  # as Bidirectional sets it: Keras' loop
+    assert not fast._fast(None, training=False)
+    fast.zero_output_for_mask = False
     last = ReluRNN(7)
     last.build((None, None, 5))
     last.set_weights(ref.get_weights())
