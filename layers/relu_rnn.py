@@ -8,12 +8,14 @@ import tensorflow as tf
 from zoo.layers.common import loop_pieces, map_batch_pieces, register
 
 
-def relu_rnn_sequence(inputs, mask, kernel, recurrent_kernel, bias, pieces: int | None = None):
+def relu_rnn_sequence(inputs, mask, kernel, recurrent_kernel, bias, pieces: int | None = None,
+                      reverse: bool = False):
     r"""The states $h_t$ of a masked ReLU RNN over time-major ``inputs`` [time, batch, in].
 
     $h_t = \mathrm{relu}(x_t W + h_{t-1} U + b)$ where ``mask`` [time, batch] (0/1) is 1 and
     $h_t = h_{t-1}$ where it is 0 (a masked step keeps the state, as Keras' RNN layers do),
-    from $h_0 = 0$. Returns [time, batch, units].
+    from $h_0 = 0$; with ``reverse`` the loop runs from the last step to the first ($h_{t+1}$
+    in place of $h_{t-1}$). Returns [time, batch, units] in the order of ``inputs``.
 
     The input products $x_t W$ of every step are one matrix product before the loop, and the
     gradient is written by hand: the backward loop carries only $\partial h_{t-1}$ (one
@@ -37,7 +39,7 @@ def relu_rnn_sequence(inputs, mask, kernel, recurrent_kernel, bias, pieces: int 
             new = tf.nn.relu(a_t + tf.matmul(h, u))
             return tf.where(m_t[:, None] > 0, new, h)
 
-        hs = tf.scan(step, (drive, ms), initializer=h0)
+        hs = tf.scan(step, (drive, ms), initializer=h0, reverse=reverse)
 
         def grad(dhs):
             m = ms[..., None]
@@ -51,8 +53,10 @@ def relu_rnn_sequence(inputs, mask, kernel, recurrent_kernel, bias, pieces: int 
                 dz = g * active_t
                 return g * keep_t + tf.matmul(dz, u, transpose_b=True), dz
 
-            _, dz = tf.scan(back, (dhs, active, keep), initializer=(h0, h0), reverse=True)
-            h_prev = tf.concat([h0[None], hs[:-1]], 0)
+            _, dz = tf.scan(back, (dhs, active, keep), initializer=(h0, h0),
+                            reverse=not reverse)
+            h_prev = (tf.concat([hs[1:], h0[None]], 0) if reverse
+                      else tf.concat([h0[None], hs[:-1]], 0))
             flat_dz = tf.reshape(dz, [-1, tf.shape(dz)[-1]])
             dw = tf.matmul(tf.reshape(xs, [-1, tf.shape(xs)[-1]]), flat_dz, transpose_a=True)
             du = tf.matmul(tf.reshape(h_prev, [-1, tf.shape(h_prev)[-1]]), flat_dz,
@@ -98,6 +102,19 @@ class ReluRNN(keras.layers.SimpleRNN):
                 and self.return_sequences and not self.return_state and not self.stateful
                 and not self.unroll and not self.zero_output_for_mask
                 and initial_state is None and not dropout)
+
+    def time_major_states(self, inputs, mask):
+        """The states [time, batch, units] of time-major ``inputs`` [time, batch, in] and
+        ``mask`` [time, batch], in the order of the inputs whatever ``go_backwards`` (the
+        loop runs backward over them instead of reversing copies); what ``call`` returns
+        transposed, and reversed in time for ``go_backwards``. None where ``call`` would run
+        Keras' loop or the layer is not built yet (then call the layer)."""
+        if not self.built or not self._fast(None, training=True):  # no dropout either way
+            return None
+        cell = self.cell
+        return relu_rnn_sequence(tf.cast(inputs, self.compute_dtype),
+                                 tf.cast(mask, self.compute_dtype), cell.kernel,
+                                 cell.recurrent_kernel, cell.bias, reverse=self.go_backwards)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if not self._fast(initial_state, training):

@@ -215,3 +215,32 @@ def test_loop_pieces_follows_threads_and_the_environment(monkeypatch):
     assert loop_pieces() == 2
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["gpu:0"])
     assert loop_pieces() == 1
+
+
+def test_relu_rnn_run_backward_equals_the_reversed_sequence_forward():
+    """``reverse=True`` (the backward RNN without reversed copies) gives the forward loop
+    over the reversed sequence, reversed back: states and gradients, with gaps in the mask
+    and the batch in 2 pieces."""
+    from zoo.layers.relu_rnn import relu_rnn_sequence
+
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(7, 4, 5)), tf.float32)
+    m = tf.constant((rng.uniform(size=(7, 4)) < 0.7).astype("float32"))
+    w = [tf.Variable(rng.normal(scale=0.5, size=s).astype("float32"))
+         for s in ((5, 6), (6, 6), (6,))]
+    cot = tf.constant(rng.normal(size=(7, 4, 6)), tf.float32)
+
+    def run(backward):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if backward:
+                h = relu_rnn_sequence(x, m, *w, pieces=2, reverse=True)
+            else:
+                h = tf.reverse(relu_rnn_sequence(tf.reverse(x, [0]), tf.reverse(m, [0]), *w,
+                                                 pieces=2), [0])
+            loss = tf.reduce_sum(h * cot)
+        return [h] + tape.gradient(loss, [x] + w)
+
+    for a, b in zip(run(True), run(False)):
+        assert np.max(np.abs(b.numpy())) > 0
+        assert _max_rel(a, b) < 1e-5

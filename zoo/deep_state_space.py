@@ -468,6 +468,22 @@ class DeepStateSpaceModel(LatentVariableModel):
             states.append(tf.reverse(net.rnn_backward(x_in, mask=bool_mask), [1]))
         return states
 
+    def _time_major_states(self, x_in, mask, net):
+        """``_rnn_states`` time-major, [time, batch, units] each: a ``ReluRNN`` computes them
+        so directly (no transposed or reversed copies of the states, forward or backward);
+        another RNN's output is transposed."""
+        x_tm, m_tm = tf.transpose(x_in, [1, 0, 2]), tf.transpose(tf.cast(mask > 0, x_in.dtype))
+        states = []
+        for layer in (net.rnn_forward, net.rnn_backward):
+            if layer is None:
+                continue
+            h = layer.time_major_states(x_tm, m_tm) if isinstance(layer, ReluRNN) else None
+            if h is None:
+                h = layer(x_in, mask=mask > 0)
+                h = tf.transpose(tf.reverse(h, [1]) if layer.go_backwards else h, [1, 0, 2])
+            states.append(h)
+        return states
+
     def _features(self, x_in, mask, net):
         if net.kind == "indep":
             return apply_with_particles(net.mlp, x_in)
@@ -560,15 +576,14 @@ class DeepStateSpaceModel(LatentVariableModel):
         if net.message:
             z, loc, scale, log_q = self._message_scan(net, inputs, x_in, mask, noise)
         elif net.kind in STRUCTURED:
-            states = self._rnn_states(x_in, mask, net)
-            time_major = [tf.transpose(s, [1, 0, 2]) for s in states]
             init_z = tf.broadcast_to(tf.cast(net.zq0, md), [batch, d])
             if fused_posterior_supported(net.combiner, net.posterior):
                 dtype = net.posterior.compute_dtype
+                time_major = self._time_major_states(x_in, mask, net)
                 z, loc, scale, features = combiner_posterior_scan(
                     net.combiner, net.posterior,
                     tf.add_n([tf.cast(s, dtype) for s in time_major]),
-                    tf.transpose(noise, [1, 0, 2]), init_z, num_states=len(states))
+                    tf.transpose(noise, [1, 0, 2]), init_z, num_states=len(time_major))
                 if net.posterior.validate_args:
                     with tf.control_dependencies([assert_finite(features, "features")]):
                         z = tf.identity(z)
@@ -577,6 +592,8 @@ class DeepStateSpaceModel(LatentVariableModel):
                          - tf.reduce_sum(tf.math.log(scale), -1)
                          - 0.5 * d * math.log(2.0 * math.pi))
             else:
+                time_major = [tf.transpose(s, [1, 0, 2])
+                              for s in self._rnn_states(x_in, mask, net)]
                 z, loc, scale, log_q = self._combiner_loop(net, time_major, noise, init_z)
         else:
             out = net.posterior(self._features(x_in, mask, net), noise=noise)
