@@ -5,7 +5,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zoo.layers.common import check_positive_int, loop_pieces, map_batch_pieces, register
+from zoo.layers.common import (
+    assert_finite,
+    check_positive_int,
+    loop_pieces,
+    map_batch_pieces,
+    register,
+)
 
 
 @register
@@ -77,7 +83,8 @@ def fused_posterior_supported(combiner: Combiner, posterior) -> bool:
 
 
 def combiner_posterior_scan(combiner: Combiner, posterior, rnn_sum, noise, z_init,
-                            num_states: int = 1, pieces: int | None = None):
+                            num_states: int = 1, pieces: int | None = None,
+                            check_features: bool = False):
     r"""$z_t = \mu_t + \sigma_t \epsilon_t$ of the structured posterior over all steps.
 
     The loop of ``posterior(combiner(z_{t-1}, states_t), noise=eps_t)`` (Krishnan et al.'s
@@ -85,15 +92,18 @@ def combiner_posterior_scan(combiner: Combiner, posterior, rnn_sum, noise, z_ini
     one ``tf.scan`` over time-major tensors: ``rnn_sum`` [time, batch, units] the sum of the
     ``num_states`` RNN states at each step, ``noise`` [time, batch, d], ``z_init`` [batch, d]
     the $z_0$ the first step conditions on. Returns ``z``, ``loc`` and ``scale``, each
-    [time, batch, d], and the combiner's output [time, batch, units] (the posterior's
-    features); ``log_q`` follows from ``noise`` and ``scale`` in closed form.
+    [time, batch, d]; ``log_q`` follows from ``noise`` and ``scale`` in closed form.
+    ``check_features``: raise (``InvalidArgumentError``, "`features` contains NaN or Inf")
+    if the combiner's output, the posterior's features, is not finite, as the posterior's
+    ``validate_args`` does.
 
     The loc and scale layers run as one product a step, and the gradient is written by hand:
-    the backward loop carries only $\partial z_{t-1}$ (two products a step), and every
-    weight gradient is one product over all steps after it (automatic differentiation forms
-    them step by step). Equal to the layer-by-layer loop's values and gradients to float
-    rounding (tested). The batch runs as ``pieces`` independent loops side by side (None:
-    :func:`~zoo.layers.common.loop_pieces`, the threads of a CPU-only machine).
+    the backward loop carries only $\partial z_{t-1}$ (two products and a few elementwise
+    operations a step), and every weight gradient is one product over all steps after it
+    (automatic differentiation forms them step by step). Equal to the layer-by-layer loop's
+    values and gradients to float rounding (tested). The batch runs as ``pieces``
+    independent loops side by side (None: :func:`~zoo.layers.common.loop_pieces`, the
+    threads of a CPU-only machine).
     """
     d = posterior.latent_dim
     scale_exp = posterior.scale_activation == "exp"
@@ -102,54 +112,63 @@ def combiner_posterior_scan(combiner: Combiner, posterior, rnn_sum, noise, z_ini
     dtype = rnn_sum.dtype
     raw_layer = posterior.param_denses[0]
 
+    def positive(raw):
+        return tf.exp(0.5 * raw) if scale_exp else tf.nn.softplus(raw)
+
     @tf.custom_gradient
     def run(s, eps, z0, w_c, b_c, w_p, b_p):
+        # features = share * (tanh(z W_c + b_c) + s): the share is folded into W_p
+        w_ps = share * w_p
+
         def step(carry, elems):
-            z_prev = carry[0]
             s_t, eps_t = elems
-            act = tf.tanh(tf.matmul(z_prev, w_c) + b_c)
-            hidden = share * (act + s_t)
-            params = tf.matmul(hidden, w_p) + b_p
-            loc, raw = params[:, :d], params[:, d:]
-            scale = (tf.exp(0.5 * raw) if scale_exp else tf.nn.softplus(raw)) + min_scale
-            return loc + scale * eps_t, loc, scale, raw, act, hidden
+            act = tf.tanh(tf.matmul(carry[0], w_c) + b_c)
+            params = tf.matmul(act + s_t, w_ps) + b_p
+            scale = positive(params[:, d:]) + min_scale
+            return params[:, :d] + scale * eps_t, params, act
 
-        zeros_d = tf.zeros_like(z0)
-        zeros_h = tf.zeros([tf.shape(z0)[0], tf.shape(w_c)[1]], dtype)
-        z, loc, scale, raw, act, hidden = tf.scan(
-            step, (s, eps), initializer=(z0, zeros_d, zeros_d, zeros_d, zeros_h, zeros_h))
+        z, params, act = tf.scan(
+            step, (s, eps), initializer=(z0, tf.zeros_like(tf.concat([z0, z0], -1)),
+                                         tf.zeros([tf.shape(z0)[0], tf.shape(w_c)[1]], dtype)))
+        loc, raw = params[..., :d], params[..., d:]
+        scale = positive(raw) + min_scale
+        if check_features:
+            with tf.control_dependencies([assert_finite(act + s, "features")]):
+                z = tf.identity(z)
 
-        def grad(dz, dloc, dscale, dhidden):
+        def grad(dz, dloc, dscale):
             dz, dloc, dscale = [tf.zeros_like(z) if g is None else g
                                 for g in (dz, dloc, dscale)]
-            dhidden = tf.zeros_like(hidden) if dhidden is None else dhidden
             # d scale / d raw: sigmoid(raw) for softplus, exp(raw / 2) / 2 for exp
             slope = 0.5 * tf.exp(0.5 * raw) if scale_exp else tf.sigmoid(raw)
+            # d params = fixed + [g_z, g_z] * per_z, g_z the total gradient of z_t
+            fixed = tf.concat([dloc, dscale * slope], -1)
+            per_z = tf.concat([tf.ones_like(eps), eps * slope], -1)
+            d_act = 1.0 - tf.square(act)
 
             def back(carry, elems):
-                g_next = carry[0]
-                dz_t, dloc_t, dscale_t, dhidden_t, eps_t, slope_t, act_t = elems
-                g_z = dz_t + g_next
-                g_params = tf.concat([dloc_t + g_z, (dscale_t + g_z * eps_t) * slope_t], -1)
-                g_hidden = tf.matmul(g_params, w_p, transpose_b=True) + dhidden_t
-                g_pre = share * g_hidden * (1.0 - tf.square(act_t))
-                return tf.matmul(g_pre, w_c, transpose_b=True), g_params, g_hidden, g_pre
+                dz_t, fixed_t, per_z_t, d_act_t = elems
+                g_z = dz_t + carry[0]
+                g_params = fixed_t + tf.concat([g_z, g_z], -1) * per_z_t
+                g_in = tf.matmul(g_params, w_ps, transpose_b=True)  # of act + s
+                return (tf.matmul(g_in * d_act_t, w_c, transpose_b=True), g_params, g_in)
 
-            g0, g_params, g_hidden, g_pre = tf.scan(
-                back, (dz, dloc, dscale, dhidden, eps, slope, act),
-                initializer=(zeros_d, tf.zeros_like(tf.concat([z0, z0], -1)), zeros_h,
-                             zeros_h), reverse=True)
+            g0, g_params, g_in = tf.scan(
+                back, (dz, fixed, per_z, d_act),
+                initializer=(tf.zeros_like(z0), tf.zeros_like(fixed[0]), tf.zeros_like(act[0])),
+                reverse=True)
+            g_pre = g_in * d_act
             z_prev = tf.concat([z0[None], z[:-1]], 0)
 
             def flat(t):
                 return tf.reshape(t, [-1, tf.shape(t)[-1]])
 
             dw_c = tf.matmul(flat(z_prev), flat(g_pre), transpose_a=True)
-            dw_p = tf.matmul(flat(hidden), flat(g_params), transpose_a=True)
-            return (share * g_hidden, None, g0[0], dw_c, tf.reduce_sum(g_pre, [0, 1]), dw_p,
+            dw_p = share * tf.matmul(flat(act + s), flat(g_params), transpose_a=True)
+            return (g_in, None, g0[0], dw_c, tf.reduce_sum(g_pre, [0, 1]), dw_p,
                     tf.reduce_sum(g_params, [0, 1]))
 
-        return (z, loc, scale, hidden), grad
+        return (z, loc, scale), grad
 
     def cast(v):
         return tf.cast(v, dtype)

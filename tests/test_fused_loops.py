@@ -185,11 +185,10 @@ def test_loops_cut_into_pieces_equal_one_loop(batch, monkeypatch):
         with tf.GradientTape() as tape:
             tape.watch(x)
             h = relu_rnn_sequence(x, m, *w, pieces=pieces)
-            z, loc, scale, feat = combiner_posterior_scan(model.combiner, model.posterior, h,
-                                                          noise, z0, pieces=pieces)
-            loss = tf.reduce_sum(z * loc) + tf.reduce_sum(tf.math.log(scale)) + tf.reduce_sum(
-                tf.sin(feat))
-        return [h, z, loc, scale, feat], tape.gradient(loss, [x] + variables)
+            z, loc, scale = combiner_posterior_scan(model.combiner, model.posterior, h,
+                                                    noise, z0, pieces=pieces)
+            loss = tf.reduce_sum(z * loc) + tf.reduce_sum(tf.math.log(scale))
+        return [h, z, loc, scale], tape.gradient(loss, [x] + variables)
 
     ref_out, ref_grad = run(1)
     for pieces in (2, 3):

@@ -580,13 +580,11 @@ class DeepStateSpaceModel(LatentVariableModel):
             if fused_posterior_supported(net.combiner, net.posterior):
                 dtype = net.posterior.compute_dtype
                 time_major = self._time_major_states(x_in, mask, net)
-                z, loc, scale, features = combiner_posterior_scan(
+                z, loc, scale = combiner_posterior_scan(
                     net.combiner, net.posterior,
                     tf.add_n([tf.cast(s, dtype) for s in time_major]),
-                    tf.transpose(noise, [1, 0, 2]), init_z, num_states=len(time_major))
-                if net.posterior.validate_args:
-                    with tf.control_dependencies([assert_finite(features, "features")]):
-                        z = tf.identity(z)
+                    tf.transpose(noise, [1, 0, 2]), init_z, num_states=len(time_major),
+                    check_features=net.posterior.validate_args)
                 z, loc, scale = [tf.transpose(t, [1, 0, 2]) for t in (z, loc, scale)]
                 log_q = (-0.5 * tf.reduce_sum(tf.square(noise), -1)
                          - tf.reduce_sum(tf.math.log(scale), -1)
