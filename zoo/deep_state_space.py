@@ -1196,7 +1196,9 @@ class DeepKalmanFilter(DeepStateSpaceModel):
         emission_units: tuple of int. Hidden widths of the emission MLP.
         rnn_units: int. Width of the RNN inference networks.
         rnn_cell: str. Their cell: ``"gru"`` (default) or ``"rnn"``, a plain ReLU RNN
-            $h_t = \mathrm{relu}(W x_t + U h_{t-1} + b)$ (the Pyro DMM example's ``nn.RNN``).
+            $h_t = \mathrm{relu}(W x_t + U h_{t-1} + b)$ (the Pyro DMM example's ``nn.RNN``;
+            ``zoo.layers.ReluRNN``, whose loop has a hand-written gradient and runs the
+            batch as side-by-side loops on a CPU's threads).
         initializer: str. Kernels of the networks: ``"glorot"`` (Keras' default; the DKF's
             default) or ``"fan_in"``, $U(\pm 1/\sqrt{n_{in}})$ (torch's default, the DMM's:
             on chorales with Pyro's setup, test -ELBO per step after 8 epochs 15.4 against
