@@ -239,6 +239,18 @@ class GaussianPosterior(keras.layers.Layer):
 
 
 # --------------------------------------------------------------------------------- math
+def diag_log_q(noise, scale):
+    """log N(z; mu, diag s^2) at z = mu + s eps from eps (``noise``) and s (``scale``),
+    summed over the last axis, in closed form: the same value and total derivatives as
+    TFP's MultivariateNormalDiag(...).log_prob(z), whose broadcast_to has a gradient that
+    XLA cannot compile inside a tf.scan (the DKF/DMM time loop)."""
+    d = noise.shape[-1]
+    return (-0.5 * tf.reduce_sum(tf.square(noise), -1)
+            - tf.reduce_sum(tf.math.log(scale), -1)
+            - 0.5 * (d if d is not None else tf.cast(tf.shape(noise)[-1], noise.dtype))
+            * math.log(2.0 * math.pi))
+
+
 def family_sample(covariance: str, params: dict, noise, k):
     """z = mu + R eps for a family; returns (z, log q(z), diag(C), log det C).
 
@@ -246,18 +258,11 @@ def family_sample(covariance: str, params: dict, noise, k):
     """
     expand = (lambda t: tf.expand_dims(t, -2)) if k is not None else (lambda t: t)
     loc = params["loc"]
-    d = loc.shape[-1]
     if covariance == "diag":
         scale = params["scale"]
         z = expand(loc) + expand(scale) * noise
-        # log N(z; mu, diag s^2) at z = mu + s eps, in closed form: the same value and total
-        # derivatives as TFP's MultivariateNormalDiag(...).log_prob(z), whose broadcast_to
-        # has a gradient that XLA cannot compile inside a tf.scan (the DKF/DMM time loop).
-        log_q = (-0.5 * tf.reduce_sum(tf.square(noise), -1)
-                 - tf.reduce_sum(tf.math.log(expand(scale)), -1)
-                 - 0.5 * (d if d is not None else tf.cast(tf.shape(loc)[-1], loc.dtype))
-                 * math.log(2.0 * math.pi))
-        return z, log_q, tf.square(scale), 2.0 * tf.reduce_sum(tf.math.log(scale), -1)
+        return (z, diag_log_q(noise, expand(scale)), tf.square(scale),
+                2.0 * tf.reduce_sum(tf.math.log(scale), -1))
     if covariance == "full":
         tril = params["scale_tril"]
         tril_k = tf.expand_dims(tril, -3) if k is not None else tril

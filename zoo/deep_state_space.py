@@ -23,7 +23,7 @@ from zoo.layers.common import (
     standard_normal,
     standard_uniform,
 )
-from zoo.layers.gaussian_posterior import gaussian_kl_to_diag
+from zoo.layers.gaussian_posterior import diag_log_q, gaussian_kl_to_diag
 from zoo.layers.relu_rnn import ReluRNN
 from zoo.layers import smc_bound
 from zoo.layers.state_transition import KINDS as TRANSITIONS
@@ -462,11 +462,17 @@ class DeepStateSpaceModel(LatentVariableModel):
         net = net or self._net()
         bool_mask = mask > 0
         states = []
-        if net.rnn_forward is not None:
-            states.append(net.rnn_forward(x_in, mask=bool_mask))
-        if net.rnn_backward is not None:
-            states.append(tf.reverse(net.rnn_backward(x_in, mask=bool_mask), [1]))
+        for layer in (net.rnn_forward, net.rnn_backward):
+            if layer is not None:
+                states.append(self._rnn_state(layer, x_in, bool_mask))
         return states
+
+    @staticmethod
+    def _rnn_state(layer, x_in, bool_mask):
+        """One RNN's states [batch, time, units] in the order of the steps (a backward
+        RNN's output reversed back)."""
+        h = layer(x_in, mask=bool_mask)
+        return tf.reverse(h, [1]) if layer.go_backwards else h
 
     def _time_major_states(self, x_in, mask, net):
         """``_rnn_states`` time-major, [time, batch, units] each: a ``ReluRNN`` computes them
@@ -479,8 +485,7 @@ class DeepStateSpaceModel(LatentVariableModel):
                 continue
             h = layer.time_major_states(x_tm, m_tm) if isinstance(layer, ReluRNN) else None
             if h is None:
-                h = layer(x_in, mask=mask > 0)
-                h = tf.transpose(tf.reverse(h, [1]) if layer.go_backwards else h, [1, 0, 2])
+                h = tf.transpose(self._rnn_state(layer, x_in, mask > 0), [1, 0, 2])
             states.append(h)
         return states
 
@@ -578,17 +583,14 @@ class DeepStateSpaceModel(LatentVariableModel):
         elif net.kind in STRUCTURED:
             init_z = tf.broadcast_to(tf.cast(net.zq0, md), [batch, d])
             if fused_posterior_supported(net.combiner, net.posterior):
-                dtype = net.posterior.compute_dtype
                 time_major = self._time_major_states(x_in, mask, net)
-                z, loc, scale = combiner_posterior_scan(
+                z, loc, scale = combiner_posterior_scan(  # in md: no mixed precision here
                     net.combiner, net.posterior,
-                    tf.add_n([tf.cast(s, dtype) for s in time_major]),
+                    tf.add_n([tf.cast(s, md) for s in time_major]),
                     tf.transpose(noise, [1, 0, 2]), init_z, num_states=len(time_major),
                     check_features=net.posterior.validate_args)
                 z, loc, scale = [tf.transpose(t, [1, 0, 2]) for t in (z, loc, scale)]
-                log_q = (-0.5 * tf.reduce_sum(tf.square(noise), -1)
-                         - tf.reduce_sum(tf.math.log(scale), -1)
-                         - 0.5 * d * math.log(2.0 * math.pi))
+                log_q = diag_log_q(noise, scale)
             else:
                 time_major = [tf.transpose(s, [1, 0, 2])
                               for s in self._rnn_states(x_in, mask, net)]
