@@ -243,3 +243,21 @@ def test_relu_rnn_run_backward_equals_the_reversed_sequence_forward():
     for a, b in zip(run(True), run(False)):
         assert np.max(np.abs(b.numpy())) > 0
         assert _max_rel(a, b) < 1e-5
+
+
+def test_relu_rnn_saves_and_reloads_in_a_keras_file_and_names_bad_input(tmp_path):
+    """A model holding a ReluRNN round-trips its config and a .keras file (same outputs
+    after loading); an input of the wrong rank is refused with Keras' error."""
+    rng = np.random.default_rng(7)
+    inputs = keras.Input((None, 5))
+    model = keras.Model(inputs, ReluRNN(4, return_sequences=True, go_backwards=True)(inputs))
+    x = rng.normal(size=(3, 6, 5)).astype("float32")
+    path = tmp_path / "relu_rnn.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    layer = [lay for lay in loaded.layers if isinstance(lay, ReluRNN)]
+    assert len(layer) == 1 and layer[0].go_backwards and layer[0].units == 4
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6, atol=1e-6)
+    rnn = ReluRNN(4, return_sequences=True)
+    with pytest.raises(ValueError, match="expected ndim=3, found ndim=2"):
+        rnn(np.ones((3, 5), "float32"))
